@@ -1,0 +1,36 @@
+# `make serve` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+MODEL  ?= models/export.pkl
+
+.PHONY: serve test train venv dev bench clean
+
+serve: $(MODEL)
+	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+
+test: dev
+	$(BIN)/python -m pytest
+
+# The demo model: scikit-learn's handwritten digits through the same folder pipeline as user data.
+$(MODEL): | venv
+	$(BIN)/python -m training.train --out $(MODEL)
+
+train: venv
+	$(BIN)/python -m training.train $(ARGS)
+
+venv: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache

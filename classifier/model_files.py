@@ -1,0 +1,116 @@
+"""The model on disk: export.pkl, its export.json sidecar, checksums, atomic writes.
+
+Shared by training (which writes them) and serving (which refuses to start on
+a file that is missing, corrupt, not an image classifier, or not the file its
+metadata describes).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be served; the message is one line meant for a person."""
+
+
+def metadata_path(model_path: str | os.PathLike) -> Path:
+    """export.pkl -> export.json, beside it."""
+    return Path(model_path).with_suffix(".json")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike):
+    """Yield a temporary path beside `final`; rename it over `final` only on success.
+
+    A crash, an exception or Ctrl-C leaves `final` as it was (old model or none),
+    never half-written, because rename within one directory is atomic.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_metadata(model_path: str | os.PathLike) -> dict | None:
+    """The export.json beside a model, or None when there is none (a notebook export)."""
+    path = metadata_path(model_path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc}); fix or delete it.") from None
+
+
+def load_learner_checked(model_path: str | os.PathLike, verify_checksum: bool = True):
+    """Load a fastai image-classifier export, or raise ModelLoadError saying why not.
+
+    Returns (learner, metadata-or-None). Only load files you trust: a .pkl is
+    a pickle and can run code, which is why the checksum in export.json is
+    checked before unpickling.
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelLoadError(f"Model file not found: {path}. Train one with "
+                             "`python -m training.train DATA_DIR` or set MODEL_PATH.")
+    metadata = read_metadata(path)
+    if verify_checksum and metadata and metadata.get("sha256"):
+        actual = sha256_file(path)
+        if actual != metadata["sha256"]:
+            raise ModelLoadError(
+                f"{path} does not match {metadata_path(path)} (sha256 {actual[:12]}... "
+                f"!= {metadata['sha256'][:12]}...): the model file was replaced or corrupted. "
+                "Re-export it, or remove the stale export.json.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from fastai.learner import load_learner
+            learner = load_learner(path, cpu=True)
+    except Exception as exc:  # unpickling untrusted/corrupt data can raise anything
+        raise ModelLoadError(f"{path} is not a loadable fastai export: "
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    check_image_classifier(learner, path)
+    return learner, metadata
+
+
+def check_image_classifier(learner, path) -> None:
+    from fastai.learner import Learner
+
+    if not isinstance(learner, Learner):
+        raise ModelLoadError(f"{path} holds a {type(learner).__name__}, not a fastai Learner.")
+    dls = getattr(learner, "dls", None)
+    vocab = getattr(dls, "vocab", None)
+    x_pipeline = (getattr(dls, "tfms", None) or [None])[0]
+    # ImageBlock puts PILImage.create (named "PILBase.create") in the input pipeline.
+    takes_images = any(getattr(f, "name", "").startswith("PIL")
+                       for f in getattr(x_pipeline, "fs", []))
+    if vocab is None or len(vocab) < 2 or not takes_images:
+        raise ModelLoadError(f"{path} is a fastai Learner but not an image classifier "
+                             "(it needs an ImageBlock input and a CategoryBlock vocab).")
