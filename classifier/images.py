@@ -22,6 +22,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 # Formats a browser or phone produces, plus the ones the seeds' datasets use.
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+# The only Pillow decoders untrusted bytes may reach (Pillow opens a phone's multi-picture
+# MPO JPEG through its JPEG reader). Pillow has ~40 readers; some (EPS) hand the data to external programs.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
 class ImageError(ValueError):
@@ -98,7 +101,7 @@ def open_checked(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = im.size
             if width <= 0 or height <= 0:
                 raise InvalidImage("The image declares no pixels.")

@@ -39,12 +39,19 @@ class Prediction:
 
 
 def _size_of(pipeline) -> tuple[int, int] | None:
-    """The (height, width) the learner resizes to, read from its item transforms."""
+    """The (height, width) the learner resizes to, read from its item transforms.
+
+    fastai's Resize, RandomResizedCrop, CropPad and RandomCrop take (height, width)
+    but store it as PIL's (width, height), so it is swapped back here.
+    """
     for tfm in getattr(pipeline, "fs", []):
         size = getattr(tfm, "size", None)
         if size is not None and type(tfm).__name__ in ("Resize", "RandomResizedCrop", "CropPad",
-                                                       "RandomCrop", "ResizeBatch"):
-            return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+                                                       "RandomCrop"):
+            if isinstance(size, int):
+                return (size, size)
+            width, height = (int(s) for s in size)
+            return (height, width)
     return None
 
 
@@ -73,6 +80,12 @@ class Predictor:
         self._activation = activation or (lambda x: torch.softmax(x, dim=-1))
         self.threads = threads
         self._lock = threading.Lock()
+        # One forward pass at a time per process: the process's inference threads
+        # (INFERENCE_THREADS) already use its share of the cores, so concurrent
+        # passes would only fight over them. Batching concurrent requests into one
+        # pass was measured and not adopted: onnxruntime takes as long per image
+        # in a batch of 2-8 as alone on this CPU (docs/SERVING.md).
+        self._run_lock = threading.Lock()
         self._onnx_bytes: bytes | None = None
         self._sessions: dict[int, object] = {}
         self.runtime = "torch"
@@ -87,23 +100,29 @@ class Predictor:
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images) -> list[Prediction]:
-        if not images:
+        return self.predict_prepared([self.prepare(im) for im in images])
+
+    def prepare(self, image) -> torch.Tensor:
+        """One PIL RGB image -> the learner's item transforms applied (model-sized, uint8).
+
+        Lets a server free each full-size photo before decoding the next one of a batch.
+        """
+        return self._after_item(self._pil_type(image))
+
+    def predict_prepared(self, items) -> list[Prediction]:
+        """Outputs of `prepare` -> Predictions, as one batch through the model."""
+        if not items:
             return []
         if self.image_size is None:  # no resize in the pipeline: sizes differ, go one by one
-            return [p for im in images for p in self._predict_stacked([im])]
-        return self._predict_stacked(images)
+            return [p for item in items for p in self._predictions([item])]
+        return self._predictions(items)
 
     def probabilities(self, images) -> np.ndarray:
         """(n, classes) float64 probabilities for a list of PIL images."""
-        batch = self.preprocess(images)
-        logits = self._forward(batch)
-        probs = self._activation(logits).double()
-        return (probs / probs.sum(dim=1, keepdim=True)).numpy()
+        return self._probabilities([self.prepare(im) for im in images])
 
     def preprocess(self, images) -> torch.Tensor:
-        items = [self._after_item(self._pil_type(im)) for im in images]
-        batch = self._tensor_type(torch.stack(items))
-        return torch.Tensor(self._after_batch(batch)).as_subclass(torch.Tensor)
+        return self._collate([self.prepare(im) for im in images])
 
     def warm_up(self) -> None:
         """Run one prediction so the first real request is not the slow one."""
@@ -117,9 +136,18 @@ class Predictor:
                                  f"{len(self.vocab)} classes; the export is inconsistent.")
 
     # -- internals --------------------------------------------------------
-    def _predict_stacked(self, images) -> list[Prediction]:
+    def _collate(self, items) -> torch.Tensor:
+        batch = self._tensor_type(torch.stack(items))
+        return torch.Tensor(self._after_batch(batch)).as_subclass(torch.Tensor)
+
+    def _probabilities(self, items) -> np.ndarray:
+        logits = self._forward(self._collate(items))
+        probs = self._activation(logits).double()
+        return (probs / probs.sum(dim=1, keepdim=True)).numpy()
+
+    def _predictions(self, items) -> list[Prediction]:
         out = []
-        for row in self.probabilities(images):
+        for row in self._probabilities(items):
             index = int(row.argmax())
             out.append(Prediction(
                 label=self.vocab[index], index=index, confidence=float(row[index]),
@@ -129,9 +157,10 @@ class Predictor:
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.runtime == "onnx":
             session = self._session()
-            (logits,) = session.run(None, {"input": batch.numpy()})
+            with self._run_lock:
+                (logits,) = session.run(None, {"input": batch.numpy()})
             return torch.from_numpy(logits)
-        with torch.inference_mode():
+        with self._run_lock, torch.inference_mode():
             return self.model(batch).float()
 
     def _try_onnx(self, required: bool) -> None:
@@ -154,6 +183,9 @@ class Predictor:
             if gap > ONNX_PARITY_TOLERANCE:
                 raise RuntimeError(f"onnxruntime differs from PyTorch by {gap:.2e}")
             self.runtime = "onnx"
+            # The loading process (a preloading gunicorn master) keeps no session:
+            # workers make their own, and the master's would only hold memory.
+            self._sessions.clear()
         except Exception as exc:
             self._onnx_bytes = None
             self._sessions.clear()
@@ -174,6 +206,10 @@ class Predictor:
                     options.intra_op_num_threads = self.threads or torch.get_num_threads()
                     options.inter_op_num_threads = 1
                     options.log_severity_level = 3
+                    # Idle pool threads would otherwise spin, taking CPU from the other
+                    # workers: measured 117 -> 88 ms per 224 px image at 2 threads on a
+                    # busy 2-core machine.
+                    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     session = ort.InferenceSession(self._onnx_bytes, options,
                                                    providers=["CPUExecutionProvider"])
                     self._sessions = {pid: session}  # drop a forked parent's session

@@ -44,6 +44,7 @@ def atomic_path(final: str | os.PathLike):
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result must be readable like any file
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -51,6 +52,12 @@ def atomic_path(final: str | os.PathLike):
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:

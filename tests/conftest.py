@@ -59,3 +59,22 @@ def notebook_export(image_folder, tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-c", NOTEBOOK_EXPORT, str(image_folder), str(out)],
                    check=True, cwd=ROOT, capture_output=True)
     return out
+
+
+def run_training(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m training.train ARGS` from the repository root, output captured."""
+    return subprocess.run([sys.executable, "-m", "training.train", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def trained_model(image_folder, tmp_path_factory) -> Path:
+    """models/export.pkl trained by our own CLI (from scratch, 32 px), once per session.
+
+    Beside it: export.json (metadata, sha256), examples/<label>/ and report/.
+    """
+    out = tmp_path_factory.mktemp("trained") / "models" / "export.pkl"
+    result = run_training(image_folder, "--no-pretrained", "--size", 32, "--epochs", 1,
+                          "--bs", 8, "--no-augment", "--lr", "1e-2", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out

@@ -1,0 +1,93 @@
+"""One error contract: {"error": {"code", "message"}} for the API, a friendly page for the form.
+
+Every failure a client can cause maps to a 4xx here, including werkzeug's own
+(body too large, too many form parts, malformed requests); anything else is a
+bug, logged with its traceback and answered with a generic 500 that leaks nothing.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app.model_service import ModelUnavailable
+from classifier.images import ImageError
+
+log = logging.getLogger(__name__)
+
+# Codes for werkzeug's HTTP errors; the rest become their lower_snake name.
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+              405: "method_not_allowed", 413: "payload_too_large",
+              415: "unsupported_media_type", 503: "model_unavailable"}
+IMAGE_STATUS = {"invalid_image": 400, "image_too_large": 413}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def wants_html() -> bool:
+    """The form's pages (and browsers lost on unknown URLs) get HTML; everything else JSON."""
+    if request.blueprint == "web":
+        return True
+    if request.url_rule is None:
+        best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+        return best == "text/html" and request.accept_mimetypes[best] > \
+            request.accept_mimetypes["application/json"]
+    return False
+
+
+def error_response(status: int, code: str, message: str, headers=None):
+    if wants_html():
+        from app.web import render_page  # the form module renders its own page
+        response = render_page(error={"code": code, "message": message}, status=status)
+    else:
+        response = jsonify(error={"code": code, "message": message})
+        response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _http_message(exc: HTTPException) -> str:
+    if exc.code == 413:
+        limit = request.max_content_length
+        return (f"The request is too large: at most {limit / 2**20:g} MB in all, "
+                f"with at most {request.max_form_parts} form parts.") if limit else \
+            "The request is too large."
+    if exc.code == 404:
+        return f"There is nothing at {request.path}."
+    if exc.code == 405:
+        return f"{request.method} is not allowed on {request.path}."
+    return exc.description or exc.name
+
+
+def register_error_handlers(app) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        headers = {"WWW-Authenticate": 'Bearer realm="predict"'} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    @app.errorhandler(ImageError)
+    def image_error(exc: ImageError):
+        return error_response(IMAGE_STATUS.get(exc.code, 400), exc.code, str(exc))
+
+    @app.errorhandler(ModelUnavailable)
+    def unavailable(exc: ModelUnavailable):
+        return error_response(503, "model_unavailable", str(exc), {"Retry-After": "5"})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = HTTP_CODES.get(exc.code) or exc.name.lower().replace(" ", "_").replace("'", "")
+        headers = {"Allow": ", ".join(exc.valid_methods)} \
+            if getattr(exc, "valid_methods", None) else None
+        return error_response(exc.code or 500, code, _http_message(exc), headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error",
+                              "Something went wrong on our side; it has been logged.")

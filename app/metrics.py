@@ -1,0 +1,64 @@
+"""Prometheus metrics: requests and latency by endpoint and status, predictions by label.
+
+Under gunicorn every worker writes its samples to PROMETHEUS_MULTIPROC_DIR
+(set up by gunicorn.conf.py) and /metrics merges them, so any worker's answer
+covers the whole server. Without that variable (tests, `flask run`) the
+process's own registry is served.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Blueprint, Response, g, request
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+                               generate_latest, multiprocess)
+
+REQUESTS = Counter("classifier_http_requests_total", "HTTP requests answered.",
+                   ["endpoint", "method", "status"])
+LATENCY = Histogram("classifier_http_request_duration_seconds",
+                    "Time from request start to response, seconds.", ["endpoint", "status"],
+                    buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10))
+PREDICTIONS = Counter("classifier_predictions_total", "Images classified, by top-1 label.",
+                      ["label"])
+
+bp = Blueprint("metrics", __name__)
+
+
+def endpoint_label() -> str:
+    # The route pattern, never the raw path: unknown URLs must not explode the label set.
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+
+def record_predictions(predictions) -> None:
+    for prediction in predictions:
+        PREDICTIONS.labels(label=prediction.label).inc()
+
+
+def init_metrics(app) -> None:
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe(response):
+        started = g.get("started")
+        endpoint, status = endpoint_label(), str(response.status_code)
+        REQUESTS.labels(endpoint=endpoint, method=request.method, status=status).inc()
+        if started is not None:
+            LATENCY.labels(endpoint=endpoint, status=status).observe(
+                time.perf_counter() - started)
+        return response
+
+    app.register_blueprint(bp)
+
+
+@bp.get("/metrics")
+def metrics():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return Response(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,120 @@
+"""The OpenAPI 3 document of the JSON API (GET /openapi.json), checked against real answers."""
+from __future__ import annotations
+
+ERROR_CODES = ["missing_file", "invalid_image", "payload_too_large", "image_too_large",
+               "unsupported_media_type", "unauthorized", "not_found", "method_not_allowed",
+               "model_unavailable", "bad_request", "internal_error"]
+
+
+def _error(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+SCHEMAS = {
+    "Prediction": {
+        "type": "object",
+        "required": ["label", "index", "confidence", "probabilities"],
+        "properties": {
+            "label": {"type": "string", "description": "Top-1 class."},
+            "index": {"type": "integer", "minimum": 0, "description": "Its index in vocab."},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "probabilities": {"type": "object", "description": "Every class, in vocab order; "
+                              "sums to 1.", "additionalProperties": {
+                                  "type": "number", "minimum": 0, "maximum": 1}},
+        },
+    },
+    "NamedPrediction": {"allOf": [
+        {"$ref": "#/components/schemas/Prediction"},
+        {"type": "object", "required": ["filename"],
+         "properties": {"filename": {"type": "string"}}}]},
+    "BatchPrediction": {
+        "type": "object", "required": ["predictions"],
+        "properties": {"predictions": {"type": "array", "minItems": 2, "items": {
+            "$ref": "#/components/schemas/NamedPrediction"}}},
+    },
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                 "properties": {"code": {"type": "string", "enum": ERROR_CODES},
+                                                "message": {"type": "string"}}}},
+    },
+    "ModelInfo": {
+        "type": "object",
+        "required": ["vocab", "arch", "image_size", "metrics", "sha256", "created_at", "runtime"],
+        "properties": {
+            "vocab": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            "arch": {"type": "string"},
+            "image_size": {"type": "array", "nullable": True, "items": {"type": "integer"},
+                           "minItems": 2, "maxItems": 2, "description": "[height, width]"},
+            "metrics": {"type": "object", "description": "Validation metrics from export.json "
+                        "(empty for a notebook export)."},
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "created_at": {"type": "string"},
+            "runtime": {"type": "string", "enum": ["onnx", "torch"]},
+            "file": {"type": "string"},
+        },
+    },
+    "Status": {"type": "object", "required": ["status"],
+               "properties": {"status": {"type": "string"}, "runtime": {"type": "string"}}},
+}
+
+
+def openapi_document(service) -> dict:
+    settings = service.settings
+    predict = {
+        "summary": "Classify one image, or several as one batch.",
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "array", "maxItems": settings.max_batch,
+                                        "items": {"type": "string", "format": "binary"}}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        }},
+        "responses": {
+            "200": {"description": "One `file` or a raw body: a Prediction. Several `file` "
+                    "fields: a BatchPrediction.", "content": {"application/json": {"schema": {
+                        "oneOf": [{"$ref": "#/components/schemas/Prediction"},
+                                  {"$ref": "#/components/schemas/BatchPrediction"}]}}}},
+            "400": _error("missing_file or invalid_image"),
+            "401": _error("unauthorized (only when the server has an API_KEY)"),
+            "413": _error(f"payload_too_large (over {settings.max_upload_mb:g} MB or "
+                          f"{settings.max_batch} files) or image_too_large (over "
+                          f"{settings.max_image_pixels} pixels)"),
+            "415": _error("unsupported_media_type"),
+            "503": _error("model_unavailable"),
+        },
+    }
+    if settings.api_key:
+        predict["security"] = [{"bearer": []}, {"apiKey": []}]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Image classifier", "version": "1.0.0",
+                 "description": f"A fastai image classifier ({', '.join(service.info['vocab'])})."},
+        "paths": {
+            "/predict": {"post": predict},
+            "/model": {"get": {"summary": "The served model.",
+                               "responses": {"200": _json("ModelInfo", "Model description")}}},
+            "/healthz": {"get": {"summary": "Liveness.",
+                                 "responses": {"200": _json("Status", "Alive")}}},
+            "/readyz": {"get": {"summary": "Readiness: model loaded and warmed up.",
+                                "responses": {"200": _json("Status", "Ready"),
+                                              "503": _error("model_unavailable")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document.",
+                                      "responses": {"200": {"description": "OpenAPI 3"}}}},
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKey": {"type": "apiKey", "in": "header",
+                                           "name": "X-API-Key"}},
+        },
+    }

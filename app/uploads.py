@@ -1,0 +1,79 @@
+"""Getting the uploaded images out of a request: multipart `file` fields or a raw image body.
+
+Bytes only here; decoding (and every check on the pixels) is classifier.images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import request
+
+from app.errors import ApiError
+from classifier.images import ImageError
+
+FIELD = "file"
+
+
+@dataclass
+class Upload:
+    filename: str
+    data: bytes
+
+
+def _missing(message: str = "Send an image: a multipart form field named 'file', "
+                            "or the raw image as the body with Content-Type image/*."):
+    return ApiError(400, "missing_file", message)
+
+
+def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]:
+    """The request's images as bytes; raises ApiError for the request's shape."""
+    mimetype = request.mimetype or ""
+    if mimetype == "multipart/form-data":
+        files = [f for f in request.files.getlist(FIELD) if f.filename or f.content_length]
+        if not files:
+            # A field under another name is the most common client mistake: say so.
+            other = [name for name in request.files if name != FIELD]
+            raise _missing(f"No file in the form field '{FIELD}'"
+                           + (f" (got: {', '.join(sorted(other))})." if other else "."))
+        if len(files) > max_batch:
+            raise ApiError(413, "payload_too_large",
+                           f"{len(files)} files sent; at most {max_batch} per request.")
+        return [Upload(f.filename or f"{FIELD}{i}", f.read()) for i, f in enumerate(files)]
+    if allow_raw and mimetype.startswith("image/"):
+        return [Upload("body", read_body(request.max_content_length))]
+    if not mimetype and not request.content_length:  # an empty POST
+        raise _missing()
+    if mimetype == "application/x-www-form-urlencoded":  # a form, but one that cannot hold files
+        raise _missing("This form carries no file: send it as multipart/form-data "
+                       "(enctype=\"multipart/form-data\") with the image in 'file'.")
+    raise ApiError(415, "unsupported_media_type",
+                   f"Content-Type {mimetype or '(none)'} is not accepted: send "
+                   "multipart/form-data with a 'file' field, or an image/* body.")
+
+
+def read_body(limit: int | None) -> bytes:
+    """The raw request body, refusing one of `limit` bytes or more.
+
+    werkzeug refuses a Content-Length over the limit up front; a chunked body
+    (no Content-Length) is cut at the limit instead, so it is counted here.
+    """
+    data = request.stream.read() if limit is None else request.stream.read(limit + 1)
+    if limit is not None and len(data) >= limit:
+        raise ApiError(413, "payload_too_large",
+                       f"The request is too large: at most {limit / 2**20:g} MB.")
+    return data
+
+
+def prepare_uploads(uploads: list[Upload], service, on_image=None) -> list[tuple]:
+    """[(filename, model input, on_image's result)]; an ImageError names the file of a batch."""
+    prepared = []
+    for upload in uploads:
+        try:
+            item, extra = service.prepare(upload.data, on_image)
+        except ImageError as exc:
+            if len(uploads) > 1:
+                exc.args = (f"{upload.filename}: {exc}",)
+            raise
+        upload.data = b""  # the bytes are not needed any more
+        prepared.append((upload.filename, item, extra))
+    return prepared

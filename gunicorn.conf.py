@@ -1,0 +1,78 @@
+"""gunicorn settings for `gunicorn -c gunicorn.conf.py "app:create_app()"` (see docs/SERVING.md).
+
+The master loads the model once (preload_app) and forks the workers, which
+share its memory. Worker, thread and inference-thread counts come from
+app/config.py, so that workers x inference threads never exceeds the cores.
+"""
+import os
+import shutil
+import tempfile
+
+from app.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as exc:  # a bad env var: one line, not a traceback
+    raise SystemExit(f"Error: {exc}")
+
+# Workers warm up after the fork (post_worker_init); see app/model_service.py.
+os.environ["CLASSIFIER_WARM_UP_IN_WORKERS"] = "1"
+
+# Prometheus multi-process mode: every worker writes its samples here and /metrics
+# merges them. Must be set before prometheus_client is imported (the app import).
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="classifier-metrics-")
+_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+bind = f"0.0.0.0:{_settings.port}"
+preload_app = True
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread"  # a thread per connection: a slow upload holds a thread, not a worker
+# Requests wait here rather than in the kernel when every thread is busy.
+backlog = 256
+timeout = 60            # a worker silent this long is killed and replaced
+graceful_timeout = 25   # SIGTERM: in-flight requests get this long to finish
+keepalive = 2
+control_socket_disable = True  # gunicorn 27 control socket: unused, and $HOME may be read-only
+max_requests = 0        # a preloaded model does not leak; no recycling needed
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+# One line per request, with the request id that the app echoes in X-Request-ID.
+access_log_format = ('%(h)s "%(r)s" %(s)s %(B)sB %(M)sms rid=%({x-request-id}o)s '
+                     'ua="%(a)s"')
+
+
+def on_starting(server):
+    # Stale samples from a previous run would be merged into /metrics.
+    for name in os.listdir(_metrics_dir):
+        path = os.path.join(_metrics_dir, name)
+        if name.endswith(".db"):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    # Set this worker's torch/onnxruntime threads and run one prediction before it
+    # accepts a request, so /readyz 200 means "this worker answers fast".
+    service = getattr(worker.wsgi, "extensions", {}).get("classifier")
+    if service is not None and not service.warm_up():
+        worker.log.error("worker %s: %s", worker.pid, service.failure)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

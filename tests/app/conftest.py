@@ -1,0 +1,51 @@
+"""Fixtures for the serving tests: a served model directory, apps built from it, clients."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from app import create_app
+from app.config import ENV_NAMES
+from tests.app.samples import encode, photo
+
+EXAMPLE_COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="session")
+def model_dir(notebook_export, tmp_path_factory):
+    """A notebook export (no export.json) with examples/<label>/<image> beside it."""
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copy(notebook_export, folder / "export.pkl")
+    for label, colour in EXAMPLE_COLOURS.items():
+        (folder / "examples" / label).mkdir(parents=True)
+        (folder / "examples" / label / f"{label}.png").write_bytes(
+            encode(photo(seed=3, colour=colour)))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_app(model_dir):
+    """create_app with config on top of a clean slate: the shell's env vars never leak in."""
+    cache = {}
+
+    def make(**config):
+        settings = {name: "" for name in ENV_NAMES}
+        settings.update(MODEL_PATH=str(model_dir / "export.pkl"), TESTING=True)
+        settings.update(config)
+        key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+        if key not in cache:
+            cache[key] = create_app(settings)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()

@@ -1,0 +1,134 @@
+"""GET /model, /healthz, /readyz, /metrics, /openapi.json, X-Request-ID; responses match OpenAPI."""
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from tests.app.openapi_check import SchemaError, check_response, validate
+from tests.app.samples import TEXT, encode, photo, png_bomb
+
+
+@pytest.fixture(scope="module")
+def doc(app):
+    r = app.test_client().get("/openapi.json")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["openapi"].startswith("3.")
+    return body
+
+
+def test_model_describes_notebook_export(client, model_dir):
+    from classifier.model_files import sha256_file
+    from fastai.learner import load_learner
+
+    info = client.get("/model").get_json()
+    learn = load_learner(model_dir / "export.pkl", cpu=True)
+    assert info["vocab"] == list(learn.dls.vocab)
+    assert info["arch"] == "resnet18"
+    assert info["image_size"] == [32, 32]  # the notebook's Resize(32)
+    assert info["sha256"] == sha256_file(model_dir / "export.pkl")
+    assert info["metrics"] == {}
+    assert info["runtime"] in ("onnx", "torch")
+    assert re.match(r"\d{4}-\d\d-\d\dT", info["created_at"])
+
+
+def test_health_and_ready(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.get_json()["status"] == "ready"
+
+
+def test_not_ready_until_warm_up_succeeds(app, monkeypatch):
+    service = app.extensions["classifier"]
+    client = app.test_client()
+    monkeypatch.setattr(service, "_warm_pid", None)  # as in a freshly forked worker
+    monkeypatch.setattr(service.predictor, "warm_up",
+                        lambda: (_ for _ in ()).throw(RuntimeError("no memory")))
+    assert service.warm_up() is False
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "model_unavailable"
+    assert "no memory" in r.get_json()["error"]["message"]
+    r = client.post("/predict", data=encode(photo()), content_type="image/png")
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "model_unavailable"
+    monkeypatch.undo()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_request_id_echoed_or_made(client):
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["X-Request-ID"] == "abc-123"
+    made = client.get("/healthz").headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    hostile = client.get("/healthz", headers={"X-Request-ID": "x\" injected=1 " + "a" * 300})
+    assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["X-Request-ID"])
+    assert client.get("/nope").headers["X-Request-ID"]
+
+
+def metric(client, name: str, **labels) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_requests_latency_and_labels(client):
+    before = metric(client, "classifier_http_requests_total", endpoint="/predict", status="200")
+    before_bad = metric(client, "classifier_http_requests_total", endpoint="/predict",
+                        status="400")
+    before_lat = metric(client, "classifier_http_request_duration_seconds_count",
+                        endpoint="/predict", status="200")
+    r = client.post("/predict", data=encode(photo()), content_type="image/png")
+    label = r.get_json()["label"]
+    before_label = metric(client, "classifier_predictions_total", label=label)
+    client.post("/predict", data=encode(photo()), content_type="image/png")
+    client.post("/predict", data=TEXT, content_type="image/png")
+    assert metric(client, "classifier_http_requests_total", endpoint="/predict",
+                  status="200") == before + 2
+    assert metric(client, "classifier_http_requests_total", endpoint="/predict",
+                  status="400") == before_bad + 1
+    assert metric(client, "classifier_http_request_duration_seconds_count",
+                  endpoint="/predict", status="200") == before_lat + 2
+    assert metric(client, "classifier_predictions_total", label=label) == before_label + 1
+    client.get("/random/path/123")
+    assert "/random/path" not in client.get("/metrics").get_data(as_text=True)
+    assert client.get("/metrics").mimetype == "text/plain"
+
+
+def test_real_responses_match_openapi(client, doc):
+    image = encode(photo())
+    cases = [
+        ("/predict", "POST", client.post("/predict", data=image, content_type="image/png")),
+        ("/predict", "POST", client.post("/predict", data={"file": [
+            (io.BytesIO(image), "a.png"), (io.BytesIO(image), "b.png")]})),
+        ("/predict", "POST", client.post("/predict")),
+        ("/predict", "POST", client.post("/predict", data=TEXT, content_type="image/png")),
+        ("/predict", "POST", client.post("/predict", data=png_bomb(),
+                                         content_type="image/png")),
+        ("/predict", "POST", client.post("/predict", data=b"{}",
+                                         content_type="application/json")),
+        ("/model", "GET", client.get("/model")),
+        ("/healthz", "GET", client.get("/healthz")),
+        ("/readyz", "GET", client.get("/readyz")),
+        ("/metrics", "GET", client.get("/metrics")),
+        ("/openapi.json", "GET", client.get("/openapi.json")),
+    ]
+    for path, method, response in cases:
+        check_response(doc, path, method, response)
+    assert {c[2].status_code for c in cases} >= {200, 400, 413, 415}
+
+
+def test_schema_check_can_fail(doc):
+    prediction = {"$ref": "#/components/schemas/Prediction"}
+    with pytest.raises(SchemaError):
+        validate({"label": "a", "index": 0, "confidence": 2.0, "probabilities": {}},
+                 prediction, doc)
+    with pytest.raises(SchemaError):
+        validate({"label": "a", "index": "0", "confidence": 0.5, "probabilities": {}},
+                 prediction, doc)
+    with pytest.raises(SchemaError):
+        validate({"error": {"code": "made_up", "message": "x"}},
+                 {"$ref": "#/components/schemas/Error"}, doc)

@@ -1,0 +1,158 @@
+"""Every error code of the contract, on the API (JSON) and on the form (a friendly page)."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tests.app.samples import TEXT, encode, photo, png_bomb, truncated
+
+
+def error_of(response) -> tuple[int, str]:
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"].strip()
+    return response.status_code, body["error"]["code"]
+
+
+def test_missing_file_variants(client):
+    assert error_of(client.post("/predict")) == (400, "missing_file")
+    r = client.post("/predict", data={"other": (io.BytesIO(encode(photo())), "a.png")})
+    assert error_of(r) == (400, "missing_file")
+    assert "other" in r.get_json()["error"]["message"]  # says which field it did get
+    assert error_of(client.post("/predict", data={"file": "not a file"})) == (400, "missing_file")
+
+
+@pytest.mark.parametrize("data", [b"", TEXT, truncated("PNG"), truncated("JPEG"),
+                                  truncated("GIF"), b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+                                  bytes(range(256)) * 8],
+                         ids=["zero-bytes", "text", "trunc-png", "trunc-jpeg", "trunc-gif",
+                              "png-magic-only", "binary-noise"])
+def test_invalid_images(client, data):
+    multipart = client.post("/predict", data={"file": (io.BytesIO(data), "x.png")})
+    assert error_of(multipart) == (400, "invalid_image")
+    raw = client.post("/predict", data=data, content_type="image/png")
+    assert error_of(raw) == (400, "invalid_image")
+
+
+def test_batch_error_names_the_file(client):
+    r = client.post("/predict", data={"file": [(io.BytesIO(encode(photo())), "good.png"),
+                                               (io.BytesIO(TEXT), "bad.txt")]})
+    assert error_of(r) == (400, "invalid_image")
+    assert "bad.txt" in r.get_json()["error"]["message"]
+
+
+def test_decompression_bomb_refused_from_header(client, monkeypatch):
+    import PIL.ImageFile
+
+    # Decoding would have to call load(); refusing from the header never does.
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load",
+                        lambda self: pytest.fail("pixels were decoded"))
+    r = client.post("/predict", data=png_bomb(), content_type="image/png")
+    assert error_of(r) == (413, "image_too_large")
+
+
+def test_max_image_pixels_setting(make_app):
+    small = make_app(MAX_IMAGE_PIXELS=1000).test_client()
+    r = small.post("/predict", data=encode(photo((40, 30))), content_type="image/png")
+    assert error_of(r) == (413, "image_too_large")
+    r = small.post("/predict", data=encode(photo((30, 30))), content_type="image/png")
+    assert r.status_code == 200
+
+
+def test_payload_too_large(make_app):
+    client = make_app(MAX_UPLOAD_MB="0.05").test_client()
+    big = bytes(100_000)
+    assert error_of(client.post("/predict", data=big, content_type="image/png")) == \
+        (413, "payload_too_large")
+    r = client.post("/predict", data={"file": (io.BytesIO(big), "big.png")})
+    assert error_of(r) == (413, "payload_too_large")
+    r = client.post("/", data={"file": (io.BytesIO(big), "big.png")})
+    assert r.status_code == 413 and b"too large" in r.data
+
+
+def test_too_many_files_and_form_parts(make_app):
+    client = make_app(MAX_BATCH=2).test_client()
+    files = [(io.BytesIO(encode(photo(seed=i))), f"{i}.png") for i in range(3)]
+    r = client.post("/predict", data={"file": files})
+    assert error_of(r) == (413, "payload_too_large")
+    assert "at most 2" in r.get_json()["error"]["message"]
+    fields = {f"field{i}": "x" for i in range(500)}
+    fields["file"] = (io.BytesIO(encode(photo())), "a.png")  # makes it multipart
+    r = client.post("/predict", data=fields)
+    assert error_of(r) == (413, "payload_too_large")
+    assert "form parts" in r.get_json()["error"]["message"]
+
+
+def test_unsupported_media_types(client):
+    for ctype, body in [("application/json", b'{"file": "x"}'), ("text/plain", TEXT),
+                        ("application/octet-stream", encode(photo())),
+                        ("video/mp4", b"\x00" * 64)]:
+        assert error_of(client.post("/predict", data=body, content_type=ctype)) == \
+            (415, "unsupported_media_type"), ctype
+
+
+def test_malformed_multipart(client):
+    boundary = "XyZ"
+    bodies = [b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+              b"\r\n" + encode(photo())[:50],  # never closed
+              b"garbage without any boundary",
+              b"--XyZ\r\n\r\n\r\n--XyZ--\r\n"]
+    for body in bodies:
+        r = client.post("/predict", data=body,
+                        content_type=f"multipart/form-data; boundary={boundary}")
+        assert 400 <= r.status_code < 500
+        assert r.get_json()["error"]["code"] in ("missing_file", "invalid_image", "bad_request")
+    r = client.post("/predict", data=b"x", content_type="multipart/form-data")  # no boundary
+    assert error_of(r) == (400, "missing_file")
+
+
+def test_not_found_and_method_not_allowed(client):
+    assert error_of(client.get("/nope")) == (404, "not_found")
+    assert error_of(client.get("/predict")) == (405, "method_not_allowed")
+    assert "POST" in client.get("/predict").headers["Allow"]
+    assert error_of(client.delete("/model")) == (405, "method_not_allowed")
+    page = client.get("/nope", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and page.mimetype == "text/html"
+
+
+def test_unexpected_bug_is_a_json_500_without_details(app, client, monkeypatch):
+    service = app.extensions["classifier"]
+
+    def broken(*args):
+        raise ZeroDivisionError("secret internal detail")
+    monkeypatch.setattr("app.api.prepare_uploads", broken)
+    r = client.post("/predict", data=encode(photo()), content_type="image/png")
+    assert error_of(r) == (500, "internal_error")
+    assert "secret" not in r.get_data(as_text=True)
+    assert service.ready
+
+
+def test_inference_failure_is_503_model_unavailable(app, client, monkeypatch):
+    predictor = app.extensions["classifier"].predictor
+
+    def fails(images):
+        raise RuntimeError("onnxruntime out of memory")
+    monkeypatch.setattr(predictor, "predict_prepared", fails)
+    r = client.post("/predict", data=encode(photo()), content_type="image/png")
+    assert error_of(r) == (503, "model_unavailable")
+    assert r.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("data,status,code", [
+    (TEXT, 400, "invalid_image"), (b"", 400, "invalid_image"),
+    (png_bomb(), 413, "image_too_large")])
+def test_form_shows_friendly_errors_with_same_status(client, data, status, code):
+    r = client.post("/", data={"file": (io.BytesIO(data), "upload.png")})
+    assert r.status_code == status
+    assert r.mimetype == "text/html"
+    page = r.get_data(as_text=True)
+    assert 'role="alert"' in page and "Sorry, that did not work." in page
+    assert f"({code})" in page
+    assert 'id="upload-form"' in page  # the form is there to try again
+
+
+def test_form_without_file(client):
+    r = client.post("/", data={})
+    assert r.status_code == 400 and b"(missing_file)" in r.data

@@ -1,0 +1,112 @@
+"""POST /predict: every input shape and format the contract accepts, and what it answers."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from classifier.images import open_checked
+from tests.app.samples import (RGB_FORMATS, animated_gif, encode, exif_rotated_jpeg,
+                               mode_variants, photo)
+
+
+def check_prediction(body: dict, vocab: list[str]) -> None:
+    assert list(body["probabilities"]) == vocab  # every class, in vocab order
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-5
+    assert body["label"] == vocab[body["index"]]
+    assert body["confidence"] == max(body["probabilities"].values())
+    assert body["probabilities"][body["label"]] == body["confidence"]
+
+
+@pytest.fixture(scope="module")
+def vocab(app):
+    return app.extensions["classifier"].info["vocab"]
+
+
+def test_multipart_single_file(client, vocab):
+    r = client.post("/predict", data={"file": (io.BytesIO(encode(photo())), "a.png")})
+    assert r.status_code == 200, r.get_json()
+    assert r.mimetype == "application/json"
+    check_prediction(r.get_json(), vocab)
+
+
+def test_raw_body_matches_multipart(client, vocab):
+    data = encode(photo(seed=5), "JPEG")
+    raw = client.post("/predict", data=data, content_type="image/jpeg")
+    form = client.post("/predict", data={"file": (io.BytesIO(data), "x.jpg")})
+    assert raw.status_code == form.status_code == 200
+    check_prediction(raw.get_json(), vocab)
+    assert raw.get_json() == form.get_json()
+
+
+def test_lying_image_content_type_is_sniffed(client):
+    # A PNG sent as image/jpeg is still decoded by its content.
+    r = client.post("/predict", data=encode(photo()), content_type="image/jpeg")
+    assert r.status_code == 200
+
+
+def test_several_files_are_one_batch_in_order(client, app, vocab, monkeypatch):
+    images = [encode(photo(seed=i, colour=c))
+              for i, c in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)])]
+    predictor = app.extensions["classifier"].predictor
+    batches = []
+    original = predictor.predict_prepared
+    monkeypatch.setattr(predictor, "predict_prepared",
+                        lambda items: batches.append(len(items)) or original(items))
+    r = client.post("/predict", data={"file": [(io.BytesIO(b), f"img{i}.png")
+                                               for i, b in enumerate(images)]})
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert [p["filename"] for p in body["predictions"]] == ["img0.png", "img1.png", "img2.png"]
+    assert batches == [3]
+    for item, data in zip(body["predictions"], images):
+        check_prediction(item, vocab)
+        single = client.post("/predict", data=data, content_type="image/png").get_json()
+        assert single["label"] == item["label"]
+        for label in vocab:
+            assert abs(single["probabilities"][label] - item["probabilities"][label]) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", RGB_FORMATS)
+def test_every_format(client, vocab, fmt):
+    r = client.post("/predict", data={"file": (io.BytesIO(encode(photo(), fmt)), f"x.{fmt}")})
+    assert r.status_code == 200, r.get_json()
+    check_prediction(r.get_json(), vocab)
+
+
+@pytest.mark.parametrize("name", sorted(mode_variants()))
+def test_every_mode_is_normalised(client, vocab, name):
+    data = mode_variants()[name]
+    assert open_checked(data).mode == "RGB"
+    r = client.post("/predict", data={"file": (io.BytesIO(data), name)})
+    assert r.status_code == 200, r.get_json()
+    check_prediction(r.get_json(), vocab)
+
+
+def test_exif_orientation_is_applied(client, app):
+    data, upright = exif_rotated_jpeg()
+    seen = open_checked(data)
+    assert seen.size == upright.size  # rotated back to 64x48, not left at 48x64
+    predictor = app.extensions["classifier"].predictor
+    expected = predictor.predict(seen)
+    r = client.post("/predict", data=data, content_type="image/jpeg")
+    assert r.get_json()["label"] == expected.label
+    assert abs(r.get_json()["confidence"] - expected.confidence) < 1e-6
+
+
+def test_animated_gif_uses_first_frame(client, app):
+    data = animated_gif()
+    first = Image.open(io.BytesIO(data)).convert("RGB")
+    predictor = app.extensions["classifier"].predictor
+    r = client.post("/predict", data=data, content_type="image/gif")
+    assert r.status_code == 200
+    assert abs(r.get_json()["confidence"] - predictor.predict(first).confidence) < 1e-6
+
+
+def test_tiny_and_thin_images(client, vocab):
+    for size in [(1, 1), (1, 2000), (3000, 2)]:
+        r = client.post("/predict", data=encode(Image.new("RGB", size, (200, 10, 10))),
+                        content_type="image/png")
+        assert r.status_code == 200, (size, r.get_json())
+        check_prediction(r.get_json(), vocab)

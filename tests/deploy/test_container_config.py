@@ -1,0 +1,157 @@
+"""The Dockerfile, .dockerignore and fly.toml agree with the code (no Docker engine needed)."""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import pickletools
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.container import ROOT, dockerignore_patterns, fly_config, parse_dockerfile
+
+DOCKERFILE = parse_dockerfile()
+FLY = fly_config()
+SERVE_COMMAND = ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]
+
+
+def requirement_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", line)
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def test_base_image_is_python_311_slim():
+    assert DOCKERFILE.args["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert all(f.split()[0] == "${PYTHON_IMAGE}" for f in DOCKERFILE.froms)
+
+
+def test_torch_pins_match_requirements_and_come_from_the_cpu_index():
+    pins = requirement_pins()
+    assert DOCKERFILE.args["TORCH_VERSION"] == pins["torch"]
+    assert DOCKERFILE.args["TORCHVISION_VERSION"] == pins["torchvision"]
+    assert DOCKERFILE.args["TORCH_INDEX_URL"].rstrip("/").endswith("/whl/cpu")
+    install = next(r for r in DOCKERFILE.runs if "TORCH_INDEX_URL" in r)
+    assert '"torch==${TORCH_VERSION}"' in install and "-r /tmp/requirements.txt" in install
+    assert "PIP_NO_CACHE_DIR" in Path(ROOT / "Dockerfile").read_text()
+
+
+def test_every_requirement_is_pinned():
+    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert all("==" in l for l in lines if l), "unpinned line in requirements.txt"
+
+
+def test_ports_agree():
+    port = int(DOCKERFILE.env["PORT"])
+    assert port == 8080
+    assert DOCKERFILE.expose == [port]
+    assert FLY["http_service"]["internal_port"] == port
+    assert int(FLY["env"]["PORT"]) == port
+
+
+def test_cmd_is_the_documented_serve_command_and_resolves():
+    assert DOCKERFILE.cmd == SERVE_COMMAND
+    assert "gunicorn -c gunicorn.conf.py \"app:create_app()\"" in (ROOT / "README.md").read_text()
+    module_name, _, call = SERVE_COMMAND[-1].partition(":")
+    factory = getattr(importlib.import_module(module_name), call.removesuffix("()"))
+    assert callable(factory)
+    assert (ROOT / SERVE_COMMAND[2]).is_file()
+
+
+def test_model_path_agrees_with_the_app_default():
+    from app.config import Settings  # noqa: PLC0415
+
+    default = Settings.model_path.relative_to(ROOT).as_posix()
+    assert DOCKERFILE.env["MODEL_PATH"] == FLY["env"]["MODEL_PATH"] == default
+
+
+def test_every_copy_source_exists_and_is_not_ignored():
+    ignored = dockerignore_patterns()
+    for src, _ in DOCKERFILE.copies:
+        assert (ROOT / src).exists(), f"COPY {src}: no such path in the repo"
+        name = src.rstrip("/")
+        assert not any(fnmatch.fnmatch(name, p.rstrip("/")) for p in ignored), \
+            f"COPY {src} is excluded by .dockerignore"
+
+
+def test_image_holds_what_the_app_imports_at_run_time():
+    copied = {src.rstrip("/") for src, _ in DOCKERFILE.copies}
+    assert {"app", "classifier", "templates", "static", "gunicorn.conf.py", "models"} <= copied
+    assert DOCKERFILE.workdir == "/srv" and all(t.rstrip("/") == s.rstrip("/")
+                                                for s, t in DOCKERFILE.copies)
+
+
+def test_build_fails_clearly_without_a_model():
+    check = next(r for r in DOCKERFILE.runs if "models/export.pkl" in r)
+    assert check.startswith("test -f models/export.pkl") and "exit 1" in check
+    assert "missing" in check
+
+
+def test_runs_as_non_root_with_a_healthcheck_on_healthz():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER (?!root)\w+", text, re.M)
+    assert "/healthz" in DOCKERFILE.healthcheck
+
+
+def test_health_paths_are_real_routes(trained_model):
+    from app import create_app  # noqa: PLC0415
+
+    rules = {rule.rule for rule in create_app({"MODEL_PATH": trained_model}).url_map.iter_rules()}
+    assert "/healthz" in rules
+    for check in FLY["http_service"]["checks"]:
+        assert check["path"] in rules
+
+
+def test_dockerignore_keeps_dev_files_out():
+    ignored = dockerignore_patterns()
+    for must in (".venv", "data/", "tests/", ".git", "models/report/", "**/__pycache__"):
+        assert must in ignored, f".dockerignore should exclude {must}"
+
+
+def test_fly_service_settings():
+    service = FLY["http_service"]
+    assert service["force_https"] is True
+    assert service["auto_start_machines"] is True and service["auto_stop_machines"] in ("stop", True)
+    assert service["min_machines_running"] == 0
+    assert service["concurrency"]["type"] == "requests"
+    assert 0 < service["concurrency"]["soft_limit"] <= service["concurrency"]["hard_limit"]
+    grace = service["checks"][0]["grace_period"]
+    assert int(grace.rstrip("s")) >= 20, "grace period must cover model load (see docs/DEPLOY.md)"
+    vm = FLY["vm"][0]
+    assert vm["memory"] == "1gb" and vm["cpu_kind"] == "shared"
+    for name in ("PORT", "MODEL_PATH", "WEB_CONCURRENCY", "THREADS"):
+        assert name in FLY["env"]
+
+
+def pickled_modules(model_path: Path) -> set[str]:
+    """Top-level packages named by GLOBAL/STACK_GLOBAL opcodes in a pickle (torch zip or plain)."""
+    import zipfile  # noqa: PLC0415
+
+    data = model_path.read_bytes()
+    if zipfile.is_zipfile(model_path):
+        with zipfile.ZipFile(model_path) as archive:
+            data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    modules, strings = set(), []
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+            modules.add(strings[-2].split(".")[0])
+        elif opcode.name == "GLOBAL":
+            modules.add(arg.split()[0].split(".")[0])
+    return modules
+
+
+def test_modules_the_pickled_learner_references_are_in_the_image(trained_model):
+    copied = {src.rstrip("/") for src, _ in DOCKERFILE.copies}
+    for module in pickled_modules(trained_model):
+        if (ROOT / module).is_dir() or (ROOT / f"{module}.py").is_file():
+            assert module in copied, f"export.pkl needs {module}/ but the Dockerfile does not copy it"
+        else:
+            assert module in sys.stdlib_module_names or importlib.util.find_spec(module), module
+    assert "__main__" not in pickled_modules(trained_model)

@@ -1,0 +1,110 @@
+"""Closed-loop load: C clients (threads, one requests.Session each) posting images for T seconds.
+
+Shared by the CI slice (tests/proof/test_proof_load.py) and benchmarks/load_test.py. Every
+request is recorded with its start, end and outcome, so a fault injected at a known moment
+(kill -9 a worker, SIGTERM the master) can be judged by what was in flight then.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import requests
+
+from tests.proof.hostile import image_bytes
+
+
+@dataclass
+class Record:
+    start: float
+    end: float
+    status: int | None  # None: the request failed without an HTTP response
+    error: str = ""
+
+
+@dataclass
+class LoadRun:
+    clients: int
+    seconds: float
+    records: list[Record] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def ok(self) -> list[Record]:
+        return [r for r in self.records if r.status == 200]
+
+    @property
+    def failures(self) -> list[Record]:
+        return [r for r in self.records if r.status != 200]
+
+    def summary(self) -> dict:
+        lat = np.array([r.end - r.start for r in self.ok]) * 1000
+        wall = max(self.finished - self.started, 1e-9)
+        pct = (lambda q: round(float(np.percentile(lat, q)), 1)) if len(lat) else (lambda q: None)
+        return {"clients": self.clients, "seconds": round(wall, 1), "requests": len(self.records),
+                "ok": len(self.ok), "failed": len(self.failures),
+                "server_errors": sum(1 for r in self.records if r.status and r.status >= 500),
+                "throughput_rps": round(len(self.ok) / wall, 1),
+                "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99)}
+
+
+def sample_images(n: int = 8, size=(64, 64)) -> list[tuple[str, bytes, str]]:
+    fmts = [("PNG", "png", "image/png"), ("JPEG", "jpg", "image/jpeg"),
+            ("WEBP", "webp", "image/webp")]
+    return [(f"load{i}.{ext}", image_bytes(fmt, size, seed=i), mime)
+            for i, (fmt, ext, mime) in ((i, fmts[i % len(fmts)]) for i in range(n))]
+
+
+def drive(url: str, clients: int, seconds: float, images=None, stop: threading.Event | None = None,
+          timeout: float = 30.0, headers: dict | None = None) -> LoadRun:
+    """Run the load and return every request's record. Stops at `seconds` or when `stop` is set."""
+    images = images or sample_images()
+    run = LoadRun(clients, seconds)
+    lock = threading.Lock()
+    stop = stop or threading.Event()
+    run.started = time.monotonic()
+    deadline = run.started + seconds
+
+    def client(k: int):
+        session = requests.Session()
+        i = k
+        mine = []
+        while time.monotonic() < deadline and not stop.is_set():
+            name, data, mime = images[i % len(images)]
+            i += 1
+            t0 = time.monotonic()
+            try:
+                r = session.post(url + "/predict", files={"file": (name, data, mime)},
+                                 timeout=timeout, headers=headers)
+                rec = Record(t0, time.monotonic(), r.status_code,
+                             "" if r.status_code == 200 else r.text[:200])
+            except requests.RequestException as exc:
+                rec = Record(t0, time.monotonic(), None, f"{type(exc).__name__}: {exc}"[:200])
+                session.close()
+                session = requests.Session()
+                time.sleep(0.01)  # a refused connection returns at once: do not spin
+            mine.append(rec)
+        session.close()
+        with lock:
+            run.records.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + timeout + 10)
+    run.finished = time.monotonic()
+    run.records.sort(key=lambda r: r.start)
+    return run
+
+
+def in_background(url: str, clients: int, seconds: float, **kw):
+    """Start drive() in a thread; returns (thread, holder) where holder['run'] is the LoadRun."""
+    holder: dict = {}
+    thread = threading.Thread(target=lambda: holder.update(run=drive(url, clients, seconds, **kw)),
+                              daemon=True)
+    thread.start()
+    return thread, holder

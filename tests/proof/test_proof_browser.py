@@ -1,0 +1,190 @@
+"""The upload form in a real browser (Playwright driving Debian's Chromium) against a real gunicorn.
+
+Screenshots go to test-artifacts/. Skipped only when Chromium is not installed (.ci/run
+installs it); Playwright's own browser download is not used (no network here).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.proof import hostile as h
+from tests.proof.conftest import ARTIFACTS
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
+         "is_mobile": True, "has_touch": True}
+TIMEOUT_MS = 20_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="Chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture
+def open_page(playwright, proof_server):
+    """open_page(javascript=True, **context options) -> a page on the served form, in a fresh
+    browser with its own empty profile. Console errors are collected on page.errors."""
+    contexts, profiles = [], []
+
+    def open_(javascript: bool = True, **options):
+        profile = tempfile.mkdtemp(prefix="proof-chromium-")
+        profiles.append(profile)
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+            java_script_enabled=javascript, **options)
+        contexts.append(context)
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.pages[0] if context.pages else context.new_page()
+        page.errors = []
+        page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        response = page.goto(proof_server.url + "/")
+        assert response.status == 200
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    for profile in profiles:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def vocab(proof_server):
+    import requests
+
+    return requests.get(proof_server.url + "/model", timeout=10).json()["vocab"]
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
+
+
+def photo(tmp_path: Path, name: str = "photo.png") -> Path:
+    path = tmp_path / name
+    path.write_bytes(h.image_bytes("PNG", (96, 80), seed=3))
+    return path
+
+
+def submit(page, path: Path) -> None:
+    page.get_by_label(re.compile("Choose a photo")).set_input_files(str(path))
+    page.get_by_role("button", name="Classify", exact=True).click()
+
+
+def text_file(tmp_path: Path) -> Path:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list: eggs, milk\n")
+    return notes
+
+
+def check_result(page, vocab) -> str:
+    result = page.locator("#result")
+    result.wait_for(state="visible")
+    label = page.locator("#result-label").inner_text().strip()
+    assert label in vocab
+    assert re.fullmatch(r"\d{1,3}\.\d%", page.locator("#result-confidence").inner_text().strip())
+    bars = page.locator("#bars li")
+    assert bars.count() == len(vocab), "one bar per class"
+    names = [bars.nth(i).locator(".bar-label").inner_text().strip() for i in range(bars.count())]
+    values = [float(bars.nth(i).locator(".bar-value").inner_text().strip().rstrip("%"))
+              for i in range(bars.count())]
+    assert sorted(names) == sorted(vocab)
+    assert values == sorted(values, reverse=True), "bars sorted, highest first"
+    assert names[0] == label
+    assert page.locator("#error").is_hidden()
+    return label
+
+
+def test_upload_through_the_form(open_page, vocab, tmp_path):
+    page = open_page()
+    page.evaluate("window.__noReload = true")
+    submit(page, photo(tmp_path))
+    check_result(page, vocab)
+    assert page.evaluate("window.__noReload === true"), "the page reloaded (JavaScript is on)"
+    assert page.locator("#result-image").get_attribute("src")
+    assert not page.errors, page.errors
+    shot(page, "upload")
+
+
+def test_one_click_example(open_page, vocab):
+    page = open_page()
+    examples = page.get_by_role("button", name=re.compile(r"^Classify example \d+"))
+    if examples.count() == 0:
+        pytest.skip("this model has no examples/ beside it")
+    examples.first.click()
+    label = check_result(page, vocab)
+    expected = re.search(r"\((.+)\)", examples.first.get_attribute("aria-label")).group(1)
+    assert expected in vocab and label in vocab
+    assert not page.errors, page.errors
+    shot(page, "example")
+
+
+def test_text_file_gives_a_friendly_error(open_page, tmp_path):
+    page = open_page()
+    submit(page, text_file(tmp_path))
+    alert = page.get_by_role("alert")
+    alert.wait_for(state="visible")
+    text = alert.inner_text()
+    assert "Sorry" in text and len(text) > 20
+    assert "Traceback" not in page.content() and '{"error"' not in text
+    assert page.locator("#result").is_hidden()
+    shot(page, "error")
+
+
+def test_works_without_javascript(open_page, vocab, tmp_path):
+    page = open_page(javascript=False)
+    page.get_by_label(re.compile("Choose a photo")).set_input_files(str(photo(tmp_path)))
+    with page.expect_navigation() as nav:
+        page.get_by_role("button", name="Classify", exact=True).click()
+    assert nav.value.status == 200 and nav.value.request.method == "POST"
+    check_result(page, vocab)
+    shot(page, "no-javascript")
+
+    page.get_by_label(re.compile("Choose a photo")).set_input_files(str(text_file(tmp_path)))
+    with page.expect_navigation() as nav:
+        page.get_by_role("button", name="Classify", exact=True).click()
+    assert nav.value.status == 400, "the form answers an error with the API's status"
+    assert "Sorry" in page.get_by_role("alert").inner_text()
+    shot(page, "no-javascript-error")
+
+
+def test_phone_sized_viewport(open_page, vocab, tmp_path):
+    page = open_page(**PHONE)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["viewport"]["width"], f"page scrolls sideways on a phone ({width}px)"
+    button = page.get_by_role("button", name="Classify", exact=True)
+    box = button.bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["viewport"]["width"]
+    assert box["height"] >= 32, "the button is too small to tap"
+    assert page.locator("#file").get_attribute("accept") == "image/*"
+    page.get_by_label(re.compile("Choose a photo")).set_input_files(str(photo(tmp_path)))
+    button.tap()
+    check_result(page, vocab)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["viewport"]["width"]
+    shot(page, "phone")
+
+
+def test_a_file_that_is_not_an_image_shows_no_broken_preview(open_page, tmp_path):
+    """Choosing a non-image must not leave a broken-image icon (and its alt text) on the page."""
+    page = open_page()
+    submit(page, text_file(tmp_path))
+    page.get_by_role("alert").wait_for(state="visible")
+    broken = page.evaluate("""() => [...document.images].filter(
+        im => im.checkVisibility() && im.complete && im.naturalWidth === 0
+              && im.getAttribute('src')).map(im => im.id || im.alt)""")
+    assert not broken, f"broken images shown: {broken}"

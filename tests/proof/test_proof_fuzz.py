@@ -1,0 +1,258 @@
+"""Hostile input against /predict and the form, through a real gunicorn: never a 5xx.
+
+CI runs a bounded slice (the generated corpus once, Hypothesis with few examples);
+benchmarks/fuzz_long.py runs the long version. PROOF_EXAMPLES raises the Hypothesis budget.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.proof import hostile as h
+from tests.proof.conftest import PROOF_ENV, record_figures, wait_until
+from tests.servers import gunicorn_settings
+
+EXAMPLES = int(os.environ.get("PROOF_EXAMPLES", "20"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                suppress_health_check=list(HealthCheck))
+MAX_UPLOAD_MB = float(PROOF_ENV["MAX_UPLOAD_MB"])
+MAX_BATCH = int(PROOF_ENV["MAX_BATCH"])
+STALL_TIMEOUT = float(PROOF_ENV["GUNICORN_CMD_ARGS"].split("--timeout ")[1].split()[0])
+
+TALLY = h.Tally()  # every request this module sends, for the figures
+
+
+@pytest.fixture(scope="module")
+def server(proof_server):
+    proof_server.start_pids = proof_server.worker_pids()
+    return proof_server
+
+
+def fire(server, case: h.Case) -> h.Outcome:
+    out = h.send(server.port, case.raw, timeout=case.timeout)
+    problems = TALLY.add(case, out)
+    assert not problems, f"{case.name}: {problems}\n{server.log_tail(15)}"
+    return out
+
+
+def test_generated_corpus_never_5xx(server):
+    cases = h.corpus(max_upload_mb=MAX_UPLOAD_MB, max_batch=MAX_BATCH, seed=0)
+    tally = h.run_cases(server.port, cases)
+    TALLY.cases += tally.cases
+    TALLY.statuses.update(tally.statuses)
+    TALLY.codes.update(tally.codes)
+    TALLY.server_errors += tally.server_errors
+    print(f"\ncorpus: {tally.cases} cases, statuses {dict(tally.statuses)}, "
+          f"codes {dict(tally.codes)}")
+    assert tally.server_errors == 0
+    assert not tally.problems, "\n".join(tally.problems[:40])
+
+
+def test_bombs_are_refused_as_too_large(server):
+    """Files declaring more pixels than MAX_IMAGE_PIXELS: 413 image_too_large, API and form."""
+    for name, data in h.bombs().items():
+        if name.endswith("badcrc"):
+            continue  # a broken header is refused as invalid before its size is believed
+        out = fire(server, h.Case(name, h.upload("/predict", data, name), "error"))
+        assert (out.status, h.error_code(out)) == (413, "image_too_large"), name
+        form = fire(server, h.Case(name + "/form", h.upload("/", data, name), "error", api=False))
+        assert form.status == 413, name
+
+
+def test_oversized_body_gets_413_json(server):
+    body = os.urandom(int(MAX_UPLOAD_MB * 2**20) + 4096)
+    out = fire(server, h.Case("oversize", h.upload("/predict", body, "big.png", "image/png"),
+                              "error"))
+    assert (out.status, h.error_code(out)) == (413, "payload_too_large")
+
+
+@FUZZ
+@given(data=st.binary(max_size=4096))
+def test_random_bytes(server, data):
+    fire(server, h.Case("hyp_bytes", h.upload("/predict", data, "x.jpg", "image/jpeg"), "error"))
+    if data:
+        fire(server, h.Case("hyp_bytes_raw", h.raw_upload(data, "image/jpeg"), "error"))
+
+
+@FUZZ
+@given(fmt=st.sampled_from(h.FORMATS), cut=st.floats(0, 1), seed=st.integers(0, 2**16),
+       flips=st.integers(0, 16), width=st.integers(1, 120), height=st.integers(1, 120))
+def test_damaged_images_same_answer_on_api_and_form(server, fmt, cut, seed, flips, width, height):
+    data = h.image_bytes(fmt, (width, height), seed=seed)
+    data = h.bitflipped(h.truncated(data, cut) if cut < 1 else data, random.Random(seed), flips)
+    api = fire(server, h.Case("hyp_damaged", h.upload("/predict", data, f"x.{h.EXT[fmt]}",
+                                                       h.MIME[fmt]), "any"))
+    form = fire(server, h.Case("hyp_damaged/form", h.upload("/", data, f"x.{h.EXT[fmt]}",
+                                                            h.MIME[fmt]), "any", api=False))
+    assert api.status == form.status, "the form and the API disagree about the same file"
+
+
+@FUZZ
+@given(ctype=st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=80),
+       valid=st.booleans())
+def test_any_content_type(server, ctype, valid):
+    data = h.image_bytes("PNG") if valid else b"not an image"
+    fire(server, h.Case("hyp_ctype_raw", h.raw_upload(data, ctype), "any" if valid else "error"))
+    fire(server, h.Case("hyp_ctype_part", h.upload("/predict", data, "x", ctype),
+                        "any" if valid else "error"))
+
+
+PIECES = st.sampled_from([b"--B", b"--B--", b"\r\n", b"\n", b"\r\n\r\n",
+                          b'Content-Disposition: form-data; name="file"; filename="a.png"',
+                          b'Content-Disposition: form-data; name="file"',
+                          b"Content-Disposition: form-data", b"Content-Type: image/png",
+                          b'name="file"', b";", b"\x00", b"--", b"B"])
+
+
+@FUZZ
+@given(pieces=st.lists(st.one_of(PIECES, st.binary(max_size=64), st.just(b"PNG")), max_size=40),
+       boundary=st.sampled_from(["B", "", "B; charset=x", '"B"', "B" * 200, "Z"]))
+def test_malformed_multipart(server, pieces, boundary):
+    png = h.image_bytes("PNG", (8, 8))
+    body = b"".join(png if p == b"PNG" else p for p in pieces)
+    ctype = "multipart/form-data; boundary=" + boundary
+    fire(server, h.Case("hyp_multipart", h.http_request(
+        "POST", "/predict", [("Content-Type", ctype)], body), "any"))
+    fire(server, h.Case("hyp_multipart/form", h.http_request(
+        "POST", "/", [("Content-Type", ctype)], body), "any", api=False))
+
+
+def test_workers_survived_and_memory_bounded(server):
+    """After everything above: the same workers, ready, and memory back near the baseline."""
+    assert server.alive()
+    assert server.ready()
+    assert server.worker_pids() == server.start_pids, (
+        f"workers were replaced during the fuzz run:\n{server.log_tail(30)}")
+    watch = server.watch
+    mb = 2**20
+    figures = {"fuzz_cases": TALLY.cases, "fuzz_5xx": TALLY.server_errors,
+               "fuzz_no_response": TALLY.no_response,
+               "fuzz_statuses": {str(k): v for k, v in TALLY.statuses.items()},
+               "fuzz_codes": dict(TALLY.codes),
+               "fuzz_rss_baseline_mb": round(watch.baseline_rss / mb),
+               "fuzz_rss_peak_mb": round(watch.peak_rss / mb),
+               "fuzz_pss_peak_mb": round(watch.peak_pss / mb),
+               "fuzz_rss_after_mb": round(server.rss_bytes() / mb)}
+    record_figures(**figures)
+    print("\n", figures)
+    assert TALLY.server_errors == 0
+    # 2 workers decoding at most 4 MP images: a few tens of MB each at most, no leak.
+    assert watch.peak_rss - watch.baseline_rss < 600 * mb, figures
+    assert server.rss_bytes() - watch.baseline_rss < 300 * mb, figures
+
+
+# ---------------------------------------------------------------- slow clients
+def _capacity() -> int:
+    s = gunicorn_settings(PROOF_ENV)
+    return int(s.get("workers", 1)) * max(1, int(s.get("threads", 1)))
+
+
+def _probe(server, timeout: float = 20.0) -> float | None:
+    """Seconds a normal prediction took, or None if it did not come back in time."""
+    start = time.monotonic()
+    try:
+        r = requests.post(server.url + "/predict", timeout=timeout,
+                          files={"file": ("a.png", h.image_bytes("PNG"), "image/png")})
+    except requests.RequestException:
+        return None
+    return time.monotonic() - start if r.status_code == 200 else None
+
+
+def test_slow_dribbling_clients_do_not_starve_others(server):
+    """More dribbling clients than worker threads (1 byte per 50 ms for the first 60 bytes):
+    a normal request is still served promptly, and every dribbler gets an answer or a close."""
+    n = _capacity() + 2
+    raw = h.upload("/predict", h.image_bytes("PNG", (8, 8)), "a.png", "image/png")
+    results: list[h.Outcome | Exception] = []
+
+    def dribble():
+        try:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            try:
+                for byte in raw[:60]:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.05)
+                sock.sendall(raw[60:])
+                out = h.Outcome()
+                h._read_response(sock, out, deadline=time.monotonic() + 30)
+                results.append(out)
+            finally:
+                sock.close()
+        except OSError as exc:  # the server closing on a too-slow client is fine
+            results.append(exc)
+
+    threads = [threading.Thread(target=dribble) for _ in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    took = _probe(server)
+    for t in threads:
+        t.join(timeout=60)
+    assert took is not None and took < 10, f"a normal request waited {took}s behind dribblers"
+    for out in results:
+        if isinstance(out, h.Outcome) and out.status is not None:
+            assert out.status < 500
+    assert server.ready()
+
+
+def test_stalled_clients_are_cut_off_and_do_not_starve_others(server):
+    """Clients that send headers and part of the body, then stall, one more than there are
+    worker threads. No worker (thread) may be held by a stalled client beyond the server's
+    timeout: each stalled connection is closed within it, and a normal request waiting behind
+    them is answered within two rounds of it."""
+    limit = STALL_TIMEOUT + 10
+    n = _capacity() + 1
+    png = h.image_bytes("PNG")
+    ctype, body = h.multipart([("file", "a.png", "image/png", png)])
+    head = h.http_request("POST", "/predict", [("Content-Type", ctype)], body)
+    head = head[:len(head) - len(body) + 100]  # headers and the first 100 body bytes
+    socks = []
+    probe: dict = {}
+    try:
+        for _ in range(n):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(head)
+            socks.append(sock)
+        time.sleep(1.0)
+        prober = threading.Thread(target=lambda: probe.update(took=_probe(server, 2 * limit)))
+        prober.start()
+        start = time.monotonic()
+        closed = [False] * n
+
+        def all_closed():
+            for i, sock in enumerate(socks):
+                if closed[i]:
+                    continue
+                sock.settimeout(0.01)
+                try:
+                    sock.recv(65536)  # b"" (closed) or an answer (408/400): either ends it
+                    closed[i] = True
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed[i] = True
+            return all(closed)
+
+        wait_until(all_closed, timeout=limit, interval=0.5)
+        waited = time.monotonic() - start
+        prober.join(timeout=2 * limit)
+    finally:
+        for sock in socks:
+            sock.close()
+    took = probe.get("took")
+    record_figures(stalled_clients=n, stalled_closed=sum(closed),
+                   stalled_close_wait_s=round(waited, 1),
+                   probe_behind_stalled_s=None if took is None else round(took, 2))
+    assert all(closed), (f"{n - sum(closed)} of {n} stalled connections still open after "
+                         f"{limit}s (gunicorn timeout {STALL_TIMEOUT}s): each holds a thread")
+    assert took is not None, (f"with {n} stalled clients (capacity {_capacity()}), a normal "
+                              f"request got no answer within {2 * limit}s")
+    assert wait_until(server.ready, 30) and server.alive()

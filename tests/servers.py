@@ -1,0 +1,307 @@
+"""Start the real service the way production does, on a free loopback port, for tests and benchmarks.
+
+    with GunicornServer(model_path, env={"MAX_UPLOAD_MB": "1"}) as server:
+        requests.get(server.url + "/readyz")
+
+The command is the contract's own, `gunicorn -c gunicorn.conf.py "app:create_app()"`
+from the repo root, with configuration passed only through the documented
+environment variables (MODEL_PATH, PORT, WEB_CONCURRENCY, THREADS, ...). The
+only addition is `--bind 127.0.0.1:PORT`, so a test never listens beyond
+loopback whatever the config file's default bind is. Everything is bounded in
+time: start-up waits at most `ready_timeout` seconds, stopping at most
+`stop_timeout`, and a server is always killed (its whole process group) on exit.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gunicorn_command(port: int, loopback: bool = True) -> list[str]:
+    script = Path(sys.executable).parent / "gunicorn"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "gunicorn"]
+    cmd = base + ["-c", "gunicorn.conf.py", "app:create_app()"]
+    if loopback:
+        cmd += ["--bind", f"127.0.0.1:{port}"]
+    return cmd
+
+
+def server_env(model_path, port: int, env: dict | None = None) -> dict:
+    """The parent's environment minus anything that would change the service, plus ours."""
+    merged = {k: v for k, v in os.environ.items()
+              if k not in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS",
+                           "MAX_BATCH", "WEB_CONCURRENCY", "THREADS", "GUNICORN_CMD_ARGS")}
+    merged.update(MODEL_PATH=str(model_path), PORT=str(port), PYTHONUNBUFFERED="1")
+    merged.update({k: str(v) for k, v in (env or {}).items()})
+    return merged
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return 0
+
+
+class ServerExited(RuntimeError):
+    pass
+
+
+class GunicornServer:
+    """One gunicorn master (and its workers) in its own process group."""
+
+    def __init__(self, model_path, env: dict | None = None, ready_timeout: float = 120.0,
+                 stop_timeout: float = 30.0, log_path: Path | None = None):
+        self.model_path = Path(model_path)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = server_env(model_path, self.port, env)
+        # gunicorn's control socket defaults to one path per user ($XDG_RUNTIME_DIR or
+        # ~/.gunicorn/gunicorn.ctl); each test server gets its own so parallel ones don't clash.
+        if "XDG_RUNTIME_DIR" not in (env or {}):
+            self.env["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="gunicorn-ctl-")
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="gunicorn-", suffix=".log")
+            os.close(fd)
+            log_path = Path(name)
+        self.log_path = Path(log_path)
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    # -- lifecycle --------------------------------------------------------
+    def start(self, wait: bool = True) -> "GunicornServer":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(gunicorn_command(self.port), cwd=ROOT, env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                raise ServerExited(f"gunicorn exited with {self.proc.returncode} before "
+                                   f"/readyz:\n{self.log_tail()}")
+            if _get(self.url + "/readyz") == 200:
+                return
+            time.sleep(0.25)
+        tail = self.log_tail()
+        self.kill()
+        raise TimeoutError(f"/readyz not 200 within {timeout or self.ready_timeout}s:\n{tail}")
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the master to exit by itself; its exit code, or None on timeout."""
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.returncode
+
+    def terminate(self, timeout: float | None = None) -> int | None:
+        """SIGTERM the master (graceful shutdown) and wait; kill the group if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait_exit(timeout or self.stop_timeout)
+        if code is None:
+            self.kill()
+        return code
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop(self) -> None:
+        try:
+            self.terminate()
+        finally:
+            self.kill()  # stray workers of a master that died badly share its group
+            if getattr(self, "_log", None):
+                self._log.close()
+
+    def __enter__(self) -> "GunicornServer":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- inspection -------------------------------------------------------
+    @property
+    def master_pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def processes(self) -> list[psutil.Process]:
+        """The master and every descendant (workers)."""
+        try:
+            master = psutil.Process(self.proc.pid)
+            return [master] + master.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def worker_pids(self) -> list[int]:
+        try:
+            return sorted(p.pid for p in psutil.Process(self.proc.pid).children())
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_workers(self, count: int, timeout: float = 60.0, exclude=()) -> list[int]:
+        """Wait until `count` workers (none of `exclude`) are up and /readyz answers 200."""
+        deadline = time.monotonic() + timeout
+        pids = []
+        while time.monotonic() < deadline:
+            pids = [p for p in self.worker_pids() if p not in exclude]
+            if len(pids) >= count and _get(self.url + "/readyz") == 200:
+                return pids
+            time.sleep(0.2)
+        raise TimeoutError(f"expected {count} workers, have {pids}:\n{self.log_tail()}")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the master and all workers, summed (shared pages counted twice)."""
+        total = 0
+        for proc in self.processes():
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def pss_bytes(self) -> int:
+        """Proportional set size summed: shared (preloaded) pages counted once in all."""
+        total = 0
+        for proc in self.processes():
+            try:
+                total += proc.memory_full_info().pss
+            except (psutil.Error, AttributeError):
+                pass
+        return total
+
+    def group_pids(self) -> list[int]:
+        """Every live process in the server's process group (workers outlive a killed master)."""
+        pids = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == self.proc.pid and proc.status() != psutil.STATUS_ZOMBIE:
+                    pids.append(proc.pid)
+            except (ProcessLookupError, psutil.Error):
+                pass
+        return pids
+
+    def ready(self) -> bool:
+        return _get(self.url + "/readyz") == 200
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+def gunicorn_settings(env: dict) -> dict:
+    """The settings gunicorn.conf.py produces under `env` (timeout, workers, threads, ...)."""
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        values = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return {k: v for k, v in values.items() if not k.startswith("_") and not callable(v)}
+
+
+class MemoryWatch:
+    """Samples the RSS (and, less often, PSS) of every server process in the background and
+    keeps the peaks. RSS sums count pages shared by the preloaded master and its workers once
+    per process; PSS splits them, so its sum is the memory really used."""
+
+    def __init__(self, server: GunicornServer, interval: float = 0.25):
+        self.server, self.interval = server, interval
+        self.baseline_rss = server.rss_bytes()
+        self.baseline_pss = server.pss_bytes()
+        self.peak_rss, self.peak_pss = self.baseline_rss, self.baseline_pss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, self.server.rss_bytes())
+            tick += 1
+            if tick % 8 == 0:  # PSS reads /proc/*/smaps: ~0.1 s of CPU, so only now and then
+                self.peak_pss = max(self.peak_pss, self.server.pss_bytes())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_to_exit(model_path, env: dict | None = None, timeout: float = 120.0):
+    """Start the service where it is expected to refuse to start: (exit code, output).
+
+    The exit code is None if it was still running after `timeout` (then killed).
+    """
+    server = GunicornServer(model_path, env=env)
+    server.start(wait=False)
+    try:
+        code = server.wait_exit(timeout)
+    finally:
+        server.stop()
+    return code, server.log_text()
+
+
+def benchmark_args(doc: str, *add) -> tuple[argparse.Namespace, Path]:
+    """The long runs' command line: --model and --json, plus `add` as (flag, kwargs) pairs.
+    Exits with a one-line message when the model file is missing."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "export.pkl"))
+    parser.add_argument("--json", help="also write the figures to this file")
+    for flag, kwargs in add:
+        parser.add_argument(flag, **kwargs)
+    args = parser.parse_args()
+    model = Path(args.model)
+    if not model.is_file():
+        sys.exit(f"no model at {model}: train one (make train) or pass --model")
+    return args, model

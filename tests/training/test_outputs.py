@@ -1,0 +1,90 @@
+"""What one training run writes: export.pkl (loadable anywhere), export.json, examples/, report/."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from classifier.model_files import load_learner_checked, metadata_path, sha256_file
+from tests.conftest import ROOT
+from tests.training.helpers import leftovers
+from training import train
+
+LOAD_AND_PREDICT = """
+import sys
+from fastai.learner import load_learner
+learn = load_learner(sys.argv[1])
+with learn.no_bar():
+    label, index, probs = learn.predict(sys.argv[2])
+print("PREDICTED", label, len(probs))
+"""
+
+
+def test_metadata_describes_the_export(trained_model):
+    meta = json.loads(metadata_path(trained_model).read_text())
+    assert meta["sha256"] == sha256_file(trained_model)
+    assert meta["vocab"] == ["blue", "green", "red"]
+    assert meta["arch"] == "resnet18" and meta["image_size"] == [32, 32]
+    assert meta["pretrained"] is False and meta["training"]["method"] == "fit_one_cycle"
+    valid = meta["metrics"]["validation"]
+    assert set(valid) >= {"accuracy", "error_rate", "loss", "per_class", "confusion_matrix", "n"}
+    assert abs(valid["accuracy"] + valid["error_rate"] - 1) < 1e-9
+    assert set(valid["per_class"]) == set(meta["vocab"])
+    assert all(set(row) == {"precision", "recall", "f1", "support"} for row in valid["per_class"].values())
+    cm = valid["confusion_matrix"]
+    assert len(cm) == 3 and all(len(r) == 3 for r in cm) and sum(map(sum, cm)) == valid["n"]
+    assert "test" not in meta["metrics"]  # no test split in this layout
+    assert [h["epoch"] for h in meta["history"]] == [1]
+    assert set(meta["history"][0]) >= {"train_loss", "valid_loss", "accuracy", "time"}
+    data = meta["dataset"]
+    assert data["layout"] == "folders" and data["skipped"] == []
+    assert sum(data["counts"]["train"].values()) + sum(data["counts"]["valid"].values()) == 48
+    assert set(meta["versions"]) >= {"python", "torch", "fastai"}
+    assert meta["created_at"] and "--no-pretrained" in meta["command"]
+
+
+def test_examples_and_report_are_written(trained_model):
+    models = trained_model.parent
+    examples = sorted(p.relative_to(models / "examples").as_posix()
+                      for p in (models / "examples").glob("*/*"))
+    meta = json.loads(metadata_path(trained_model).read_text())
+    assert examples == sorted(f for files in meta["examples"].values() for f in files)
+    assert examples and all(f.split("/")[0] in meta["vocab"] for f in examples)
+    for name in ("confusion_matrix.png", "top_losses.png", "history.png", "augmentations.png",
+                 "report.html"):
+        assert (models / "report" / name).stat().st_size > 0, name
+    html = (models / "report" / "report.html").read_text()
+    assert "confusion_matrix.png" in html and "precision" in html
+    assert leftovers(models) == []
+    assert not (models / "checkpoints" / "export.pth").exists()
+
+
+def test_export_loads_in_a_fresh_process_and_predicts(trained_model):
+    example = next((trained_model.parent / "examples").glob("*/*.png"))
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(trained_model), str(example)],
+                            capture_output=True, text=True, cwd="/", timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    label, n = result.stdout.split("PREDICTED")[1].split()
+    assert label in ("blue", "green", "red") and n == "3"
+    learner, meta = load_learner_checked(trained_model)  # the app's loader, checksum included
+    assert list(learner.dls.vocab) == meta["vocab"]
+
+
+def test_the_pickle_needs_nothing_from_training_or_main(trained_model):
+    data = trained_model.read_bytes()
+    assert b"training.train" not in data and b"__main__" not in data
+    assert b"classifier.images" in data  # get_x: load_rgb, the serving code's own normaliser
+
+
+def test_progress_is_one_clean_line_per_epoch_when_not_a_terminal(image_folder, tmp_path, capsys):
+    argv = [str(image_folder), "--no-pretrained", "--size", "32", "--bs", "8", "--epochs", "2",
+            "--no-augment", "--out", str(tmp_path / "export.pkl")]
+    assert train.main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "\r" not in stdout and "\x1b" not in stdout
+    rows = [line for line in stdout.splitlines() if line.split()[:1] in (["1/2"], ["2/2"])]
+    assert len(rows) == 2, stdout
+    assert "learning rate:" in stdout  # no --lr: lr_find's suggestion, printed
+    meta = json.loads(metadata_path(tmp_path / "export.pkl").read_text())
+    assert meta["training"]["lr_source"] == "lr_find"

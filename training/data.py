@@ -1,0 +1,218 @@
+"""Find, verify and split the user's images, and build the fastai DataLoaders.
+
+Two layouts (the seeds' two conventions):
+  (a) DATA_DIR/<label>/<image>              random split: --valid-pct, --seed
+  (b) DATA_DIR/train/<label>/<image>        used as given, with valid/ (or validation/)
+      DATA_DIR/valid/<label>/<image>        and an optional test/ scored once, at the end
+      (a train/ without valid/ is split at random like layout (a))
+
+Every file is opened and fully decoded first (classifier.images.verify_image_file);
+corrupt, truncated, empty and non-image files are skipped and listed with the
+reason. Nothing under DATA_DIR is ever written, moved or deleted. Hidden files
+and folders (a leading dot: .DS_Store, .ipynb_checkpoints) are ignored.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from classifier.images import load_rgb, verify_image_file
+from training import UsageError
+
+SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
+
+
+@dataclass
+class Dataset:
+    root: Path
+    layout: str  # "folders" (random split) or "splits" (train/valid[/test] folders)
+    vocab: list[str]
+    train: list[Path]
+    valid: list[Path]
+    test: list[Path] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for split in ("train", "valid", "test"):
+            items = getattr(self, split)
+            if items or split != "test":
+                per_class = Counter(label_of(p) for p in items)
+                out[split] = {label: per_class.get(label, 0) for label in self.vocab}
+        return out
+
+    def summary(self) -> dict:
+        return {"root": str(self.root.resolve()), "layout": self.layout, "classes": self.vocab,
+                "counts": self.counts(),
+                "images": {split: len(getattr(self, split)) for split in ("train", "valid", "test")},
+                "skipped": self.skipped}
+
+
+def label_of(path: Path) -> str:
+    """The class of an image: the folder directly containing it (fastai's parent_label)."""
+    return path.parent.name
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p))
+
+
+def _candidates(folder: Path, skipped: list[dict]) -> list[Path]:
+    """Files of a split folder laid out as <label>/<file>; anything else is listed as skipped."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if _hidden(entry):
+            continue
+        if not entry.is_dir():
+            skipped.append({"path": str(entry), "reason": "not inside a class folder"})
+            continue
+        for dirpath, dirnames, filenames in os.walk(entry):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            here = Path(dirpath)
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                if here == entry:
+                    found.append(here / name)
+                else:
+                    skipped.append({"path": str(here / name), "reason":
+                                    f"inside a sub-folder of class '{entry.name}' (images must "
+                                    "sit directly in their class folder)"})
+    return found
+
+
+def _verified(paths: list[Path], skipped: list[dict]) -> list[Path]:
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        reasons = list(pool.map(verify_image_file, paths))
+    good = []
+    for path, reason in zip(paths, reasons):
+        if reason is None:
+            good.append(path)
+        else:
+            skipped.append({"path": str(path), "reason": reason})
+    return good
+
+
+def _require_dir(root) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"DATA_DIR {root} {'is not a directory' if root.exists() else 'does not exist'}.")
+    return root
+
+
+def _named(root: Path, split: str) -> Path | None:
+    present = [root / n for n in SPLIT_NAMES[split] if (root / n).is_dir()]
+    if len(present) > 1:
+        raise UsageError(f"{root} has both {present[0].name}/ and {present[1].name}/; keep one.")
+    return present[0] if present else None
+
+
+def random_split(items: list[Path], valid_pct: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """fastai's RandomSplitter(valid_pct, seed), then every class keeps one training image."""
+    from fastai.data.transforms import RandomSplitter
+
+    train_idx, valid_idx = RandomSplitter(valid_pct=valid_pct, seed=seed)(items)
+    train = [items[i] for i in train_idx]
+    valid = [items[i] for i in valid_idx]
+    in_train = {label_of(p) for p in train}
+    for path in list(valid):
+        if label_of(path) not in in_train:
+            valid.remove(path)
+            train.append(path)
+            in_train.add(label_of(path))
+    return train, valid
+
+
+def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42) -> Dataset:
+    """Scan and verify DATA_DIR; raise UsageError (one line) when it cannot be trained on."""
+    root = _require_dir(root)
+    skipped: list[dict] = []
+    train_dir = _named(root, "train")
+    if train_dir is None:
+        layout, valid_dir, test_dir = "folders", None, None
+        train_dir = root
+    else:
+        layout, valid_dir, test_dir = "splits", _named(root, "valid"), _named(root, "test")
+        for extra in _subdirs(root):
+            if extra not in (train_dir, valid_dir, test_dir):
+                skipped.append({"path": str(extra), "reason": "not a train/valid/test folder"})
+
+    train = _verified(_candidates(train_dir, skipped), skipped)
+    vocab = sorted({label_of(p) for p in train} | {d.name for d in _subdirs(train_dir)})
+    if len(vocab) < 2:
+        raise UsageError(f"{train_dir} needs at least 2 class folders (<label>/<image>); "
+                         f"found {len(vocab)}{': ' + vocab[0] if vocab else ''}.")
+    valid = _verified(_candidates(valid_dir, skipped), skipped) if valid_dir else []
+    test = _verified(_candidates(test_dir, skipped), skipped) if test_dir else []
+
+    per_class = Counter(label_of(p) for p in train + valid)
+    for label in vocab:
+        if per_class[label] < 2:
+            raise UsageError(f"Class '{label}' has {per_class[label]} usable image(s); "
+                             "every class needs at least 2.")
+    for name, items in (("validation", valid), ("test", test)):
+        unknown = sorted({label_of(p) for p in items} - set(vocab))
+        if unknown:
+            raise UsageError(f"The {name} split has classes with no training folder: "
+                             f"{', '.join(unknown)}.")
+    missing = [label for label in vocab if not any(label_of(p) == label for p in train)]
+    if missing and valid_dir:
+        raise UsageError(f"Class(es) {', '.join(missing)} have no usable training images "
+                         f"in {train_dir}.")
+
+    if valid_dir is None:
+        train, valid = random_split(train, valid_pct, seed)
+    if not train:
+        raise UsageError(f"The training split of {root} is empty.")
+    if not valid:
+        where = f"{valid_dir} has no usable images" if valid_dir else \
+            f"{len(train)} images x --valid-pct {valid_pct} leaves no validation images"
+        raise UsageError(f"The validation split is empty: {where}.")
+    if test_dir and not test:
+        raise UsageError(f"The test split is empty: {test_dir} has no usable images.")
+    return Dataset(root=root, layout=layout, vocab=vocab, train=train, valid=valid,
+                   test=test, skipped=skipped)
+
+
+def item_transforms(size: int, augment: bool):
+    """The seed recipe: RandomResizedCrop + aug_transforms when augmenting, else Resize."""
+    from fastai.vision.augment import RandomResizedCrop, Resize, aug_transforms
+
+    if augment:
+        return RandomResizedCrop(size, min_scale=0.5), aug_transforms()
+    return Resize(size), []
+
+
+def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int = 0):
+    """The DataBlock of every model we train: get_x is classifier.images.load_rgb."""
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter, parent_label
+    from fastai.vision.data import ImageBlock
+
+    item_tfms, batch_tfms = item_transforms(size, augment)
+    items = list(ds.train) + list(ds.valid)
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=ds.vocab)),
+                      get_x=load_rgb, get_y=parent_label,
+                      splitter=IndexSplitter(range(len(ds.train), len(items))),
+                      item_tfms=item_tfms, batch_tfms=batch_tfms)
+    return block.dataloaders(items, bs=bs, num_workers=num_workers)
+
+
+def find_labelled(root: str | os.PathLike) -> tuple[list[Path], list[dict]]:
+    """Verified images of a labelled folder to score: <label>/<image>, or test/ (else valid/)."""
+    root = _require_dir(root)
+    folder = root
+    if _named(root, "train") is not None:
+        folder = _named(root, "test") or _named(root, "valid") or root
+    skipped: list[dict] = []
+    paths = _verified(_candidates(folder, skipped), skipped)
+    if not paths:
+        raise UsageError(f"{folder} has no usable images in <label>/<image> folders.")
+    return paths, skipped

@@ -1,0 +1,112 @@
+"""Score a trained classifier on labelled images: accuracy, per-class table, confusion matrix.
+
+    python -m training.evaluate MODEL.pkl DATA_DIR
+
+DATA_DIR is laid out like training data, DATA_DIR/<label>/<image>; for a
+train/valid/test folder it scores test/ (or valid/ when there is no test/).
+Unreadable files are skipped and listed, as in training. Images go through the
+serving code path (classifier.inference.Predictor), so the numbers are what
+the web app will do.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from training import OneLineParser, UsageError
+
+BATCH = 64
+
+
+def predict_files(predictor, paths: list[Path]) -> np.ndarray:
+    """(n, classes) probabilities for image files, in batches."""
+    from classifier.images import load_rgb
+
+    rows = [predictor.probabilities([load_rgb(p) for p in paths[i:i + BATCH]])
+            for i in range(0, len(paths), BATCH)]
+    return np.concatenate(rows) if rows else np.zeros((0, len(predictor.vocab)))
+
+
+def metrics(probs: np.ndarray, targets: np.ndarray, vocab: list[str]) -> dict:
+    """The metrics export.json and the report carry, as plain JSON types."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(vocab)))
+    preds = probs.argmax(axis=1)
+    picked = probs[np.arange(len(targets)), targets].clip(1e-12, 1.0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, preds, labels=labels, zero_division=0)
+    accuracy = float((preds == targets).mean()) if len(targets) else 0.0
+    return {
+        "n": int(len(targets)),
+        "accuracy": accuracy,
+        "error_rate": 1.0 - accuracy,
+        "loss": float(-np.log(picked).mean()) if len(targets) else 0.0,
+        "per_class": {vocab[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
+                                 "f1": float(f1[i]), "support": int(support[i])} for i in labels},
+        "confusion_matrix": confusion_matrix(targets, preds, labels=labels).tolist(),
+    }
+
+
+def score(predictor, paths: list[Path], vocab: list[str]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics for labelled files (label = parent folder), plus probabilities and targets."""
+    from training.data import label_of
+
+    index = {label: i for i, label in enumerate(vocab)}
+    targets = np.array([index[label_of(p)] for p in paths], dtype=int)
+    probs = predict_files(predictor, paths)
+    return metrics(probs, targets, vocab), probs, targets
+
+
+def format_metrics(m: dict, title: str) -> str:
+    """A plain-text per-class table and confusion matrix, for the console."""
+    vocab = list(m["per_class"])
+    width = max(9, *(len(v) for v in vocab))
+    lines = [f"{title}: accuracy {m['accuracy']:.4f}  error_rate {m['error_rate']:.4f}  "
+             f"loss {m['loss']:.4f}  ({m['n']} images)",
+             f"{'class':<{width}}  precision  recall     f1  support"]
+    for label, row in m["per_class"].items():
+        lines.append(f"{label:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+                     f"{row['f1']:5.3f}  {row['support']:7d}")
+    cell = max(4, *(len(str(v)) for r in m["confusion_matrix"] for v in r), *(len(v) for v in vocab))
+    lines.append("confusion matrix (rows: actual, columns: predicted)")
+    lines.append(" " * width + "  " + " ".join(f"{v[:cell]:>{cell}}" for v in vocab))
+    for label, row in zip(vocab, m["confusion_matrix"]):
+        lines.append(f"{label:<{width}}  " + " ".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = OneLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="an exported learner (export.pkl)")
+    parser.add_argument("data_dir", type=Path, help="labelled images: DATA_DIR/<label>/<image>")
+    args = parser.parse_args(argv)
+    try:
+        from classifier.inference import Predictor
+        from classifier.model_files import ModelLoadError, load_learner_checked
+        from training.data import find_labelled
+
+        paths, skipped = find_labelled(args.data_dir)
+        try:
+            learner, _ = load_learner_checked(args.model)
+        except ModelLoadError as exc:
+            raise UsageError(str(exc)) from None
+        vocab = [str(v) for v in learner.dls.vocab]
+        unknown = sorted({p.parent.name for p in paths} - set(vocab))
+        if unknown:
+            raise UsageError(f"{args.data_dir} has classes the model does not know: "
+                             f"{', '.join(unknown)} (it knows {', '.join(vocab)}).")
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for item in skipped:
+        print(f"skipped {item['path']}: {item['reason']}")
+    result, _, _ = score(Predictor(learner, runtime="torch"), paths, vocab)
+    print(format_metrics(result, f"{args.model} on {args.data_dir}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
