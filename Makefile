@@ -32,5 +32,12 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# Speed, memory and robustness figures (long runs, not tests): see README "Measured".
+bench: dev $(MODEL)
+	$(BIN)/python benchmarks/serve_bench.py
+	$(BIN)/python benchmarks/deploy_footprint.py
+	$(BIN)/python benchmarks/load_test.py
+	$(BIN)/python benchmarks/fuzz_long.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
