@@ -13,6 +13,7 @@ The file reads top to bottom: options, data, model, learning rate, training
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -217,6 +218,7 @@ class RunMonitor:
         self.stopped_early = False
         self.phase, self.phase_start, self.epoch_in_phase = 0, 0, 0
         self.training = False  # inside fit: a signal waits for the end of the batch
+        self.save = None  # called after every epoch: writes the checkpoint (SIGKILL loses no epoch)
 
     def request_stop(self, signum, frame):
         if self.signal is not None or not self.training:
@@ -250,22 +252,24 @@ class RunMonitor:
                          "accuracy": float(row["accuracy"]), "time": row["time"]}
                 monitor.history.append(entry)
                 monitor.epoch_in_phase = self.epoch + 1
-                if monitor.plain:
-                    monitor.print_row(entry)
                 if monitor.patience:
                     monitor.track_best(self.learn, entry)
-                    if entry["epoch"] - monitor.best_epoch >= monitor.patience:
-                        monitor.stopped_early = True
-                        print(f"early stop: valid_loss has not improved for {monitor.patience} "
-                              f"epoch(s) since epoch {monitor.best_epoch}", flush=True)
-                        raise CancelFitException()
+                    monitor.stopped_early = entry["epoch"] - monitor.best_epoch >= monitor.patience
+                if monitor.save:
+                    monitor.save()  # before the epoch's line: a printed epoch is a saved epoch
+                if monitor.plain:
+                    monitor.print_row(entry)
+                if monitor.stopped_early:
+                    print(f"early stop: valid_loss has not improved for {monitor.patience} "
+                          f"epoch(s) since epoch {monitor.best_epoch}", flush=True)
+                    raise CancelFitException()
 
         return _Monitor()
 
     def track_best(self, learn, entry):
         if entry["valid_loss"] < self.best_loss:
             self.best_loss, self.best_epoch = entry["valid_loss"], entry["epoch"]
-            self.best_state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in bare(learn.model).state_dict().items()}
 
     HEADER = f"{'epoch':<9}{'train_loss':>11}{'valid_loss':>11}{'accuracy':>10}{'time':>8}"
 
@@ -277,12 +281,13 @@ class RunMonitor:
 
     def state(self) -> dict:
         return {"history": self.history, "best_loss": self.best_loss, "best_epoch": self.best_epoch,
-                "best_state": self.best_state}
+                "best_state": self.best_state, "stopped_early": self.stopped_early}
 
     def restore(self, saved: dict):
         self.history = saved["history"]
         self.best_loss, self.best_epoch = saved["best_loss"], saved["best_epoch"]
         self.best_state = saved["best_state"]
+        self.stopped_early = saved.get("stopped_early", False)  # killed after an early stop
 
 
 def phases(args, lr: float) -> list[dict]:
@@ -314,8 +319,49 @@ def fit(learn, args, lr: float, monitor: RunMonitor, start: tuple[int, int] = (0
               f"(valid_loss {monitor.best_loss:.4f})", flush=True)
 
 
+def bare(model):
+    """The model itself, also while DistributedDataParallel wraps it (distributed runs)."""
+    return getattr(model, "module", model)
+
+
 def checkpoint_path(out: Path) -> Path:
     return out.parent / CHECKPOINT_DIR / f"{out.stem}.pth"
+
+
+def discard_checkpoint(out: Path) -> None:
+    path = checkpoint_path(out)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # only when empty
+
+
+def remove_stale_temps(out: Path, started: float) -> None:
+    """Remove the staging files and folders (.export.<pid>.<random>.tmp and the like, beside
+    --out and its checkpoint) that a killed run (SIGKILL, power loss) left behind. An entry
+    whose pid is a live process other than this one is another run's and is kept; one
+    without a pid (older versions) only when it predates this run."""
+    for folder in (out.parent, checkpoint_path(out).parent):
+        for entry in folder.glob(f".{out.stem}.*.tmp"):
+            pid = entry.name[:-len(".tmp")].split(".")[-2]
+            if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+                continue
+            if not pid.isdigit() and entry.lstat().st_mtime >= started:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            print(f"removed {entry}, left by an interrupted run", flush=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def save_checkpoint(learn, path: Path, options: dict, lr: float, monitor: RunMonitor) -> None:
@@ -323,7 +369,7 @@ def save_checkpoint(learn, path: Path, options: dict, lr: float, monitor: RunMon
 
     from classifier.model_files import atomic_path
 
-    state = {"model": learn.model.state_dict(), "opt": learn.opt.state_dict() if learn.opt else None,
+    state = {"model": bare(learn.model).state_dict(), "opt": learn.opt.state_dict() if learn.opt else None,
              "options": options, "lr": lr, "phase": monitor.phase, "epoch": monitor.epoch_in_phase,
              "vocab": [str(v) for v in learn.dls.vocab], "monitor": monitor.state()}
     with atomic_path(path) as tmp:
@@ -355,6 +401,24 @@ def portable(learn):
     learn.logger = print
     learn.path, learn.model_dir = Path("."), "models"
     return learn
+
+
+def export_pair(learn, out: Path, metadata: dict, started: float) -> None:
+    """export.pkl and its export.json, both written and fsynced before either is renamed into
+    place, the pkl first: a crash leaves a mismatched pair only between two renames."""
+    from classifier.model_files import atomic_path, fsync_file, metadata_path, sha256_file
+
+    # atomic_path renames on exit; the inner one (the pkl) exits first.
+    with atomic_path(metadata_path(out)) as tmp_json, atomic_path(out) as tmp_pkl:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learn.export(tmp_pkl.resolve(), pickle_protocol=4)  # 4: "builtins", not py2 "__builtin__"
+        metadata["sha256"] = sha256_file(tmp_pkl)
+        metadata["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        metadata["training"]["wall_time_s"] = round(time.time() - started, 1)
+        tmp_json.write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+        fsync_file(tmp_pkl)  # the slow part (tens of MB), before any rename;
+        fsync_file(tmp_json)  # atomic_path's own fsyncs then find nothing left to write
 
 
 def replace_dir(new: Path, final: Path) -> None:
@@ -432,6 +496,10 @@ def run(args, command: str) -> int:
         args = resolve_options(args)
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                if k not in ("out", "resume")}
+    from fastai.torch_core import num_distrib, rank_distrib
+    distributed, main_process = num_distrib() > 0, rank_distrib() == 0
+    if main_process:
+        remove_stale_temps(args.out, started)
 
     # -- data ---------------------------------------------------------------
     from training import data, evaluate, report
@@ -461,6 +529,7 @@ def run(args, command: str) -> int:
     # -- model --------------------------------------------------------------
     arch = resolve_arch(args.arch, args.fine_tune, args.weights)
     workdir = Path(tempfile.mkdtemp(prefix="train-"))  # lr_find's scratch files, never DATA_DIR
+    trained = False
     try:
         learn = build_learner(dls, args, arch, workdir)
         plain = not sys.stdout.isatty()
@@ -492,15 +561,23 @@ def run(args, command: str) -> int:
             if saved["opt"] is not None:
                 learn.create_opt()
                 learn.opt.load_state_dict(saved["opt"])
+        ckpt = checkpoint_path(args.out)
+        if main_process:
+            monitor.save = lambda: save_checkpoint(learn, ckpt, options, lr, monitor)
         handlers = {s: signal.signal(s, monitor.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         monitor.training = True
         try:
-            fit(learn, args, lr, monitor, start)
+            if distributed:  # launched by `accelerate launch`; needs `pip install accelerate`
+                import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
+                with learn.distrib_ctx():
+                    fit(learn, args, lr, monitor, start)
+            else:
+                fit(learn, args, lr, monitor, start)
         except KeyboardInterrupt:
-            ckpt = checkpoint_path(args.out)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            save_checkpoint(learn, ckpt, options, lr, monitor)
+            if main_process:
+                save_checkpoint(learn, ckpt, options, lr, monitor)
             name = signal.Signals(monitor.signal or signal.SIGINT).name
             print(f"\ninterrupted ({name}) after {len(monitor.history)} epoch(s); checkpoint saved "
                   f"to {ckpt}. Continue with: python -m training.train --resume --out {args.out}",
@@ -511,9 +588,13 @@ def run(args, command: str) -> int:
         # From here on a signal aborts at once; the export below is all-or-nothing.
         for s, h in handlers.items():
             signal.signal(s, h)
+        if not main_process:
+            return 0  # rank 0 evaluates and exports
+        trained = True  # from here on the checkpoint goes, whether the export succeeds or fails
 
         # -- evaluate ----------------------------------------------------------
         from classifier.inference import Predictor
+        from classifier.model_files import metadata_path
         portable(learn)
         predictor = Predictor(learn, runtime="torch")
         valid_m, valid_probs, valid_t = evaluate.score(predictor, ds.valid, ds.vocab)
@@ -526,7 +607,7 @@ def run(args, command: str) -> int:
         # -- export ------------------------------------------------------------
         out = args.out
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
         try:
             examples = copy_examples(ds.valid, valid_probs, valid_t, ds.vocab, staging / "examples")
             metadata = {
@@ -555,21 +636,14 @@ def run(args, command: str) -> int:
             }
             report.write_report(staging / "report", dls, metadata, ds.valid,
                                 valid_probs, valid_t)
-            from classifier.model_files import atomic_path, metadata_path, sha256_file
-            with atomic_path(out) as tmp_pkl, atomic_path(metadata_path(out)) as tmp_json:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    learn.export(tmp_pkl.resolve(), pickle_protocol=4)  # 4: "builtins", not py2 "__builtin__"
-                metadata["sha256"] = sha256_file(tmp_pkl)
-                metadata["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-                metadata["training"]["wall_time_s"] = round(time.time() - started, 1)
-                tmp_json.write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+            export_pair(learn, out, metadata, started)
             replace_dir(staging / "examples", out.parent / "examples")
             replace_dir(staging / "report", out.parent / "report")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        checkpoint_path(out).unlink(missing_ok=True)
     finally:
+        if trained:
+            discard_checkpoint(args.out)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"wrote {out} (+ {metadata_path(out).name}, examples/, report/report.html) "
           f"in {time.time() - started:.0f}s: validation accuracy {valid_m['accuracy']:.4f}")

@@ -88,3 +88,62 @@ def test_progress_is_one_clean_line_per_epoch_when_not_a_terminal(image_folder, 
     assert "learning rate:" in stdout  # no --lr: lr_find's suggestion, printed
     meta = json.loads(metadata_path(tmp_path / "export.pkl").read_text())
     assert meta["training"]["lr_source"] == "lr_find"
+
+
+def test_export_pair_fsyncs_both_files_before_renaming_the_pkl_then_the_json(tmp_path, monkeypatch):
+    """A crash between the two renames is the only way to a mismatched pair (F9): both temps are
+    on disk before either rename, and export.json (which names the pkl's sha256) lands last."""
+    import os
+
+    events = []
+
+    class FakeLearner:
+        def export(self, path, pickle_protocol):
+            path.write_bytes(b"model" * 1000)
+
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "export.pkl"
+    train.export_pair(FakeLearner(), out, {"training": {}}, started=0)
+    renames = [e for e in events if e[0] == "replace"]
+    assert renames == [("replace", "export.pkl"), ("replace", "export.json")]
+    before = events[:events.index(renames[0])]
+    synced = {name.split(".")[2] for kind, name in before if kind == "fsync"}
+    assert synced == {"pkl", "json"}, events
+    assert json.loads(metadata_path(out).read_text())["sha256"] == sha256_file(out)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_run_removes_the_temporary_files_of_killed_runs_only(tmp_path):
+    """Staging left by a SIGKILLed run (F8) goes; a live run's stays."""
+    import os
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    stale = [tmp_path / f".export.{dead}.abc123.tmp", tmp_path / f".export.pkl.{dead}.x_1.tmp",
+             tmp_path / f".export.json.{os.getpid()}.y2.tmp", ckpt_dir / f".export.pth.{dead}.z3.tmp",
+             tmp_path / ".export.pkl.legacy9.tmp"]
+    live = [tmp_path / f".export.{os.getppid()}.abc.tmp", tmp_path / "export.pkl",
+            tmp_path / f".other.pkl.{dead}.q.tmp"]
+    for path in stale + live:
+        path.write_bytes(b"x")
+    for staging in (stale[0], live[0]):  # the staging folders for examples/ and report/
+        staging.unlink()
+        (staging / "examples").mkdir(parents=True)
+    time.sleep(0.05)
+    train.remove_stale_temps(tmp_path / "export.pkl", started=time.time())
+    assert [p for p in stale if p.exists()] == []
+    assert [p for p in live if not p.exists()] == []
