@@ -4,8 +4,10 @@ The master loads the model once (preload_app) and forks the workers, which
 share its memory. Worker, thread and inference-thread counts come from
 app/config.py, so that workers x inference threads never exceeds the cores.
 """
+import gc
 import os
 import shutil
+import sys
 import tempfile
 
 from app.config import ConfigError, load_settings
@@ -30,6 +32,7 @@ preload_app = True
 workers = _settings.workers
 threads = _settings.threads
 worker_class = "gthread"  # a thread per connection: a slow upload holds a thread, not a worker
+# ...for at most READ_TIMEOUT seconds of silence mid-body (app/__init__.py), then it gets a 400.
 # Requests wait here rather than in the kernel when every thread is busy.
 backlog = 256
 timeout = 60            # a worker silent this long is killed and replaced
@@ -70,6 +73,26 @@ def post_worker_init(worker):
     service = getattr(worker.wsgi, "extensions", {}).get("classifier")
     if service is not None and not service.warm_up():
         worker.log.error("worker %s: %s", worker.pid, service.failure)
+
+
+def pre_fork(server, worker):
+    # The preloaded model and libraries never die: keep the interpreter-exit GC (and every
+    # collection) off them, so their pages stay shared with the master and exit is fast.
+    gc.freeze()
+
+
+def worker_exit(server, worker):
+    # Runs in the worker once it has finished its requests (graceful drain). Skip the
+    # interpreter teardown: walking the torch/onnxruntime heap took seconds and could abort
+    # in a native destructor (SIGABRT), holding SIGTERM up to graceful_timeout. Metrics are
+    # in mmapped files already; the master's child_exit marks this pid dead.
+    if os.getpid() != worker.pid:  # gunicorn also calls this in the master (kill_worker)
+        return
+    exc = sys.exc_info()[1]  # the SystemExit on its way out carries the exit status
+    code = exc.code if isinstance(exc, SystemExit) else 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
 def child_exit(server, worker):

@@ -18,7 +18,7 @@ MB = 1024 * 1024
 # The environment variables read here (create_app's config accepts the same names).
 ENV_NAMES = ("MODEL_PATH", "PORT", "WEB_CONCURRENCY", "THREADS", "INFERENCE_THREADS",
              "INFERENCE_RUNTIME", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "MAX_BATCH", "API_KEY",
-             "CORS_ORIGINS")
+             "CORS_ORIGINS", "READ_TIMEOUT")
 
 
 class ConfigError(RuntimeError):
@@ -52,6 +52,7 @@ class Settings:
     max_batch: int = 32
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    read_timeout: float = 10.0
 
     @property
     def max_content_length(self) -> int:
@@ -117,4 +118,5 @@ def load_settings(environ=None, overrides=None) -> Settings:
         max_batch=_int("MAX_BATCH", get("MAX_BATCH") or 32),
         api_key=get("API_KEY"),
         cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
+        read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT") or Settings.read_timeout),
     )

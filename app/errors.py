@@ -7,14 +7,25 @@ bug, logged with its traceback and answered with a generic 500 that leaks nothin
 from __future__ import annotations
 
 import logging
+import socket
 
 from flask import jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from app.model_service import ModelUnavailable
 from classifier.images import ImageError
 
 log = logging.getLogger(__name__)
+
+try:  # what gunicorn raises from wsgi.input on a malformed or cut-off body
+    from gunicorn.http.errors import NoMoreData, ParseException
+    BODY_ERRORS: tuple[type[Exception], ...] = (ParseException, NoMoreData)
+except ImportError:  # not under gunicorn (flask run)
+    BODY_ERRORS = ()
+# (werkzeug turns an OSError from its limited stream, a read timeout included, into
+# ClientDisconnected, a 400 that gets the same message.)
+BODY_MESSAGE = ("The upload could not be read: it was malformed, cut off or too slow. "
+                "Please try again.")
 
 # Codes for werkzeug's HTTP errors; the rest become their lower_snake name.
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
@@ -58,11 +69,28 @@ def _http_message(exc: HTTPException) -> str:
         return (f"The request is too large: at most {limit / 2**20:g} MB in all, "
                 f"with at most {request.max_form_parts} form parts.") if limit else \
             "The request is too large."
+    if isinstance(exc, ClientDisconnected):
+        return BODY_MESSAGE
     if exc.code == 404:
         return f"There is nothing at {request.path}."
     if exc.code == 405:
         return f"{request.method} is not allowed on {request.path}."
     return exc.description or exc.name
+
+
+def _stop_reading() -> None:
+    """The client stalled (READ_TIMEOUT) or went away mid-body: read nothing more from it.
+
+    Otherwise gunicorn would spend up to 5 s more of this thread draining the rest of
+    the body for keep-alive; with the read side shut, the answer goes out and the
+    connection closes at once.
+    """
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def register_error_handlers(app) -> None:
@@ -81,10 +109,19 @@ def register_error_handlers(app) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if isinstance(exc, ClientDisconnected):
+            _stop_reading()
         code = HTTP_CODES.get(exc.code) or exc.name.lower().replace(" ", "_").replace("'", "")
         headers = {"Allow": ", ".join(exc.valid_methods)} \
             if getattr(exc, "valid_methods", None) else None
         return error_response(exc.code or 500, code, _http_message(exc), headers)
+
+    def body_error(exc: Exception):
+        log.info("unreadable request body on %s %s: %r", request.method, request.path, exc)
+        return error_response(400, "bad_request", BODY_MESSAGE)
+
+    for exc_class in BODY_ERRORS:
+        app.register_error_handler(exc_class, body_error)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

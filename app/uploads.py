@@ -32,7 +32,8 @@ def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]
         files = [f for f in request.files.getlist(FIELD) if f.filename or f.content_length]
         if not files:
             # A field under another name is the most common client mistake: say so.
-            other = [name for name in request.files if name != FIELD]
+            # (a part with no name at all is filed under None)
+            other = [name for name in request.files if name and name != FIELD]
             raise _missing(f"No file in the form field '{FIELD}'"
                            + (f" (got: {', '.join(sorted(other))})." if other else "."))
         if len(files) > max_batch:

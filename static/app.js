@@ -23,10 +23,16 @@
 
   function showPreview(file) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+    preview.hidden = true;  // not an image (or one the browser cannot show): no broken icon
+    preview.removeAttribute("src");
+    if (file.type && !file.type.startsWith("image/")) return;  // untyped: try, onerror hides
     previewUrl = URL.createObjectURL(file);
     preview.src = previewUrl;
     preview.hidden = false;
   }
+
+  preview.addEventListener("error", () => { preview.hidden = true; });
 
   function showError(message, code) {
     errorBox.replaceChildren();

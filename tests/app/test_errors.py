@@ -156,3 +156,68 @@ def test_form_shows_friendly_errors_with_same_status(client, data, status, code)
 def test_form_without_file(client):
     r = client.post("/", data={})
     assert r.status_code == 400 and b"(missing_file)" in r.data
+
+
+@pytest.mark.parametrize("path", ["/predict", "/"])
+def test_part_without_a_name_is_missing_file(client, path):
+    body = (b'--B\r\nContent-Disposition: form-data; filename="a.png"\r\n\r\n'
+            + encode(photo()) + b"\r\n--B--\r\n")
+    r = client.post(path, data=body, content_type="multipart/form-data; boundary=B")
+    assert r.status_code == 400
+    if path == "/predict":
+        assert error_of(r) == (400, "missing_file")
+    else:
+        assert b"(missing_file)" in r.data
+
+
+class BrokenBody(io.RawIOBase):
+    """A request body whose read fails the way gunicorn's does on a bad or cut-off upload."""
+
+    def __init__(self, exc: Exception):
+        self.exc, self.sent = exc, False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if not self.sent:  # a little of the body first, like a real upload
+            self.sent = True
+            buf[:4] = b"--B\r"
+            return 4
+        raise self.exc
+
+
+def body_errors():
+    from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
+
+    return [InvalidChunkSize(b"zz"), ChunkMissingTerminator(b"xx"), NoMoreData(b""),
+            TimeoutError("timed out")]  # a READ_TIMEOUT stall (werkzeug: ClientDisconnected)
+
+
+@pytest.mark.parametrize("exc", body_errors(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("path,ctype", [("/predict", "multipart/form-data; boundary=B"),
+                                        ("/predict", "image/png"),
+                                        ("/", "multipart/form-data; boundary=B")])
+def test_unreadable_body_is_400_bad_request(client, exc, path, ctype):
+    r = client.post(path, content_type=ctype, headers={"Transfer-Encoding": "chunked"},
+                    environ_overrides={"wsgi.input": io.BufferedReader(BrokenBody(exc)),
+                                       "wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    assert r.status_code == 400
+    if path == "/predict":
+        assert error_of(r) == (400, "bad_request")
+        assert "could not be read" in r.get_json()["error"]["message"]
+    else:
+        assert b"(bad_request)" in r.data and b"could not be read" in r.data
+
+
+def test_read_timeout_is_set_on_the_gunicorn_socket(make_app):
+    class Sock:
+        timeout = None
+
+        def settimeout(self, value):
+            self.timeout = value
+
+    sock = Sock()
+    r = make_app(READ_TIMEOUT="3.5").test_client().get(
+        "/healthz", environ_base={"gunicorn.socket": sock})
+    assert r.status_code == 200 and sock.timeout == 3.5
