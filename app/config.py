@@ -35,7 +35,7 @@ def cpu_count() -> int:
 
 def default_workers(cpus: int) -> int:
     # One process per core runs the network single-threaded, which measured
-    # fastest on 2 cores (docs/SERVING.md); more processes only cost memory.
+    # fastest on 2 cores (README.md "Serving"); more processes only cost memory.
     return max(1, min(cpus, 4))
 
 

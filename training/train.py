@@ -5,7 +5,7 @@
 DATA_DIR is DATA_DIR/<label>/<image> (random split) or DATA_DIR/train|valid[|test]/<label>/<image>.
 Without DATA_DIR it trains the demo: scikit-learn's handwritten digits, written once
 to data/digits/. Writes, atomically, beside --out (default models/export.pkl):
-export.pkl, export.json (metadata), examples/<label>/ and report/. See docs/TRAINING.md.
+export.pkl, export.json (metadata), examples/<label>/ and report/. See README.md "Training".
 
 The file reads top to bottom: options, data, model, learning rate, training
 (with interrupt/resume), evaluation, export.
@@ -30,7 +30,7 @@ from pathlib import Path
 from training import OneLineParser, UsageError
 
 # ----------------------------------------------------------------------------
-# Defaults. Each is a measured choice; docs/TRAINING.md has the measurements.
+# Defaults. Each is a measured choice; README.md "Training" has the measurements.
 DEFAULT_OUT = "models/export.pkl"
 DEFAULT_SIZE = 224          # photos; pretrained ImageNet models are trained at 224 px
 DEFAULT_BS = 64
@@ -652,7 +652,7 @@ def run(args, command: str) -> int:
 
 def batch_size(requested: int | None, n_train: int) -> int:
     """--bs, or the default lowered for small datasets: with 160 images, bs 64 gave 2 steps
-    an epoch and 2.5% accuracy on digits; bs 16 gave 92.5% (docs/TRAINING.md)."""
+    an epoch and 2.5% accuracy on digits; bs 16 gave 92.5% (README.md "Training")."""
     bs = requested or max(MIN_BS, min(DEFAULT_BS, n_train // MIN_BATCHES))
     return max(2, min(bs, n_train))
 
