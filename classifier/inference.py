@@ -121,9 +121,6 @@ class Predictor:
         """(n, classes) float64 probabilities for a list of PIL images."""
         return self._probabilities([self.prepare(im) for im in images])
 
-    def preprocess(self, images) -> torch.Tensor:
-        return self._collate([self.prepare(im) for im in images])
-
     def warm_up(self) -> None:
         """Run one prediction so the first real request is not the slow one."""
         from PIL import Image
