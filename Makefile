@@ -4,13 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/export.pkl
 
-.PHONY: serve test train venv dev bench clean
+.PHONY: serve test test-fast lint train venv dev bench clean
 
 serve: $(MODEL)
 	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
 
-test: dev
+test: lint
 	$(BIN)/python -m pytest
+
+# Unit and app tests only: no gunicorn, browser or long runs (markers in pyproject.toml).
+test-fast: dev
+	$(BIN)/python -m pytest -m "not slow and not browser and not e2e" tests/app
+
+lint: dev
+	$(BIN)/ruff check .
 
 # The demo model: scikit-learn's handwritten digits through the same folder pipeline as user data.
 $(MODEL): | venv

@@ -17,6 +17,20 @@ from classifier.images import ImageError
 
 log = logging.getLogger(__name__)
 
+ERRORS = {
+    "missing_file": 400,
+    "invalid_image": 400,
+    "bad_request": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "image_too_large": 413,
+    "unsupported_media_type": 415,
+    "internal_error": 500,
+    "model_unavailable": 503,
+}
+
 try:  # what gunicorn raises from wsgi.input on a malformed or cut-off body
     from gunicorn.http.errors import NoMoreData, ParseException
     BODY_ERRORS: tuple[type[Exception], ...] = (ParseException, NoMoreData)

@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_bench import build_assets, drive  # noqa: E402
-from tests.deploy.container import fly_config  # noqa: E402
-from tests.servers import GunicornServer, MemoryWatch  # noqa: E402
+from harness.servers import GunicornServer, MemoryWatch, fly_config, fly_env  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -34,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     fly = fly_config()
-    env = {k: v for k, v in fly["env"].items() if k not in ("PORT", "MODEL_PATH")}
+    env = fly_env()
     clients = fly["http_service"]["concurrency"]["hard_limit"]
     budget_mb = int(fly["vm"][0]["memory"].removesuffix("gb")) * 1024
     workdir = Path(tempfile.mkdtemp(prefix="footprint-"))

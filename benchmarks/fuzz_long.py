@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.proof import hostile as h  # noqa: E402
-from tests.servers import GunicornServer, MemoryWatch, benchmark_args  # noqa: E402
+from harness import hostile as h  # noqa: E402
+from harness.servers import GunicornServer, MemoryWatch, benchmark_args  # noqa: E402
 
 ENV = {"MAX_UPLOAD_MB": "1", "MAX_IMAGE_PIXELS": "4000000", "MAX_BATCH": "8",
        "WEB_CONCURRENCY": "2", "THREADS": "2"}

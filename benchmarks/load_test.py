@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.proof.load import drive, in_background, sample_images  # noqa: E402
-from tests.servers import GunicornServer, MemoryWatch, benchmark_args  # noqa: E402
+from harness.load import drive, in_background, sample_images  # noqa: E402
+from harness.servers import GunicornServer, MemoryWatch, benchmark_args  # noqa: E402
 
 
 def main() -> int:

@@ -5,7 +5,7 @@
 1. Builds a resnet18 at 224 px with fastai (vision_learner, pretrained=False:
    weights do not change speed) and exports it, plus realistic 640x480 JPEGs.
 2. For each server in turn, started with its own command line:
-   - ours: `gunicorn -c gunicorn.conf.py "app:create_app()"` (tests/servers.py),
+   - ours: `gunicorn -c gunicorn.conf.py "app:create_app()"` (harness/servers.py),
    - tutorial: `gunicorn tutorial_app:app` in benchmarks/ (one sync worker, gunicorn's
      defaults: what the fastai/fly.io tutorials deploy), calling learn.predict,
    drives POST /predict (multipart `file`) from C client threads for T seconds
@@ -19,7 +19,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,19 +33,8 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import GunicornServer, free_port  # noqa: E402
-
-BUILD_MODEL = """
-import sys
-from pathlib import Path
-from fastai.vision.all import *
-data, out, size = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
-                splitter=RandomSplitter(0.2, seed=42), get_y=parent_label,
-                item_tfms=Resize(size)).dataloaders(data, bs=4, num_workers=0)
-learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
-learn.export(out)
-"""
+from harness.notebook import export_like_a_notebook  # noqa: E402
+from harness.servers import GunicornServer, free_port  # noqa: E402
 
 
 def make_photo(rng, size=(640, 480)) -> Image.Image:
@@ -75,8 +63,7 @@ def build_assets(workdir: Path, size: int, n_images: int) -> tuple[Path, list[by
             make_photo(rng).save(data / label / f"{i}.jpg", quality=90)
     model = workdir / "export.pkl"
     if not model.exists():
-        subprocess.run([sys.executable, "-c", BUILD_MODEL, str(data), str(model), str(size)],
-                       check=True, cwd=ROOT, capture_output=True)
+        export_like_a_notebook(data, model, size=size, epochs=0, bs=4)
     images = []
     for _ in range(n_images):
         buf = io.BytesIO()
@@ -211,7 +198,7 @@ def run(args) -> list[dict]:
         # rounds, so a neighbour's load on a shared machine falls on both alike.
         per_round = args.duration / args.rounds
         for c in args.concurrency:
-            for name, server in servers.items():
+            for server in servers.values():
                 drive(server.url, images, c, 0, warmup=2.0)  # warm connections and caches
             collected = {name: ([], 0) for name in servers}
             for _ in range(args.rounds):

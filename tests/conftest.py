@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from harness.images import make_image_folder
+from harness.notebook import export_like_a_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
-
-def make_image_folder(root: Path, per_class: int = 16, size=(48, 40), seed: int = 0) -> Path:
-    """DATA_DIR/<label>/<n>.png: a coloured square on noise, easy to learn in one epoch."""
-    rng = np.random.default_rng(seed)
-    for label, colour in COLOURS.items():
-        folder = root / label
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 90, (size[1], size[0], 3)).astype(np.uint8)
-            x, y = rng.integers(0, 12, 2)
-            pixels[y:y + 24, x:x + 24] = colour
-            Image.fromarray(pixels).save(folder / f"{label}_{i:03d}.png")
-    return root
+__all__ = ["ROOT", "make_image_folder", "run_training"]  # imported by the training tests
 
 
 @pytest.fixture(scope="session")
@@ -36,29 +22,11 @@ def image_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
-NOTEBOOK_EXPORT = textwrap.dedent("""
-    # The plain tutorial way (seed 000), trained from scratch: no export.json, no get_x of ours.
-    import sys
-    from fastai.vision.all import *
-    path, out = Path(sys.argv[1]), Path(sys.argv[2])
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
-                      splitter=RandomSplitter(valid_pct=0.2, seed=42), get_y=parent_label,
-                      item_tfms=Resize(32))
-    dls = block.dataloaders(path, bs=8, num_workers=0)
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(1)
-    learn.export(out)
-""")
-
-
 @pytest.fixture(scope="session")
 def notebook_export(image_folder, tmp_path_factory) -> Path:
-    """A learner exported by the seed tutorial's own code, as a user's notebook would."""
-    out = tmp_path_factory.mktemp("notebook") / "export.pkl"
-    subprocess.run([sys.executable, "-c", NOTEBOOK_EXPORT, str(image_folder), str(out)],
-                   check=True, cwd=ROOT, capture_output=True)
-    return out
+    """A learner exported by fastai's tutorial code (Resize(32), one epoch from scratch),
+    as a user's notebook would."""
+    return export_like_a_notebook(image_folder, tmp_path_factory.mktemp("notebook") / "export.pkl")
 
 
 def run_training(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

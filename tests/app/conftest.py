@@ -7,7 +7,7 @@ import pytest
 
 from app import create_app
 from app.config import ENV_NAMES
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 
 EXAMPLE_COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
 

@@ -5,7 +5,8 @@ import io
 
 import pytest
 
-from tests.app.samples import TEXT, encode, photo, png_bomb, truncated
+from harness.hostile import png_declaring
+from harness.images import TEXT, encode, photo, truncated
 
 
 def error_of(response) -> tuple[int, str]:
@@ -24,8 +25,12 @@ def test_missing_file_variants(client):
     assert error_of(client.post("/predict", data={"file": "not a file"})) == (400, "missing_file")
 
 
-@pytest.mark.parametrize("data", [b"", TEXT, truncated("PNG"), truncated("JPEG"),
-                                  truncated("GIF"), b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+def half_of(fmt: str) -> bytes:
+    return truncated(encode(photo((128, 96)), fmt))
+
+
+@pytest.mark.parametrize("data", [b"", TEXT, half_of("PNG"), half_of("JPEG"), half_of("GIF"),
+                                  b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
                                   bytes(range(256)) * 8],
                          ids=["zero-bytes", "text", "trunc-png", "trunc-jpeg", "trunc-gif",
                               "png-magic-only", "binary-noise"])
@@ -49,7 +54,7 @@ def test_decompression_bomb_refused_from_header(client, monkeypatch):
     # Decoding would have to call load(); refusing from the header never does.
     monkeypatch.setattr(PIL.ImageFile.ImageFile, "load",
                         lambda self: pytest.fail("pixels were decoded"))
-    r = client.post("/predict", data=png_bomb(), content_type="image/png")
+    r = client.post("/predict", data=png_declaring(100_000, 100_000), content_type="image/png")
     assert error_of(r) == (413, "image_too_large")
 
 
@@ -142,7 +147,7 @@ def test_inference_failure_is_503_model_unavailable(app, client, monkeypatch):
 
 @pytest.mark.parametrize("data,status,code", [
     (TEXT, 400, "invalid_image"), (b"", 400, "invalid_image"),
-    (png_bomb(), 413, "image_too_large")])
+    (png_declaring(100_000, 100_000), 413, "image_too_large")])
 def test_form_shows_friendly_errors_with_same_status(client, data, status, code):
     r = client.post("/", data={"file": (io.BytesIO(data), "upload.png")})
     assert r.status_code == status

@@ -7,8 +7,10 @@ import threading
 import pytest
 import requests
 
-from tests.app.samples import TEXT, encode, photo
-from tests.servers import GunicornServer
+from harness.images import TEXT, encode, photo
+from harness.servers import GunicornServer
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

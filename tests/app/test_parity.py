@@ -1,10 +1,6 @@
 """Predictor against learn.predict: same top-1, probabilities within 1e-4, both runtimes."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 import torch
@@ -12,34 +8,22 @@ import torch
 from classifier.images import open_checked
 from classifier.inference import Predictor
 from classifier.model_files import load_learner_checked
-from tests.app.samples import RGB_FORMATS, encode, photo
-
-SQUISH_EXPORT = textwrap.dedent("""
-    # A second input size and resize method: 48x40, squished, ImageNet-normalised, untrained.
-    import sys
-    from fastai.vision.all import *
-    path, out = Path(sys.argv[1]), Path(sys.argv[2])
-    dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
-                    splitter=RandomSplitter(seed=1), get_y=parent_label,
-                    item_tfms=Resize((48, 40), method="squish"),
-                    batch_tfms=Normalize.from_stats(*imagenet_stats)).dataloaders(path, bs=8)
-    learn = vision_learner(dls, resnet18, pretrained=False)
-    learn.export(out)
-""")
+from harness.images import FORMATS, encode, photo
+from harness.notebook import export_like_a_notebook
 
 
 @pytest.fixture(scope="module")
 def squish_export(image_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("squish") / "export.pkl"
-    subprocess.run([sys.executable, "-c", SQUISH_EXPORT, str(image_folder), str(out)],
-                   check=True, capture_output=True)
-    return out
+    """A second input size and resize method: 48x40, squished, ImageNet-normalised, untrained."""
+    return export_like_a_notebook(image_folder, tmp_path_factory.mktemp("squish") / "export.pkl",
+                                  size=(48, 40), method="squish", normalize=True, epochs=0)
 
 
-def test_images():
+def decoded_samples():
+    """Four photos of different sizes and colours, each through another format, decoded."""
     images = [photo((64, 48), seed=1), photo((300, 200), seed=2, colour=(30, 200, 40)),
               photo((41, 97), seed=3, colour=(30, 40, 220)), photo((32, 32), seed=4)]
-    return [open_checked(encode(im, fmt)) for im, fmt in zip(images, RGB_FORMATS)]
+    return [open_checked(encode(im, fmt)) for im, fmt in zip(images, FORMATS)]
 
 
 @pytest.mark.parametrize("which", ["notebook", "squish"])
@@ -50,7 +34,7 @@ def test_predictor_matches_learn_predict(which, runtime, request):
     predictor = Predictor(learn, runtime=runtime)
     assert predictor.runtime == runtime
     assert predictor.image_size == ((32, 32) if which == "notebook" else (48, 40))
-    images = test_images()
+    images = decoded_samples()
     batch = predictor.predict_batch(images)
     for image, from_batch in zip(images, batch):
         with learn.no_bar():
@@ -68,5 +52,5 @@ def test_loading_process_keeps_no_session_and_stays_fork_safe(notebook_export):
     learn, _ = load_learner_checked(notebook_export)
     predictor = Predictor(learn, runtime="onnx")
     assert predictor._sessions == {}  # made lazily in the process that predicts
-    predictor.predict(test_images()[0])
+    predictor.predict(decoded_samples()[0])
     assert len(predictor._sessions) == 1

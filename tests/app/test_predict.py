@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 from classifier.images import open_checked
-from tests.app.samples import (RGB_FORMATS, animated_gif, encode, exif_rotated_jpeg,
-                               mode_variants, photo)
+from harness.images import FORMATS, animated_gif, encode, exif_rotated_jpeg, mode_variants, photo
 
 
 def check_prediction(body: dict, vocab: list[str]) -> None:
@@ -68,7 +67,7 @@ def test_several_files_are_one_batch_in_order(client, app, vocab, monkeypatch):
             assert abs(single["probabilities"][label] - item["probabilities"][label]) < 1e-5
 
 
-@pytest.mark.parametrize("fmt", RGB_FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format(client, vocab, fmt):
     r = client.post("/predict", data={"file": (io.BytesIO(encode(photo(), fmt)), f"x.{fmt}")})
     assert r.status_code == 200, r.get_json()

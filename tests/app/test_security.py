@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 
 KEY = "s3cret-key-\u00e9"  # non-ASCII: compared as bytes
 

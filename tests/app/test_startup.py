@@ -10,7 +10,7 @@ import pytest
 from app import ModelLoadError, create_app
 from app.config import ENV_NAMES, ConfigError
 from classifier.model_files import sha256_file
-from tests.servers import run_to_exit
+from harness.servers import run_to_exit
 
 
 def start(path, **config):

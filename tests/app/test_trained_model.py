@@ -7,6 +7,8 @@ import pytest
 
 from app import ModelLoadError
 
+pytestmark = pytest.mark.slow  # trains a model with the CLI first
+
 
 @pytest.fixture(scope="module")
 def trained_client(make_app, trained_model):

@@ -5,7 +5,7 @@ import io
 import re
 from pathlib import Path
 
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, GunicornServer, MemoryWatch
+from harness.servers import ROOT, GunicornServer, MemoryWatch
 
 ARTIFACTS = ROOT / "test-artifacts"
 FIGURES = ARTIFACTS / "proof_figures.json"

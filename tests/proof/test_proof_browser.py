@@ -1,7 +1,7 @@
 """The upload form in a real browser (Playwright driving Debian's Chromium) against a real gunicorn.
 
 Screenshots go to test-artifacts/. Skipped only when Chromium is not installed (.ci/run
-installs it); Playwright's own browser download is not used (no network here).
+installs it, and fails when it cannot); Playwright's own browser download is not used.
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.proof import hostile as h
+from harness.chromium import chromium_path
+from harness.images import image_bytes
 from tests.proof.conftest import ARTIFACTS
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = chromium_path()
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"]
@@ -23,8 +24,9 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
          "is_mobile": True, "has_touch": True}
 TIMEOUT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Chromium is not installed (apt-get install chromium)")
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed "
+                                 "(apt-get install chromium); .ci/run fails without it")]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def open_page(playwright, proof_server):
         profile = tempfile.mkdtemp(prefix="proof-chromium-")
         profiles.append(profile)
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+            profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
             java_script_enabled=javascript, **options)
         contexts.append(context)
         context.set_default_timeout(TIMEOUT_MS)
@@ -77,7 +79,7 @@ def shot(page, name: str) -> None:
 
 def photo(tmp_path: Path, name: str = "photo.png") -> Path:
     path = tmp_path / name
-    path.write_bytes(h.image_bytes("PNG", (96, 80), seed=3))
+    path.write_bytes(image_bytes("PNG", (96, 80), seed=3))
     return path
 
 

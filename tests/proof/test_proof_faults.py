@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from classifier.model_files import sha256_file
+from harness.servers import ROOT, run_to_exit
 from tests.conftest import make_image_folder, run_training
 from tests.proof.conftest import require_app
-from tests.servers import ROOT, run_to_exit
 from tests.training.helpers import FAST, leftovers
 
 

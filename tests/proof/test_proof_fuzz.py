@@ -16,9 +16,12 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.proof import hostile as h
+from harness import hostile as h
+from harness.images import EXT, FORMATS, MIME, image_bytes, truncated
+from harness.servers import gunicorn_settings
 from tests.proof.conftest import PROOF_ENV, record_figures, wait_until
-from tests.servers import gunicorn_settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXAMPLES = int(os.environ.get("PROOF_EXAMPLES", "20"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
@@ -83,15 +86,15 @@ def test_random_bytes(server, data):
 
 
 @FUZZ
-@given(fmt=st.sampled_from(h.FORMATS), cut=st.floats(0, 1), seed=st.integers(0, 2**16),
+@given(fmt=st.sampled_from(FORMATS), cut=st.floats(0, 1), seed=st.integers(0, 2**16),
        flips=st.integers(0, 16), width=st.integers(1, 120), height=st.integers(1, 120))
 def test_damaged_images_same_answer_on_api_and_form(server, fmt, cut, seed, flips, width, height):
-    data = h.image_bytes(fmt, (width, height), seed=seed)
-    data = h.bitflipped(h.truncated(data, cut) if cut < 1 else data, random.Random(seed), flips)
-    api = fire(server, h.Case("hyp_damaged", h.upload("/predict", data, f"x.{h.EXT[fmt]}",
-                                                       h.MIME[fmt]), "any"))
-    form = fire(server, h.Case("hyp_damaged/form", h.upload("/", data, f"x.{h.EXT[fmt]}",
-                                                            h.MIME[fmt]), "any", api=False))
+    data = image_bytes(fmt, (width, height), seed=seed)
+    data = h.bitflipped(truncated(data, cut) if cut < 1 else data, random.Random(seed), flips)
+    api = fire(server, h.Case("hyp_damaged", h.upload("/predict", data, f"x.{EXT[fmt]}",
+                                                       MIME[fmt]), "any"))
+    form = fire(server, h.Case("hyp_damaged/form", h.upload("/", data, f"x.{EXT[fmt]}",
+                                                            MIME[fmt]), "any", api=False))
     assert api.status == form.status, "the form and the API disagree about the same file"
 
 
@@ -99,7 +102,7 @@ def test_damaged_images_same_answer_on_api_and_form(server, fmt, cut, seed, flip
 @given(ctype=st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=80),
        valid=st.booleans())
 def test_any_content_type(server, ctype, valid):
-    data = h.image_bytes("PNG") if valid else b"not an image"
+    data = image_bytes("PNG") if valid else b"not an image"
     fire(server, h.Case("hyp_ctype_raw", h.raw_upload(data, ctype), "any" if valid else "error"))
     fire(server, h.Case("hyp_ctype_part", h.upload("/predict", data, "x", ctype),
                         "any" if valid else "error"))
@@ -116,7 +119,7 @@ PIECES = st.sampled_from([b"--B", b"--B--", b"\r\n", b"\n", b"\r\n\r\n",
 @given(pieces=st.lists(st.one_of(PIECES, st.binary(max_size=64), st.just(b"PNG")), max_size=40),
        boundary=st.sampled_from(["B", "", "B; charset=x", '"B"', "B" * 200, "Z"]))
 def test_malformed_multipart(server, pieces, boundary):
-    png = h.image_bytes("PNG", (8, 8))
+    png = image_bytes("PNG", (8, 8))
     body = b"".join(png if p == b"PNG" else p for p in pieces)
     ctype = "multipart/form-data; boundary=" + boundary
     fire(server, h.Case("hyp_multipart", h.http_request(
@@ -160,7 +163,7 @@ def _probe(server, timeout: float = 20.0) -> float | None:
     start = time.monotonic()
     try:
         r = requests.post(server.url + "/predict", timeout=timeout,
-                          files={"file": ("a.png", h.image_bytes("PNG"), "image/png")})
+                          files={"file": ("a.png", image_bytes("PNG"), "image/png")})
     except requests.RequestException:
         return None
     return time.monotonic() - start if r.status_code == 200 else None
@@ -170,7 +173,7 @@ def test_slow_dribbling_clients_do_not_starve_others(server):
     """More dribbling clients than worker threads (1 byte per 50 ms for the first 60 bytes):
     a normal request is still served promptly, and every dribbler gets an answer or a close."""
     n = _capacity() + 2
-    raw = h.upload("/predict", h.image_bytes("PNG", (8, 8)), "a.png", "image/png")
+    raw = h.upload("/predict", image_bytes("PNG", (8, 8)), "a.png", "image/png")
     results: list[h.Outcome | Exception] = []
 
     def dribble():
@@ -181,9 +184,7 @@ def test_slow_dribbling_clients_do_not_starve_others(server):
                     sock.sendall(bytes([byte]))
                     time.sleep(0.05)
                 sock.sendall(raw[60:])
-                out = h.Outcome()
-                h._read_response(sock, out, deadline=time.monotonic() + 30)
-                results.append(out)
+                results.append(h.read_response(sock, timeout=30))
             finally:
                 sock.close()
         except OSError as exc:  # the server closing on a too-slow client is fine
@@ -210,7 +211,7 @@ def test_stalled_clients_are_cut_off_and_do_not_starve_others(server):
     them is answered within two rounds of it."""
     limit = STALL_TIMEOUT + 10
     n = _capacity() + 1
-    png = h.image_bytes("PNG")
+    png = image_bytes("PNG")
     ctype, body = h.multipart([("file", "a.png", "image/png", png)])
     head = h.http_request("POST", "/predict", [("Content-Type", ctype)], body)
     head = head[:len(head) - len(body) + 100]  # headers and the first 100 body bytes
@@ -235,7 +236,7 @@ def test_stalled_clients_are_cut_off_and_do_not_starve_others(server):
                 try:
                     sock.recv(65536)  # b"" (closed) or an answer (408/400): either ends it
                     closed[i] = True
-                except socket.timeout:
+                except TimeoutError:
                     pass
                 except OSError:
                     closed[i] = True

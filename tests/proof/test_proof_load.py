@@ -17,10 +17,13 @@ import time
 
 import pytest
 
-from tests.proof import hostile as h
+from harness import hostile as h
+from harness.images import image_bytes
+from harness.load import drive, in_background
+from harness.servers import GunicornServer, gunicorn_settings
 from tests.proof.conftest import record_figures, require_app, wait_until
-from tests.proof.load import drive, in_background
-from tests.servers import GunicornServer, gunicorn_settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CLIENTS = int(os.environ.get("PROOF_LOAD_CLIENTS", "4"))
 SECONDS = float(os.environ.get("PROOF_LOAD_SECONDS", "10"))
@@ -80,7 +83,7 @@ def test_kill_9_a_worker_under_load(server):
 def test_sigterm_drains_in_flight_requests(server):
     server.wait_workers(server.workers)
     # One request whose body is still arriving when SIGTERM lands.
-    png = h.image_bytes("PNG")
+    png = image_bytes("PNG")
     raw = h.upload("/predict", png, "a.png", "image/png")
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     slow.sendall(raw[:len(raw) // 2])
@@ -90,8 +93,7 @@ def test_sigterm_drains_in_flight_requests(server):
     server.proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     slow.sendall(raw[len(raw) // 2:])
-    out = h.Outcome()
-    h._read_response(slow, out, deadline=time.monotonic() + 20)
+    out = h.read_response(slow, timeout=20)
     slow.close()
     graceful = float(server.conf.get("graceful_timeout", 30))
     code = server.wait_exit(graceful + 15)

@@ -10,6 +10,7 @@ HTTP-level garbage reach the server exactly as written.
 """
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import random
@@ -23,30 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
-MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-        "BMP": "image/bmp", "TIFF": "image/tiff"}
-EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
-
-# The contract's error codes and the status each one goes with (issue 3).
-CODE_STATUS = {"missing_file": 400, "invalid_image": 400, "payload_too_large": 413,
-               "image_too_large": 413, "unsupported_media_type": 415, "unauthorized": 401,
-               "model_unavailable": 503}
+from app.errors import ERRORS
+from harness.images import FORMATS, animated_gif, exif_rotated_jpeg, image_bytes, truncated
 
 
 # ---------------------------------------------------------------- images
-def image_bytes(fmt: str, size=(48, 40), mode: str = "RGB", seed: int = 0, **save) -> bytes:
-    rng = np.random.default_rng(seed)
-    w, h = size
-    pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    im = Image.fromarray(pixels, "RGB")
-    if mode != "RGB":
-        im = im.convert(mode)
-    buf = io.BytesIO()
-    im.save(buf, fmt, **save)
-    return buf.getvalue()
-
-
 def valid_images() -> dict[str, bytes]:
     """Images the service must accept (200): every format, odd modes and shapes."""
     out = {f"{fmt.lower()}_rgb": image_bytes(fmt) for fmt in FORMATS}
@@ -65,8 +47,8 @@ def valid_images() -> dict[str, bytes]:
         "jpeg_cmyk": image_bytes("JPEG", mode="CMYK"),
         "jpeg_grayscale": image_bytes("JPEG", mode="L"),
         "jpeg_progressive": image_bytes("JPEG", progressive=True),
-        "jpeg_exif_rotated": _jpeg_exif_rotated(),
-        "gif_animated": _gif_animated(),
+        "jpeg_exif_rotated": exif_rotated_jpeg()[0],
+        "gif_animated": animated_gif(),
         "webp_lossless_rgba": image_bytes("WEBP", mode="RGBA", lossless=True),
         "tiff_float": _tiff_float(),
         "tiff_two_pages": _tiff_two_pages(),
@@ -88,22 +70,6 @@ def _png_gradient(width: int, height: int) -> bytes:
     arr = np.add.outer(np.arange(height) % 256, np.arange(width) % 256).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr, "L").save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _jpeg_exif_rotated() -> bytes:
-    im = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 60, 3), dtype=np.uint8))
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", exif=exif)
-    return buf.getvalue()
-
-
-def _gif_animated() -> bytes:
-    frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
-    buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     return buf.getvalue()
 
 
@@ -269,10 +235,6 @@ def junk() -> dict[str, bytes]:
     }
 
 
-def truncated(data: bytes, fraction: float) -> bytes:
-    return data[:max(0, int(len(data) * fraction))]
-
-
 def bitflipped(data: bytes, rng: random.Random, flips: int = 8) -> bytes:
     out = bytearray(data)
     for _ in range(flips):
@@ -358,8 +320,8 @@ def send(port: int, raw: bytes, timeout: float = 30.0, chunk: int = 65536,
     """Send raw request bytes and read one response. A server that answers before reading the
     whole body (413) may reset the connection: the response is still read if it arrived."""
     start = time.monotonic()
-    out = Outcome()
     sock = socket.create_connection((host, port), timeout=timeout)
+    error = ""
     try:
         try:
             for i in range(0, len(raw), chunk):
@@ -367,81 +329,38 @@ def send(port: int, raw: bytes, timeout: float = 30.0, chunk: int = 65536,
                 if pause:
                     time.sleep(pause)
         except (BrokenPipeError, ConnectionResetError) as exc:
-            out.error = f"send: {type(exc).__name__}"
-        except socket.timeout:
-            out.error = "send: timeout"
-        _read_response(sock, out, deadline=start + timeout)
+            error = f"send: {type(exc).__name__}"
+        except TimeoutError:
+            error = "send: timeout"
+        out = read_response(sock, timeout=max(0.05, start + timeout - time.monotonic()))
     finally:
         sock.close()
-        out.seconds = time.monotonic() - start
+    out.error = "; ".join(e for e in (error, out.error) if e)
+    out.seconds = time.monotonic() - start
     return out
 
 
-def _read_response(sock: socket.socket, out: Outcome, deadline: float) -> None:
-    buf = b""
+def read_response(sock: socket.socket, timeout: float) -> Outcome:
+    """One HTTP response from `sock`, parsed by http.client (lengths, chunking, close)."""
+    out = Outcome()
+    sock.settimeout(timeout)
+    response = http.client.HTTPResponse(sock)
     try:
-        while b"\r\n\r\n" not in buf:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            buf += piece
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        if not sep:
-            out.error = (out.error + "; " if out.error else "") + (
-                "closed without a response" if not buf else "incomplete response head")
-            return
-        lines = head.decode("latin-1").split("\r\n")
-        out.status = int(lines[0].split()[1])
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            out.headers[key.strip().lower()] = value.strip()
-        if "content-length" in out.headers:
-            need = int(out.headers["content-length"])
-            while len(rest) < need:
-                sock.settimeout(max(0.05, deadline - time.monotonic()))
-                piece = sock.recv(65536)
-                if not piece:
-                    break
-                rest += piece
-            out.body = rest[:need]
-        elif out.headers.get("transfer-encoding", "").lower() == "chunked":
-            out.body = _dechunk(sock, rest, deadline)
-        else:
-            while True:
-                sock.settimeout(max(0.05, deadline - time.monotonic()))
-                piece = sock.recv(65536)
-                if not piece:
-                    break
-                rest += piece
-            out.body = rest
-    except socket.timeout:
-        out.error = (out.error + "; " if out.error else "") + "read: timeout"
-    except (ConnectionResetError, BrokenPipeError) as exc:
-        out.error = (out.error + "; " if out.error else "") + f"read: {type(exc).__name__}"
-
-
-def _dechunk(sock, rest: bytes, deadline: float) -> bytes:
-    body = b""
-    while True:
-        while b"\r\n" not in rest:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            piece = sock.recv(65536)
-            if not piece:
-                return body
-            rest += piece
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        while len(rest) < size + 2:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            piece = sock.recv(65536)
-            if not piece:
-                return body + rest
-            rest += piece
-        body += rest[:size]
-        rest = rest[size + 2:]
-        if size == 0:
-            return body
+        response.begin()
+        out.status = response.status
+        out.headers = {k.lower(): v for k, v in response.getheaders()}
+        out.body = response.read()
+    except TimeoutError:
+        out.error = "read: timeout"
+    except http.client.IncompleteRead as exc:
+        out.body, out.error = exc.partial, "read: incomplete body"
+    except http.client.RemoteDisconnected:
+        out.error = "closed without a response"
+    except (http.client.HTTPException, ConnectionError) as exc:
+        out.error = f"read: {type(exc).__name__}"
+    finally:
+        response.close()
+    return out
 
 
 # ---------------------------------------------------------------- judging
@@ -494,8 +413,10 @@ def judge(case: Case, out: Outcome) -> list[str]:
             problems.append(f"{status} without {{'error': {{'code', 'message'}}}}: {doc!r:.200}")
         else:
             code = err["code"]
-            if code in CODE_STATUS and CODE_STATUS[code] != status:
-                problems.append(f"code {code} came with status {status}")
+            if code not in ERRORS:
+                problems.append(f"code {code!r} is not in the API's error table")
+            elif ERRORS[code] != status:
+                problems.append(f"code {code} came with status {status}, not {ERRORS[code]}")
             if case.codes and code not in case.codes:
                 problems.append(f"code {code}, expected one of {case.codes}")
     return problems

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
-from tests.proof.hostile import image_bytes
+from harness.hostile import image_bytes
 
 
 @dataclass

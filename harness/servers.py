@@ -23,11 +23,14 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import psutil
+
+from app.config import ENV_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,9 +53,7 @@ def gunicorn_command(port: int, loopback: bool = True) -> list[str]:
 def server_env(model_path, port: int, env: dict | None = None) -> dict:
     """The parent's environment minus anything that would change the service, plus ours."""
     merged = {k: v for k, v in os.environ.items()
-              if k not in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS",
-                           "MAX_BATCH", "WEB_CONCURRENCY", "THREADS", "INFERENCE_THREADS",
-                           "INFERENCE_RUNTIME", "READ_TIMEOUT", "GUNICORN_CMD_ARGS")}
+              if k not in ENV_NAMES and k not in ("GUNICORN_CMD_ARGS", "PROMETHEUS_MULTIPROC_DIR")}
     merged.update(MODEL_PATH=str(model_path), PORT=str(port), PYTHONUNBUFFERED="1")
     merged.update({k: str(v) for k, v in (env or {}).items()})
     return merged
@@ -81,10 +82,6 @@ class GunicornServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = server_env(model_path, self.port, env)
-        # gunicorn's control socket defaults to one path per user ($XDG_RUNTIME_DIR or
-        # ~/.gunicorn/gunicorn.ctl); each test server gets its own so parallel ones don't clash.
-        if "XDG_RUNTIME_DIR" not in (env or {}):
-            self.env["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="gunicorn-ctl-")
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         if log_path is None:
@@ -96,7 +93,7 @@ class GunicornServer:
         self.returncode: int | None = None
 
     # -- lifecycle --------------------------------------------------------
-    def start(self, wait: bool = True) -> "GunicornServer":
+    def start(self, wait: bool = True) -> GunicornServer:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(gunicorn_command(self.port), cwd=ROOT, env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
@@ -157,17 +154,13 @@ class GunicornServer:
             if getattr(self, "_log", None):
                 self._log.close()
 
-    def __enter__(self) -> "GunicornServer":
+    def __enter__(self) -> GunicornServer:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     # -- inspection -------------------------------------------------------
-    @property
-    def master_pid(self) -> int:
-        return self.proc.pid
-
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -250,6 +243,15 @@ def gunicorn_settings(env: dict) -> dict:
         os.environ.clear()
         os.environ.update(saved)
     return {k: v for k, v in values.items() if not k.startswith("_") and not callable(v)}
+
+
+def fly_config() -> dict:
+    return tomllib.loads((ROOT / "fly.toml").read_text())
+
+
+def fly_env() -> dict[str, str]:
+    """The [env] that fly.toml ships, less PORT and MODEL_PATH (a local server sets its own)."""
+    return {k: str(v) for k, v in fly_config()["env"].items() if k not in ("PORT", "MODEL_PATH")}
 
 
 class MemoryWatch:
