@@ -233,6 +233,16 @@ class GunicornServer:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def gunicorn_settings(env: dict) -> dict:
     """The settings gunicorn.conf.py produces under `env` (timeout, workers, threads, ...)."""
     saved = dict(os.environ)

@@ -1,23 +1,48 @@
 """The real server: `gunicorn -c gunicorn.conf.py "app:create_app()"` on a free port, over HTTP."""
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 
+import psutil
 import pytest
 import requests
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.config import load_settings
+from harness import hostile as h
 from harness.images import TEXT, encode, photo
-from harness.servers import GunicornServer
+from harness.servers import GunicornServer, fly_env, gunicorn_settings, wait_until
 
 pytestmark = pytest.mark.e2e
 
+STALE_COUNT = 1000  # /healthz answers a previous run left in the metrics folder
+
+
+def leave_stale_metrics(folder) -> None:
+    """What a killed earlier server leaves in PROMETHEUS_MULTIPROC_DIR: a counter file."""
+    code = ("from prometheus_client import Counter\n"
+            "Counter('classifier_http_requests_total', '', ['endpoint', 'method', 'status'])"
+            f".labels('/healthz', 'GET', '200').inc({STALE_COUNT})")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)})
+
 
 @pytest.fixture(scope="module")
-def server(model_dir):
+def server(model_dir, tmp_path_factory):
+    metrics_dir = tmp_path_factory.mktemp("metrics")
+    leave_stale_metrics(metrics_dir)
     with GunicornServer(model_dir / "export.pkl",
-                        env={"WEB_CONCURRENCY": "2", "THREADS": "4",
-                             "MAX_UPLOAD_MB": "1"}) as srv:
+                        env={"WEB_CONCURRENCY": "2", "THREADS": "4", "MAX_UPLOAD_MB": "1",
+                             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as srv:
+        srv.metrics_dir = metrics_dir
         yield srv
 
 
@@ -58,37 +83,107 @@ def test_errors_over_http_are_json_4xx(server):
     assert server.alive() and len(server.worker_pids()) == 2
 
 
-def test_metrics_merge_all_workers(server):
+def healthz_by_worker(metrics_dir) -> dict[int, float]:
+    """pid -> /healthz requests it answered, from each worker's own counter file."""
+    counts = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
+            counts[pid] = counts.get(pid, 0) + sum(
+                sample.value for sample in metric.samples
+                if sample.name == "classifier_http_requests_total"
+                and sample.labels.get("endpoint") == "/healthz")
+    return counts
+
+
+def test_stale_metrics_are_cleared_at_start_up(server):
+    assert total(requests.get(server.url + "/metrics", timeout=10).text,
+                 "classifier_http_requests_total", endpoint="/healthz") < STALE_COUNT
+    assert set(healthz_by_worker(server.metrics_dir)) <= set(server.worker_pids())
+
+
+def test_both_workers_serve_and_metrics_merge_them(server):
     before = total(requests.get(server.url + "/metrics", timeout=10).text,
                    "classifier_http_requests_total", endpoint="/healthz", status="200")
+    workers = set(server.worker_pids())
+    sent = 0
 
     def hit():
         with requests.Session() as s:  # fresh connections spread over both workers
             for _ in range(10):
-                s.get(server.url + "/healthz", timeout=10, headers={"Connection": "close"})
-    threads = [threading.Thread(target=hit) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+                r = s.get(server.url + "/healthz", timeout=10, headers={"Connection": "close"})
+                assert r.status_code == 200
+
+    deadline = time.monotonic() + 60
+    while True:
+        threads = [threading.Thread(target=hit) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sent += 40
+        served = {pid for pid, n in healthz_by_worker(server.metrics_dir).items() if n > 0}
+        if served >= workers or time.monotonic() > deadline:
+            break
+    assert served >= workers, f"only {served} of the workers {workers} answered {sent} requests"
     text = requests.get(server.url + "/metrics", timeout=10).text
     assert total(text, "classifier_http_requests_total", endpoint="/healthz",
-                 status="200") == before + 40
-    pids = {int(p) for p in re.findall(r'pid="(\d+)"', text)}
-    assert not pids or pids <= set(server.worker_pids())  # no per-pid explosion from the dead
+                 status="200") == before + sent
 
 
-def test_sigterm_drains_and_exits_zero(server):
-    """Last in this module: it stops the module's server."""
-    results = []
-    slow = threading.Thread(target=lambda: results.append(requests.post(
-        server.url + "/predict",
-        files=[("file", (f"{i}.png", encode(photo((400, 300), seed=i)))) for i in range(16)],
-        timeout=60).status_code))
-    slow.start()
-    code = server.terminate(timeout=30)
-    slow.join(60)
+def in_flight_on_a_worker(server, client: socket.socket) -> bool:
+    """A worker has accepted this client's connection (so its request is in flight)."""
+    port = client.getsockname()[1]
+    for pid in server.worker_pids():
+        try:
+            if any(c.raddr and c.raddr.port == port
+                   for c in psutil.Process(pid).net_connections(kind="tcp")):
+                return True
+        except psutil.Error:
+            pass
+    return False
+
+
+def test_sigterm_drains_a_request_in_flight_and_exits_zero(server):
+    """Last in this module: it stops the module's server. An upload under the size limit is
+    half-sent, SIGTERM lands while a worker waits for the rest, the rest follows: the answer
+    must still be a 200 prediction, and the master must then exit 0."""
+    read_timeout = load_settings(server.env).read_timeout
+    graceful = float(gunicorn_settings(server.env)["graceful_timeout"])
+    raw = h.upload("/predict", encode(photo((400, 300), seed=1)), "a.png", "image/png")
+    assert len(raw) < load_settings(server.env).max_content_length / 2
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=graceful)
+    try:
+        client.sendall(raw[:len(raw) // 2])
+        half_sent = time.monotonic()
+        assert wait_until(lambda: in_flight_on_a_worker(server, client), read_timeout / 4)
+        server.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: "Handling signal: term" in server.log_text(), read_timeout / 4)
+        # The pause stays under READ_TIMEOUT, or the server would rightly give up on us.
+        assert time.monotonic() - half_sent < read_timeout / 2
+        client.sendall(raw[len(raw) // 2:])
+        out = h.read_response(client, timeout=graceful)
+    finally:
+        client.close()
+    assert out.status == 200, (out.status, out.error, out.body[:300], server.log_tail())
+    assert h.check_prediction(json.loads(out.body)) == []
+    code = server.wait_exit(graceful + 15)
     assert code == 0, server.log_tail()
-    assert "Handling signal: term" in server.log_text()
-    assert results in ([200], [])  # in flight: answered; not yet accepted: refused
     assert not server.alive() and not server.worker_pids()
+
+
+def test_the_settings_fly_toml_ships_are_served(model_dir):
+    """fly.toml's [env] exactly (read from the file): ready, with its runtime and counts."""
+    env = fly_env()
+    settings = load_settings(env)
+    expected_runtime = {"auto": "onnx"}.get(env.get("INFERENCE_RUNTIME", "auto").lower(),
+                                            env.get("INFERENCE_RUNTIME", "").lower())
+    with GunicornServer(model_dir / "export.pkl", env=env) as srv:
+        assert requests.get(srv.url + "/readyz", timeout=10).status_code == 200
+        info = requests.get(srv.url + "/model", timeout=10).json()
+        assert info["runtime"] == expected_runtime  # auto: resnet18 converts to ONNX
+        assert len(srv.wait_workers(settings.workers)) == settings.workers
+        assert gunicorn_settings(srv.env)["threads"] == settings.threads
+        r = requests.post(srv.url + "/predict", data=encode(photo()),
+                          headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.status_code == 200, r.text

@@ -65,6 +65,7 @@ def test_bad_setting(notebook_export):
     assert "MAX_BATCH" in one_line(exc)
 
 
+@pytest.mark.e2e
 def test_gunicorn_exits_nonzero_with_one_clear_line(tmp_path):
     code, output = run_to_exit(tmp_path / "missing.pkl", timeout=90)
     assert code not in (None, 0)

@@ -1,13 +1,11 @@
 """Fixtures for the proof suites: a small model, a real gunicorn serving it, a memory watch.
 
-The proof suites only run against the real served command; they are skipped (with the reason)
-while the app package or gunicorn.conf.py does not exist yet.
+The proof suites only run against the real served command.
 """
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -22,11 +20,6 @@ FIGURES = ARTIFACTS / "proof_figures.json"
 # test, which checks that a stalled client is cut off within it, stays short.
 PROOF_ENV = {"MAX_UPLOAD_MB": "1", "MAX_IMAGE_PIXELS": "4000000", "MAX_BATCH": "8",
              "WEB_CONCURRENCY": "2", "THREADS": "2", "GUNICORN_CMD_ARGS": "--timeout 15"}
-
-
-def require_app() -> None:
-    if not (ROOT / "app" / "__init__.py").exists() or not (ROOT / "gunicorn.conf.py").exists():
-        pytest.skip("app/ or gunicorn.conf.py is missing: nothing to serve yet")
 
 
 def record_figures(**figures) -> None:
@@ -44,20 +37,16 @@ def record_figures(**figures) -> None:
 
 @pytest.fixture(scope="session")
 def proof_model(request) -> Path:
-    """The shared 32 px model (export.pkl + export.json + examples/); a notebook export when the
-    training fixture is not available in this checkout. PROOF_MODEL=path overrides both."""
+    """The shared 32 px model (export.pkl + export.json + examples/); PROOF_MODEL=path
+    overrides it."""
     if os.environ.get("PROOF_MODEL"):
         return Path(os.environ["PROOF_MODEL"]).resolve()
-    try:
-        return Path(request.getfixturevalue("trained_model"))
-    except pytest.FixtureLookupError:
-        return Path(request.getfixturevalue("notebook_export"))
+    return Path(request.getfixturevalue("trained_model"))
 
 
 @pytest.fixture(scope="session")
 def proof_server(proof_model, tmp_path_factory):
     """One real gunicorn (2 workers x 2 threads, 1 MB uploads, 4 MP images) for fuzz and browser."""
-    require_app()
     log = tmp_path_factory.mktemp("proof-server") / "gunicorn.log"
     server = GunicornServer(proof_model, env=PROOF_ENV, log_path=log)
     server.start()
@@ -65,12 +54,3 @@ def proof_server(proof_model, tmp_path_factory):
     yield server
     server.watch.stop()
     server.stop()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -23,8 +23,9 @@ import pytest
 from classifier.model_files import sha256_file
 from harness.servers import ROOT, run_to_exit
 from tests.conftest import make_image_folder, run_training
-from tests.proof.conftest import require_app
 from tests.training.helpers import FAST, leftovers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # gunicorn, and training runs killed
 
 
 def _assert_one_clear_line(code, output: str, *needles: str) -> None:
@@ -48,7 +49,6 @@ def _model_copy(src: Path, dest: Path, with_metadata: bool) -> Path:
 
 @pytest.mark.parametrize("with_metadata", [False, True], ids=["no-export.json", "export.json"])
 def test_truncated_model_refuses_to_start(proof_model, tmp_path, with_metadata):
-    require_app()
     if with_metadata and not proof_model.with_suffix(".json").exists():
         pytest.skip("this model has no export.json")
     model = _model_copy(proof_model, tmp_path, with_metadata)
@@ -60,7 +60,6 @@ def test_truncated_model_refuses_to_start(proof_model, tmp_path, with_metadata):
 
 def test_swapped_model_fails_the_checksum(proof_model, request, tmp_path):
     """export.pkl replaced by another (valid) model: its sha256 no longer matches export.json."""
-    require_app()
     sidecar = proof_model.with_suffix(".json")
     if not sidecar.exists():
         pytest.skip("this model has no export.json")
@@ -72,7 +71,6 @@ def test_swapped_model_fails_the_checksum(proof_model, request, tmp_path):
 
 
 def test_model_that_is_not_a_pickle(tmp_path):
-    require_app()
     model = tmp_path / "export.pkl"
     model.write_bytes(b"<html>404 Not Found</html>\n")  # a failed download saved as the model
     code, output = run_to_exit(model, timeout=120)
@@ -112,8 +110,6 @@ def _pair_consistent(out: Path) -> bool:
 
 @pytest.fixture
 def training_data(tmp_path):
-    if not (ROOT / "training" / "train.py").exists():
-        pytest.skip("training/train.py does not exist yet")
     return make_image_folder(tmp_path / "data", per_class=6)
 
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from harness import hostile as h
 from harness.images import EXT, FORMATS, MIME, image_bytes, truncated
-from harness.servers import gunicorn_settings
-from tests.proof.conftest import PROOF_ENV, record_figures, wait_until
+from harness.servers import gunicorn_settings, wait_until
+from tests.proof.conftest import PROOF_ENV, record_figures
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

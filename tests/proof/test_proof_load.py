@@ -20,8 +20,8 @@ import pytest
 from harness import hostile as h
 from harness.images import image_bytes
 from harness.load import drive, in_background
-from harness.servers import GunicornServer, gunicorn_settings
-from tests.proof.conftest import record_figures, require_app, wait_until
+from harness.servers import GunicornServer, gunicorn_settings, wait_until
+from tests.proof.conftest import record_figures
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,7 +31,6 @@ SECONDS = float(os.environ.get("PROOF_LOAD_SECONDS", "10"))
 
 @pytest.fixture(scope="module")
 def server(proof_model, tmp_path_factory):
-    require_app()
     srv = GunicornServer(proof_model, log_path=tmp_path_factory.mktemp("load") / "gunicorn.log")
     srv.start()
     srv.conf = gunicorn_settings(srv.env)

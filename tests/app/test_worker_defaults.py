@@ -1,0 +1,23 @@
+"""Worker and inference-thread counts chosen when none are set: never more than the cores."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from app.config import ENV_NAMES, load_settings
+from harness.servers import gunicorn_settings
+
+UNSET = {name: "" for name in ENV_NAMES}
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 6, 8, 16, 64])
+def test_default_counts_never_exceed_the_cores(monkeypatch, cores):
+    # The cores this process may use, as a container's cpuset reports them.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    settings = load_settings(environ=UNSET)
+    assert 1 <= settings.workers <= cores
+    assert settings.inference_threads >= 1
+    assert settings.workers * settings.inference_threads <= cores
+    # gunicorn.conf.py starts that many workers.
+    assert gunicorn_settings(UNSET)["workers"] == settings.workers
