@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
-from harness.hostile import image_bytes
+from harness.images import image_bytes
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Record:
     end: float
     status: int | None  # None: the request failed without an HTTP response
     error: str = ""
+    client: int = 0     # which of the clients sent it
 
 
 @dataclass
@@ -80,9 +81,9 @@ def drive(url: str, clients: int, seconds: float, images=None, stop: threading.E
                 r = session.post(url + "/predict", files={"file": (name, data, mime)},
                                  timeout=timeout, headers=headers)
                 rec = Record(t0, time.monotonic(), r.status_code,
-                             "" if r.status_code == 200 else r.text[:200])
+                             "" if r.status_code == 200 else r.text[:200], k)
             except requests.RequestException as exc:
-                rec = Record(t0, time.monotonic(), None, f"{type(exc).__name__}: {exc}"[:200])
+                rec = Record(t0, time.monotonic(), None, f"{type(exc).__name__}: {exc}"[:200], k)
                 session.close()
                 session = requests.Session()
                 time.sleep(0.01)  # a refused connection returns at once: do not spin

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.config import ENV_NAMES
 
@@ -219,6 +220,52 @@ class GunicornServer:
             except (ProcessLookupError, psutil.Error):
                 pass
         return pids
+
+    def serves_connection_from(self, client: socket.socket) -> bool:
+        """A worker has accepted this client socket's connection (its request is in flight)."""
+        port = client.getsockname()[1]
+        for pid in self.worker_pids():
+            try:
+                if any(c.raddr and c.raddr.port == port
+                       for c in psutil.Process(pid).net_connections(kind="tcp")):
+                    return True
+            except psutil.Error:
+                pass
+        return False
+
+    def requests_by_worker(self, endpoint: str) -> dict[int, float]:
+        """pid -> requests to `endpoint` that worker answered, read from its own file in
+        PROMETHEUS_MULTIPROC_DIR (so the server must have been given that folder)."""
+        counts: dict[int, float] = {}
+        for path in Path(self.env["PROMETHEUS_MULTIPROC_DIR"]).glob("counter_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[1])
+            for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
+                counts[pid] = counts.get(pid, 0) + sum(
+                    sample.value for sample in metric.samples
+                    if sample.name == "classifier_http_requests_total"
+                    and sample.labels.get("endpoint") == endpoint)
+        return counts
+
+    def until_every_worker_answered(self, send, endpoint: str, timeout: float = 60.0) -> int:
+        """Call send() from 4 threads at a time (each on a fresh connection, so the kernel
+        spreads them over the workers) until every worker has answered `endpoint`; returns
+        the number of calls made."""
+        calls = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            threads = [threading.Thread(target=send) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            calls += len(threads)
+            workers = set(self.worker_pids())
+            served = {pid for pid, n in self.requests_by_worker(endpoint).items() if n > 0}
+            if workers <= served:
+                return calls
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"after {calls} calls only {served} of the workers "
+                                   f"{workers} answered {endpoint}")
 
     def ready(self) -> bool:
         return _get(self.url + "/readyz") == 200

@@ -8,13 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
-import psutil
 import pytest
 import requests
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.config import load_settings
 from harness import hostile as h
@@ -42,7 +39,6 @@ def server(model_dir, tmp_path_factory):
     with GunicornServer(model_dir / "export.pkl",
                         env={"WEB_CONCURRENCY": "2", "THREADS": "4", "MAX_UPLOAD_MB": "1",
                              "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as srv:
-        srv.metrics_dir = metrics_dir
         yield srv
 
 
@@ -83,65 +79,24 @@ def test_errors_over_http_are_json_4xx(server):
     assert server.alive() and len(server.worker_pids()) == 2
 
 
-def healthz_by_worker(metrics_dir) -> dict[int, float]:
-    """pid -> /healthz requests it answered, from each worker's own counter file."""
-    counts = {}
-    for path in metrics_dir.glob("counter_*.db"):
-        pid = int(path.stem.rsplit("_", 1)[1])
-        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
-            counts[pid] = counts.get(pid, 0) + sum(
-                sample.value for sample in metric.samples
-                if sample.name == "classifier_http_requests_total"
-                and sample.labels.get("endpoint") == "/healthz")
-    return counts
-
-
 def test_stale_metrics_are_cleared_at_start_up(server):
     assert total(requests.get(server.url + "/metrics", timeout=10).text,
                  "classifier_http_requests_total", endpoint="/healthz") < STALE_COUNT
-    assert set(healthz_by_worker(server.metrics_dir)) <= set(server.worker_pids())
+    assert set(server.requests_by_worker("/healthz")) <= set(server.worker_pids())
 
 
 def test_both_workers_serve_and_metrics_merge_them(server):
     before = total(requests.get(server.url + "/metrics", timeout=10).text,
                    "classifier_http_requests_total", endpoint="/healthz", status="200")
-    workers = set(server.worker_pids())
-    sent = 0
 
     def hit():
-        with requests.Session() as s:  # fresh connections spread over both workers
-            for _ in range(10):
-                r = s.get(server.url + "/healthz", timeout=10, headers={"Connection": "close"})
-                assert r.status_code == 200
+        r = requests.get(server.url + "/healthz", timeout=10, headers={"Connection": "close"})
+        assert r.status_code == 200
 
-    deadline = time.monotonic() + 60
-    while True:
-        threads = [threading.Thread(target=hit) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        sent += 40
-        served = {pid for pid, n in healthz_by_worker(server.metrics_dir).items() if n > 0}
-        if served >= workers or time.monotonic() > deadline:
-            break
-    assert served >= workers, f"only {served} of the workers {workers} answered {sent} requests"
+    sent = server.until_every_worker_answered(hit, "/healthz")
     text = requests.get(server.url + "/metrics", timeout=10).text
     assert total(text, "classifier_http_requests_total", endpoint="/healthz",
                  status="200") == before + sent
-
-
-def in_flight_on_a_worker(server, client: socket.socket) -> bool:
-    """A worker has accepted this client's connection (so its request is in flight)."""
-    port = client.getsockname()[1]
-    for pid in server.worker_pids():
-        try:
-            if any(c.raddr and c.raddr.port == port
-                   for c in psutil.Process(pid).net_connections(kind="tcp")):
-                return True
-        except psutil.Error:
-            pass
-    return False
 
 
 def test_sigterm_drains_a_request_in_flight_and_exits_zero(server):
@@ -156,7 +111,7 @@ def test_sigterm_drains_a_request_in_flight_and_exits_zero(server):
     try:
         client.sendall(raw[:len(raw) // 2])
         half_sent = time.monotonic()
-        assert wait_until(lambda: in_flight_on_a_worker(server, client), read_timeout / 4)
+        assert wait_until(lambda: server.serves_connection_from(client), read_timeout / 4)
         server.proc.send_signal(signal.SIGTERM)
         assert wait_until(lambda: "Handling signal: term" in server.log_text(), read_timeout / 4)
         # The pause stays under READ_TIMEOUT, or the server would rightly give up on us.

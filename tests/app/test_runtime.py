@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from fastai.learner import load_learner
+from fastai.torch_core import trainable_params
 from torch import nn
 
 from app import ModelLoadError
@@ -17,6 +18,7 @@ def unconvertible_export(notebook_export, tmp_path_factory):
     learn = load_learner(notebook_export, cpu=True)
     learn.model = nn.Sequential(nn.AdaptiveAvgPool2d(5), nn.Flatten(),
                                 nn.Linear(3 * 5 * 5, len(learn.dls.vocab)))
+    learn.splitter = trainable_params  # resnet's splitter expects resnet's layout
     path = tmp_path_factory.mktemp("unconvertible") / "export.pkl"
     learn.export(path)
     return path

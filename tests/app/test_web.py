@@ -70,10 +70,3 @@ def test_no_examples_section_without_folder(make_app, notebook_export):
     # notebook_export's own folder has no examples/.
     page = make_app(MODEL_PATH=str(notebook_export)).test_client().get("/")
     assert page.status_code == 200 and b'name="example"' not in page.data
-
-
-def test_script_posts_to_predict_and_handles_every_input():
-    script = (ROOT / "static" / "app.js").read_text()
-    for needle in ("fetch(predictUrl", '"drop"', '"paste"', "DataTransfer",
-                   "button.example", "probabilities"):
-        assert needle in script, needle

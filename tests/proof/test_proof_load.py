@@ -14,9 +14,11 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 
 import pytest
 
+from app.config import load_settings
 from harness import hostile as h
 from harness.images import image_bytes
 from harness.load import drive, in_background
@@ -73,28 +75,39 @@ def test_kill_9_a_worker_under_load(server):
     assert answered_after, "nothing was answered after the worker was killed"
     assert all(r.status is None or r.status < 500 for r in failed), "a 5xx after the kill"
     # Only requests in flight on the killed worker may fail: at most one per client.
-    assert len(failed) <= CLIENTS, [f"{r.status} {r.error}" for r in failed]
-    assert all(r.start <= killed_at + 1.0 for r in failed), "failures long after the kill"
+    per_client = Counter(r.client for r in failed)
+    assert max(per_client.values(), default=0) <= 1, (per_client, [r.error for r in failed])
+    # A client's connection to the dead worker is used again or dropped within gunicorn's
+    # keep-alive; later failures mean the service itself is failing.
+    window = float(server.conf["keepalive"]) + 1.0
+    late = [r for r in failed if r.start > killed_at + window]
+    assert not late, f"failures more than {window}s after the kill: {late}"
     after = server.wait_workers(server.workers, exclude=(victim,), timeout=60)
     assert victim not in after and len(after) == server.workers
 
 
 def test_sigterm_drains_in_flight_requests(server):
     server.wait_workers(server.workers)
-    # One request whose body is still arriving when SIGTERM lands.
-    png = image_bytes("PNG")
-    raw = h.upload("/predict", png, "a.png", "image/png")
-    slow = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    slow.sendall(raw[:len(raw) // 2])
+    read_timeout = load_settings(server.env).read_timeout
+    graceful = float(server.conf["graceful_timeout"])
     thread, holder = in_background(server.url, CLIENTS, SECONDS)
     time.sleep(SECONDS / 3)
-    sent_at = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
-    slow.sendall(raw[len(raw) // 2:])
-    out = h.read_response(slow, timeout=20)
-    slow.close()
-    graceful = float(server.conf.get("graceful_timeout", 30))
+    # One request whose body is still arriving when SIGTERM lands: half-sent just before the
+    # signal, the rest after it, the pause well under READ_TIMEOUT.
+    raw = h.upload("/predict", image_bytes("PNG"), "a.png", "image/png")
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=graceful)
+    try:
+        slow.sendall(raw[:len(raw) // 2])
+        half_sent = time.monotonic()
+        assert wait_until(lambda: server.serves_connection_from(slow), read_timeout / 4)
+        sent_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: "Handling signal: term" in server.log_text(), read_timeout / 4)
+        silent = time.monotonic() - half_sent
+        slow.sendall(raw[len(raw) // 2:])
+        out = h.read_response(slow, timeout=graceful)
+    finally:
+        slow.close()
     code = server.wait_exit(graceful + 15)
     thread.join(timeout=SECONDS + 60)
     run = holder["run"]
@@ -106,6 +119,7 @@ def test_sigterm_drains_in_flight_requests(server):
                                 refused_after_signal=sum(r.status != 200 for r in after),
                                 slow_upload_status=out.status))
     print("\nSIGTERM:", run.summary(), "exit", code, "slow upload", out.status, out.error)
+    assert silent < read_timeout / 2, f"the half-sent upload was silent {silent:.1f}s"
     assert out.status == 200, f"the request mid-upload at SIGTERM got {out.status} {out.error}"
     assert not lost, [f"{r.status} {r.error}" for r in lost[:10]]
     assert all(r.status is None or r.status < 500 for r in run.records)
