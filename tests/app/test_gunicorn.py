@@ -131,8 +131,7 @@ def test_the_settings_fly_toml_ships_are_served(model_dir):
     """fly.toml's [env] exactly (read from the file): ready, with its runtime and counts."""
     env = fly_env()
     settings = load_settings(env)
-    expected_runtime = {"auto": "onnx"}.get(env.get("INFERENCE_RUNTIME", "auto").lower(),
-                                            env.get("INFERENCE_RUNTIME", "").lower())
+    expected_runtime = "onnx" if settings.runtime == "auto" else settings.runtime
     with GunicornServer(model_dir / "export.pkl", env=env) as srv:
         assert requests.get(srv.url + "/readyz", timeout=10).status_code == 200
         info = requests.get(srv.url + "/model", timeout=10).json()
