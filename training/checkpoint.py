@@ -58,7 +58,7 @@ class SignalStop:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
-    def handle(self, signum, frame):
+    def handle(self, signum, _frame):
         if self.signum is not None or not self.in_fit:
             raise Interrupted()
         self.signum = signum

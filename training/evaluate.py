@@ -40,7 +40,7 @@ def metrics(probs: np.ndarray, targets: np.ndarray, vocab: list[str]) -> dict:
         targets, preds, labels=labels, zero_division=0)
     accuracy = float((preds == targets).mean()) if len(targets) else 0.0
     return {
-        "n": int(len(targets)),
+        "n": len(targets),
         "accuracy": accuracy,
         "error_rate": 1.0 - accuracy,
         "loss": float(-np.log(picked).mean()) if len(targets) else 0.0,
@@ -67,8 +67,8 @@ def format_metrics(m: dict, title: str, probs: np.ndarray, targets: np.ndarray) 
     vocab = list(m["per_class"])
     table = classification_report(targets, probs.argmax(axis=1), labels=range(len(vocab)),
                                   target_names=vocab, digits=3, zero_division=0)
-    lines = [f"{title}: accuracy {m['accuracy']:.4f}  error_rate {m['error_rate']:.4f}  "
-             f"loss {m['loss']:.4f}  ({m['n']} images)", table.rstrip("\n")]
+    lines = [(f"{title}: accuracy {m['accuracy']:.4f}  error_rate {m['error_rate']:.4f}  "
+              f"loss {m['loss']:.4f}  ({m['n']} images)"), table.rstrip("\n")]
     width = max(9, *(len(v) for v in vocab))
     cell = max(4, *(len(str(v)) for r in m["confusion_matrix"] for v in r), *(len(v) for v in vocab))
     lines.append("confusion matrix (rows: actual, columns: predicted)")

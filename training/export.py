@@ -86,7 +86,12 @@ def write_all(learn, out: Path, meta: dict, dls, valid: list[Path], probs, targe
 def export_pair(learn, out: Path, meta: dict, started: float) -> None:
     """export.pkl and its export.json, both written and fsynced before either is renamed into
     place, the pkl first: a crash leaves a mismatched pair only between two renames."""
-    from classifier.model_files import atomic_path, fsync_file, metadata_path, sha256_file
+    from classifier.model_files import (
+        atomic_path,
+        fsync_file,
+        metadata_path,
+        sha256_file,
+    )
 
     # atomic_path renames on exit; the inner one (the pkl) exits first.
     with atomic_path(metadata_path(out)) as tmp_json, atomic_path(out) as tmp_pkl:
@@ -94,7 +99,7 @@ def export_pair(learn, out: Path, meta: dict, started: float) -> None:
             warnings.simplefilter("ignore")
             learn.export(tmp_pkl.resolve(), pickle_protocol=4)  # 4: "builtins", not py2 "__builtin__"
         meta["sha256"] = sha256_file(tmp_pkl)
-        meta["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        meta["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         meta["training"]["wall_time_s"] = round(time.time() - started, 1)
         tmp_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
         fsync_file(tmp_pkl)  # the slow part (tens of MB), before any rename;

@@ -110,7 +110,11 @@ def parse_config(argv=None) -> tuple[TrainConfig, Path, dict | None]:
     if not given.pop("resume", False):
         return resolve(TrainConfig(**given)), out, None
     saved = checkpoint.load(out)
-    config = TrainConfig(**saved["config"])
+    try:
+        config = TrainConfig(**saved["config"])
+    except TypeError:
+        raise UsageError(f"--resume: the checkpoint beside {out} is from another version; start "
+                         "a new run without --resume.") from None
     for name, value in given.items():  # a flag that would change the run is refused, not dropped
         kept = getattr(config, name)
         paths = name in ("data_dir", "extra", "weights") and value and kept
@@ -155,9 +159,9 @@ def resolve(c: TrainConfig) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    from training.checkpoint import SignalStop
     warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # before fastai imports torch
+    from training.checkpoint import SignalStop
     command = "python -m training.train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:

@@ -154,7 +154,7 @@ def test_a_failure_after_training_leaves_the_previous_export_untouched(tmp_path,
     shutil.copytree(trained_model.parent / "examples", models / "examples")
     before = {p.name: sha256_file(p) for p in models.glob("export.*")}
 
-    def broken(*args, **kwargs):
+    def broken(*_args, **_kwargs):
         raise OSError("disk full")
     monkeypatch.setattr(report, "plot_history", broken)
     with pytest.raises(OSError, match="disk full"):
