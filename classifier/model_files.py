@@ -65,11 +65,6 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
 def read_metadata(model_path: str | os.PathLike) -> dict | None:
     """The export.json beside a model, or None when there is none (a notebook export)."""
     path = metadata_path(model_path)

@@ -3,11 +3,12 @@
     python -m training.train [DATA_DIR] [options]      # train (no DATA_DIR: the digits demo)
     python -m training.evaluate MODEL.pkl DATA_DIR     # score an export on a labelled folder
 
-Modules: `data` (find, verify and split the images; the DataBlock), `demo_data`
-(scikit-learn's digits written as PNG folders), `train` (the CLI, read it top
-to bottom), `evaluate` (metrics), `report` (plots and report.html). Everything
-the exported learner pickles lives in `classifier/` or fastai itself, never here,
-so the serving image does not need this package.
+Modules: `train` (the CLI; read it top to bottom), `data` (find, verify and split the images;
+the DataBlock), `model` (architecture and weights -> fastai learner), `checkpoint` (interrupt,
+checkpoint, resume), `evaluate` (metrics and the "not sure" threshold), `export` (export.pkl,
+export.json, examples/), `report` (plots and report.html from templates/), `demo_data`
+(scikit-learn's digits written as PNG folders). Everything the exported learner pickles lives
+in `classifier/` or fastai itself, never here, so the serving image does not need this package.
 """
 
 import argparse

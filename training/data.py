@@ -1,10 +1,13 @@
 """Find, verify and split the user's images, and build the fastai DataLoaders.
 
-Two layouts (the seeds' two conventions):
+Two layouts (the two that fastai's and Keras's tutorials use):
   (a) DATA_DIR/<label>/<image>              random split: --valid-pct, --seed
   (b) DATA_DIR/train/<label>/<image>        used as given, with valid/ (or validation/)
       DATA_DIR/valid/<label>/<image>        and an optional test/ scored once, at the end
       (a train/ without valid/ is split at random like layout (a))
+
+`--extra DIR` adds DIR/<label>/<image> (the web app's FEEDBACK_DIR of corrections) to the
+training split only; see find_extra.
 
 Every file is opened and fully decoded first (classifier.images.verify_image_file);
 corrupt, truncated, empty and non-image files are skipped and listed with the
@@ -13,6 +16,7 @@ and folders (a leading dot: .DS_Store, .ipynb_checkpoints) are ignored.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +37,14 @@ class Dataset:
     train: list[Path]
     valid: list[Path]
     test: list[Path] = field(default_factory=list)
+    extra: list[Path] = field(default_factory=list)  # more training images, from --extra
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
 
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
-        for split in ("train", "valid", "test"):
+        for split in ("train", "extra", "valid", "test"):
             items = getattr(self, split)
-            if items or split != "test":
+            if items or split in ("train", "valid"):
                 per_class = Counter(label_of(p) for p in items)
                 out[split] = {label: per_class.get(label, 0) for label in self.vocab}
         return out
@@ -47,7 +52,7 @@ class Dataset:
     def summary(self) -> dict:
         return {"root": str(self.root.resolve()), "layout": self.layout, "classes": self.vocab,
                 "counts": self.counts(),
-                "images": {split: len(getattr(self, split)) for split in ("train", "valid", "test")},
+                "images": {split: len(getattr(self, split)) for split in ("train", "extra", "valid", "test")},
                 "skipped": self.skipped}
 
 
@@ -130,7 +135,8 @@ def random_split(items: list[Path], valid_pct: float, seed: int) -> tuple[list[P
     return train, valid
 
 
-def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42) -> Dataset:
+def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42,
+                 extra: str | os.PathLike | None = None) -> Dataset:
     """Scan and verify DATA_DIR; raise UsageError (one line) when it cannot be trained on."""
     root = _require_dir(root)
     skipped: list[dict] = []
@@ -140,9 +146,9 @@ def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
         train_dir = root
     else:
         layout, valid_dir, test_dir = "splits", _named(root, "valid"), _named(root, "test")
-        for extra in _subdirs(root):
-            if extra not in (train_dir, valid_dir, test_dir):
-                skipped.append({"path": str(extra), "reason": "not a train/valid/test folder"})
+        for other in _subdirs(root):
+            if other not in (train_dir, valid_dir, test_dir):
+                skipped.append({"path": str(other), "reason": "not a train/valid/test folder"})
 
     train = _verified(_candidates(train_dir, skipped), skipped)
     vocab = sorted({label_of(p) for p in train} | {d.name for d in _subdirs(train_dir)})
@@ -177,12 +183,40 @@ def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
         raise UsageError(f"The validation split is empty: {where}.")
     if test_dir and not test:
         raise UsageError(f"The test split is empty: {test_dir} has no usable images.")
+    extras = find_extra(Path(extra), vocab, valid + test, skipped) if extra else []
     return Dataset(root=root, layout=layout, vocab=vocab, train=train, valid=valid,
-                   test=test, skipped=skipped)
+                   test=test, extra=extras, skipped=skipped)
+
+
+def find_extra(folder: Path, vocab: list[str], held_out: list[Path], skipped: list[dict]) -> list[Path]:
+    """Verified images of --extra DIR/<label>/<image>, for the training split only. Loose files
+    there (the web app's feedback.jsonl) are ignored. An image with the same bytes as a
+    validation or test image is skipped: a corrected validation example must not leak into
+    training and inflate the validation score."""
+    unknown = sorted(d.name for d in _subdirs(folder) if d.name not in vocab)
+    if unknown:
+        raise UsageError(f"--extra {folder} has class folder(s) the data does not have: "
+                         f"{', '.join(unknown)} (the classes are {', '.join(vocab)}).")
+    found: list[dict] = []
+    paths = _candidates(folder, found)
+    skipped += [f for f in found if Path(f["path"]).parent != folder]  # loose files: ignored
+    held_out_hashes = {_sha256(p) for p in held_out}
+    kept = []
+    for path in _verified(paths, skipped):
+        if _sha256(path) in held_out_hashes:
+            skipped.append({"path": str(path), "reason": "the same image is in the validation "
+                            "or test split; not used for training"})
+        else:
+            kept.append(path)
+    return kept
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def item_transforms(size: int, augment: bool):
-    """The seed recipe: RandomResizedCrop + aug_transforms when augmenting, else Resize."""
+    """fastai's tutorial recipe: RandomResizedCrop + aug_transforms when augmenting, else Resize."""
     from fastai.vision.augment import RandomResizedCrop, Resize, aug_transforms
 
     if augment:
@@ -197,10 +231,11 @@ def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int
     from fastai.vision.data import ImageBlock
 
     item_tfms, batch_tfms = item_transforms(size, augment)
-    items = list(ds.train) + list(ds.valid)
+    training = list(ds.train) + list(ds.extra)
+    items = training + list(ds.valid)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=ds.vocab)),
                       get_x=load_rgb, get_y=parent_label,
-                      splitter=IndexSplitter(range(len(ds.train), len(items))),
+                      splitter=IndexSplitter(range(len(training), len(items))),
                       item_tfms=item_tfms, batch_tfms=batch_tfms)
     return block.dataloaders(items, bs=bs, num_workers=num_workers)
 

@@ -40,7 +40,7 @@ def metrics(probs: np.ndarray, targets: np.ndarray, vocab: list[str]) -> dict:
         targets, preds, labels=labels, zero_division=0)
     accuracy = float((preds == targets).mean()) if len(targets) else 0.0
     return {
-        "n": int(len(targets)),
+        "n": len(targets),
         "accuracy": accuracy,
         "error_rate": 1.0 - accuracy,
         "loss": float(-np.log(picked).mean()) if len(targets) else 0.0,
@@ -60,22 +60,64 @@ def score(predictor, paths: list[Path], vocab: list[str]) -> tuple[dict, np.ndar
     return metrics(probs, targets, vocab), probs, targets
 
 
-def format_metrics(m: dict, title: str) -> str:
-    """A plain-text per-class table and confusion matrix, for the console."""
+def format_metrics(m: dict, title: str, probs: np.ndarray, targets: np.ndarray) -> str:
+    """scikit-learn's classification_report and the confusion matrix, for the console."""
+    from sklearn.metrics import classification_report
+
     vocab = list(m["per_class"])
+    table = classification_report(targets, probs.argmax(axis=1), labels=range(len(vocab)),
+                                  target_names=vocab, digits=3, zero_division=0)
+    lines = [(f"{title}: accuracy {m['accuracy']:.4f}  error_rate {m['error_rate']:.4f}  "
+              f"loss {m['loss']:.4f}  ({m['n']} images)"), table.rstrip("\n")]
     width = max(9, *(len(v) for v in vocab))
-    lines = [f"{title}: accuracy {m['accuracy']:.4f}  error_rate {m['error_rate']:.4f}  "
-             f"loss {m['loss']:.4f}  ({m['n']} images)",
-             f"{'class':<{width}}  precision  recall     f1  support"]
-    for label, row in m["per_class"].items():
-        lines.append(f"{label:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
-                     f"{row['f1']:5.3f}  {row['support']:7d}")
     cell = max(4, *(len(str(v)) for r in m["confusion_matrix"] for v in r), *(len(v) for v in vocab))
     lines.append("confusion matrix (rows: actual, columns: predicted)")
     lines.append(" " * width + "  " + " ".join(f"{v[:cell]:>{cell}}" for v in vocab))
     for label, row in zip(vocab, m["confusion_matrix"]):
         lines.append(f"{label:<{width}}  " + " ".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
+
+
+UNSURE_ALPHA = 0.05  # at most this fraction of correct answers may be flagged "unsure"
+
+
+def choose_threshold(probs: np.ndarray, targets: np.ndarray, alpha: float = UNSURE_ALPHA) -> dict:
+    """The confidence below which an answer is "unsure", chosen on the validation predictions.
+
+    Split-conformal: with n correct validation answers, the threshold is the k-th lowest of
+    their top-class confidences, k = floor(alpha * (n + 1)). A new image the model gets right
+    is then flagged with probability at most alpha (for images like the validation ones), while
+    anything the model is less sure about than nearly all its correct answers (an unfamiliar
+    photo, an ambiguous one) is flagged. With fewer than 1/alpha - 1 correct answers no
+    threshold keeps that promise, and there is none (null). Serving flags an answer when
+    its top-class confidence < threshold.
+    """
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == targets
+    n = int(correct.sum())
+    k = int(np.floor(alpha * (n + 1)))
+    threshold = float(np.sort(confidence[correct])[k - 1]) if k >= 1 else None
+    accepted = confidence >= threshold if threshold is not None else np.ones(len(targets), bool)
+    return {"threshold": threshold, "method": "conformal", "alpha": alpha, "n_correct": n,
+            "coverage": float(accepted.mean()) if len(targets) else None,
+            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else None,
+            "correct_flagged": float((correct & ~accepted).sum() / n) if n else None}
+
+
+def accuracy_coverage(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each validation confidence taken as the threshold: (coverage, accuracy of accepted)."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == targets)[np.argsort(-confidence, kind="stable")]
+    accepted = np.arange(1, len(correct) + 1)
+    return accepted / len(correct), np.cumsum(correct) / accepted
+
+
+def format_threshold(unsure: dict) -> str:
+    if unsure["threshold"] is None:
+        return (f"unsure threshold: none ({unsure['n_correct']} correct validation answers; "
+                f"at least {int(np.ceil(1 / unsure['alpha'])) - 1} are needed)")
+    return (f"unsure threshold: {unsure['threshold']:.4f} (conformal: at most "
+            f"{unsure['alpha']:.0%} of correct answers flagged; on validation it accepts "
+            f"{unsure['coverage']:.1%}, {unsure['accuracy_accepted']:.1%} of them correct)")
 
 
 def main(argv=None) -> int:
@@ -103,8 +145,8 @@ def main(argv=None) -> int:
         return 2
     for item in skipped:
         print(f"skipped {item['path']}: {item['reason']}")
-    result, _, _ = score(Predictor(learner, runtime="torch"), paths, vocab)
-    print(format_metrics(result, f"{args.model} on {args.data_dir}"))
+    result, probs, targets = score(Predictor(learner, runtime="torch"), paths, vocab)
+    print(format_metrics(result, f"{args.model} on {args.data_dir}", probs, targets))
     return 0
 
 

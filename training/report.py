@@ -1,20 +1,23 @@
-"""The training report: confusion matrix, top losses, curves, a training batch, report.html.
+"""The training report: report.html (a Jinja2 template, training/templates/report.html)
+and its plots: confusion matrix, top losses, curves, accuracy against coverage, a training batch.
 
-Everything is drawn with matplotlib's Agg backend (no display needed) from the
-metrics that also go into export.json, so the report and the metadata agree.
+Everything is drawn with matplotlib's Agg backend (no display needed) from the metrics that
+also go into export.json, so the report and the metadata agree.
 """
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (after matplotlib.use)
 
 TOP_LOSSES = 9
+PLOTS = [("history.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix"),
+         ("unsure.png", "Accuracy against coverage"), ("top_losses.png", "Top losses"),
+         ("augmentations.png", "Training batch")]
 
 
 def _save(fig, path: Path) -> None:
@@ -24,18 +27,31 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_confusion(matrix: list[list[int]], vocab: list[str], path: Path) -> None:
-    cm = np.array(matrix)
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     n = len(vocab)
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(4, 0.6 * n + 2)))
-    ax.imshow(cm, cmap="Blues")
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=vocab, yticklabels=vocab,
-           xlabel="Predicted", ylabel="Actual", title="Confusion matrix (validation)")
-    plt.setp(ax.get_xticklabels(), rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
-    threshold = cm.max() / 2 if cm.size else 0
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > threshold else "black")
+    ConfusionMatrixDisplay(np.array(matrix), display_labels=vocab).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if n > 6 else "horizontal")
+    ax.set_title("Confusion matrix (validation)")
+    _save(fig, path)
+
+
+def plot_accuracy_coverage(probs: np.ndarray, targets: np.ndarray, unsure: dict, path: Path) -> None:
+    """How accuracy rises as the least confident answers are set aside, and the chosen point."""
+    from training.evaluate import accuracy_coverage
+
+    coverage, accuracy = accuracy_coverage(probs, targets)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(coverage, accuracy, "-", label="accepted answers")
+    if unsure["threshold"] is not None:
+        ax.plot([unsure["coverage"]], [unsure["accuracy_accepted"]], "o", color="tab:red",
+                label=f"threshold {unsure['threshold']:.3f}")
+    ax.set(xlabel="coverage (fraction of validation answers accepted)",
+           ylabel="accuracy of accepted answers", xlim=(0, 1.02),
+           title="Validation: accuracy against coverage")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
     _save(fig, path)
 
 
@@ -85,53 +101,13 @@ def plot_batch(dls, path: Path) -> None:
     _save(fig, path)
 
 
-def _table(headers, rows) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _metrics_html(title: str, m: dict) -> str:
-    per_class = _table(["class", "precision", "recall", "f1", "support"],
-                       [[label, f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
-                         r["support"]] for label, r in m["per_class"].items()])
-    return (f"<h2>{html.escape(title)}</h2><p>accuracy <b>{m['accuracy']:.4f}</b>, error rate "
-            f"{m['error_rate']:.4f}, loss {m['loss']:.4f} on {m['n']} images</p>{per_class}")
-
-
 def write_html(folder: Path, metadata: dict) -> None:
-    t = metadata["training"]
-    parts = [f"<h1>Training report: {html.escape(metadata['arch'])}</h1>",
-             f"<p>{html.escape(metadata['command'])}</p>",
-             _table(["classes", "image size", "pretrained", "method", "epochs run", "lr", "bs",
-                     "augment"],
-                    [[", ".join(metadata["vocab"]), "x".join(map(str, metadata["image_size"])),
-                      metadata["pretrained"], t["method"], t["epochs_run"], f"{t['lr']:.2e}",
-                      t["bs"], t["augment"]]]),
-             _metrics_html("Validation", metadata["metrics"]["validation"])]
-    if "test" in metadata["metrics"]:
-        parts.append(_metrics_html("Test (scored once, after training)", metadata["metrics"]["test"]))
-    counts = metadata["dataset"]["counts"]
-    parts.append("<h2>Data</h2>" + _table(["class", *counts], [[label, *(counts[s][label] for s in counts)]
-                                                               for label in metadata["vocab"]]))
-    skipped = metadata["dataset"]["skipped"]
-    if skipped:
-        parts.append(f"<h3>Skipped files ({len(skipped)})</h3>"
-                     + _table(["file", "reason"], [[s["path"], s["reason"]] for s in skipped]))
-    parts.append("<h2>History</h2>" + _table(
-        ["epoch", "train_loss", "valid_loss", "accuracy", "time"],
-        [[h["epoch"], f"{h['train_loss']:.4f}", f"{h['valid_loss']:.4f}", f"{h['accuracy']:.4f}",
-          h["time"]] for h in metadata["history"]]))
-    for name, caption in (("history.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix"),
-                          ("top_losses.png", "Top losses"), ("augmentations.png", "Training batch")):
-        parts.append(f"<h2>{caption}</h2><img src='{name}' alt='{caption}'>")
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
-             "margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-             "img{max-width:100%}")
-    (folder / "report.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Training report</title>"
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("report.html").render(m=metadata, t=metadata["training"], plots=PLOTS)
+    (folder / "report.html").write_text(html)
 
 
 def write_report(folder: Path, dls, metadata: dict, valid_paths: list[Path],
@@ -140,6 +116,7 @@ def write_report(folder: Path, dls, metadata: dict, valid_paths: list[Path],
     vocab = metadata["vocab"]
     plot_confusion(metadata["metrics"]["validation"]["confusion_matrix"], vocab,
                    folder / "confusion_matrix.png")
+    plot_accuracy_coverage(probs, targets, metadata["unsure"], folder / "unsure.png")
     plot_top_losses(top_losses(valid_paths, probs, targets), vocab, folder / "top_losses.png")
     plot_history(metadata["history"], folder / "history.png")
     plot_batch(dls, folder / "augmentations.png")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 # The fastest settings that still train: 32 px, from scratch, a fixed learning rate (no lr_find).
@@ -18,8 +17,3 @@ def snapshot(root: Path) -> dict[str, str]:
 def leftovers(folder: Path) -> list[str]:
     """Temporary files or folders a run must never leave behind."""
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp"))
-
-
-def copy_tree(src: Path, dest: Path) -> Path:
-    shutil.copytree(src, dest)
-    return dest

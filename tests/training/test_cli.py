@@ -16,7 +16,7 @@ import torchvision
 from classifier.model_files import sha256_file
 from tests.conftest import ROOT, make_image_folder, run_training
 from tests.training.helpers import FAST, leftovers
-from training import evaluate, report, train
+from training import evaluate, model, report, train
 
 
 @pytest.fixture
@@ -112,8 +112,8 @@ def test_the_body_of_a_weights_file_is_what_the_learner_starts_from(tmp_path, da
     state = torchvision.models.resnet18(weights=None).state_dict()
     torch.save({"state_dict": state}, weights)
     dls = dataloaders(find_dataset(data), 32, 8, augment=False)
-    args = train.resolve_options(train.build_parser().parse_args([str(data), "--weights", str(weights)]))
-    learn = train.build_learner(dls, args, torchvision.models.resnet18, tmp_path)
+    config, _, _ = train.parse_config([str(data), "--weights", str(weights)])
+    learn = model.build_learner(dls, config, torchvision.models.resnet18, tmp_path)
     assert torch.equal(learn.model[0][0].weight, state["conv1.weight"])
     assert torch.equal(learn.model[0][4][0].conv1.weight, state["layer1.0.conv1.weight"])
 
@@ -154,7 +154,7 @@ def test_a_failure_after_training_leaves_the_previous_export_untouched(tmp_path,
     shutil.copytree(trained_model.parent / "examples", models / "examples")
     before = {p.name: sha256_file(p) for p in models.glob("export.*")}
 
-    def broken(*args, **kwargs):
+    def broken(*_args, **_kwargs):
         raise OSError("disk full")
     monkeypatch.setattr(report, "plot_history", broken)
     with pytest.raises(OSError, match="disk full"):

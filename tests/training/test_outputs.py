@@ -8,7 +8,7 @@ import sys
 from classifier.model_files import load_learner_checked, metadata_path, sha256_file
 from tests.conftest import ROOT
 from tests.training.helpers import leftovers
-from training import train
+from training import checkpoint, export, train
 
 LOAD_AND_PREDICT = """
 import sys
@@ -91,14 +91,14 @@ def test_progress_is_one_clean_line_per_epoch_when_not_a_terminal(image_folder, 
 
 
 def test_export_pair_fsyncs_both_files_before_renaming_the_pkl_then_the_json(tmp_path, monkeypatch):
-    """A crash between the two renames is the only way to a mismatched pair (F9): both temps are
+    """A crash between the two renames is the only way to a mismatched pair: both temps are
     on disk before either rename, and export.json (which names the pkl's sha256) lands last."""
     import os
 
     events = []
 
     class FakeLearner:
-        def export(self, path, pickle_protocol):
+        def export(self, path, **_options):
             path.write_bytes(b"model" * 1000)
 
     real_fsync, real_replace = os.fsync, os.replace
@@ -114,7 +114,7 @@ def test_export_pair_fsyncs_both_files_before_renaming_the_pkl_then_the_json(tmp
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     out = tmp_path / "export.pkl"
-    train.export_pair(FakeLearner(), out, {"training": {}}, started=0)
+    export.export_pair(FakeLearner(), out, {"training": {}}, started=0)
     renames = [e for e in events if e[0] == "replace"]
     assert renames == [("replace", "export.pkl"), ("replace", "export.json")]
     before = events[:events.index(renames[0])]
@@ -125,7 +125,7 @@ def test_export_pair_fsyncs_both_files_before_renaming_the_pkl_then_the_json(tmp
 
 
 def test_a_run_removes_the_temporary_files_of_killed_runs_only(tmp_path):
-    """Staging left by a SIGKILLed run (F8) goes; a live run's stays."""
+    """Staging left by a SIGKILLed run goes; a live run's stays."""
     import os
     import time
 
@@ -144,6 +144,6 @@ def test_a_run_removes_the_temporary_files_of_killed_runs_only(tmp_path):
         staging.unlink()
         (staging / "examples").mkdir(parents=True)
     time.sleep(0.05)
-    train.remove_stale_temps(tmp_path / "export.pkl", started=time.time())
+    checkpoint.remove_stale_temps(tmp_path / "export.pkl", started=time.time())
     assert [p for p in stale if p.exists()] == []
     assert [p for p in live if not p.exists()] == []
