@@ -84,7 +84,7 @@ class Predictor:
         # (INFERENCE_THREADS) already use its share of the cores, so concurrent
         # passes would only fight over them. Batching concurrent requests into one
         # pass was measured and not adopted: onnxruntime takes as long per image
-        # in a batch of 2-8 as alone on this CPU (README.md "Serving").
+        # in a batch of 2-8 as alone on this CPU (docs/measurements.md).
         self._run_lock = threading.Lock()
         self._onnx_bytes: bytes | None = None
         self._sessions: dict[int, object] = {}

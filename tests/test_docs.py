@@ -16,14 +16,14 @@ README_MAX_LINES = 200
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"`[^`\n]*`")
 
 
 def relative_links(markdown: str) -> list[str]:
     """Targets of [text](target) and ![alt](target) outside code, except URLs and mail."""
     text = CODE_SPAN.sub("", FENCE.sub("", markdown))
-    return [t for t in LINK.findall(text) if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.I)]
+    return [t for t in LINK.findall(text) if not re.match(r"^[a-z][a-z0-9+.-]*:", t, re.IGNORECASE)]
 
 
 def anchors(markdown: str) -> set[str]:
@@ -31,7 +31,7 @@ def anchors(markdown: str) -> set[str]:
     spaces to hyphens, repeats numbered -1, -2, ..."""
     seen: dict[str, int] = {}
     ids = set()
-    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", FENCE.sub("", markdown), re.M):
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", FENCE.sub("", markdown), re.MULTILINE):
         slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
         count = seen.get(slug, 0)
         seen[slug] = count + 1

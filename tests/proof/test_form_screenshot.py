@@ -17,7 +17,12 @@ import pytest
 from PIL import Image
 
 from tests.proof.test_proof_browser import (  # noqa: F401  (fixtures used by name)
-    CHROMIUM, check_result, open_page, playwright, vocab)
+    CHROMIUM,
+    check_result,
+    open_page,
+    playwright,
+    vocab,
+)
 from tests.servers import ROOT
 
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -35,7 +40,7 @@ def screenshot_path(tmp_path: Path) -> Path:
     return SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "form.png"
 
 
-def classify_an_example(page, vocab) -> str:
+def classify_an_example(page, classes) -> str:
     """Click the one-click examples in turn until the model names one right, and return the label
     shown. The tests' model is trained for one epoch and may get every example wrong; then the
     last answer is the one photographed."""
@@ -47,13 +52,13 @@ def classify_an_example(page, vocab) -> str:
         button.click()
         expect(page.locator("#result-filename")).to_have_text(button.get_attribute("value")
                                                                .split("/")[-1])
-        label = check_result(page, vocab)
+        label = check_result(page, classes)
         if label == expected:
             break
     return label
 
 
-def test_form_screenshot(open_page, vocab, tmp_path):
+def test_form_screenshot(open_page, vocab, tmp_path):  # noqa: F811 (imported fixtures)
     page = open_page(**DESKTOP)
     label = classify_an_example(page, vocab)
 
