@@ -15,15 +15,21 @@ import threading
 
 import torch
 
-from classifier.images import open_checked
+from flask import current_app
+
+from app.errors import ModelUnavailable
+from app.metrics import record_predictions
+from classifier.images import ImageError, open_checked
 from classifier.inference import Predictor
 from classifier.model_files import ModelLoadError, load_learner_checked, sha256_file
 
 log = logging.getLogger(__name__)
+EXTENSION = "classifier"  # the service's key in app.extensions
 
 
-class ModelUnavailable(RuntimeError):
-    """The model cannot answer in this process right now (503)."""
+def model_service(app=None) -> "ModelService":
+    """The ModelService of `app` (default: the app handling this request)."""
+    return (app or current_app).extensions[EXTENSION]
 
 
 class ModelService:
@@ -39,6 +45,10 @@ class ModelService:
         # runs and however many files a request carries. Decoding is CPU work, and
         # there is one worker per core, so this costs no throughput.
         self._decode_slot = threading.Lock()
+
+    def install(self, app) -> None:
+        """Make this the service that model_service(app) returns."""
+        app.extensions[EXTENSION] = self
 
     # -- lifecycle --------------------------------------------------------
     def load(self) -> "ModelService":
@@ -105,6 +115,27 @@ class ModelService:
             log.exception("inference failed")
             raise ModelUnavailable(f"The model failed on this request "
                                    f"({type(exc).__name__}); please retry.") from None
+
+    def classify(self, uploads, on_image=None) -> list[tuple]:
+        """[(filename, on_image's result, Prediction)] for app.uploads.Upload's, one batch.
+
+        Each photo is decoded and shrunk to model size before the next is read, and its
+        bytes dropped; an ImageError in a batch names the file.
+        """
+        prepared = []
+        for upload in uploads:
+            try:
+                item, extra = self.prepare(upload.data, on_image)
+            except ImageError as exc:
+                if len(uploads) > 1:
+                    exc.args = (f"{upload.filename}: {exc}",)
+                raise
+            upload.data = b""  # the bytes are not needed any more
+            prepared.append((upload.filename, item, extra))
+        predictions = self.predict([item for _, item, _ in prepared])
+        record_predictions(predictions)
+        return [(name, extra, prediction)
+                for (name, _, extra), prediction in zip(prepared, predictions)]
 
 
 def describe(learner, metadata: dict | None, predictor: Predictor, path) -> dict:

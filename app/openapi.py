@@ -1,14 +1,21 @@
 """The OpenAPI 3 document of the JSON API (GET /openapi.json), checked against real answers."""
 from __future__ import annotations
 
-ERROR_CODES = ["missing_file", "invalid_image", "payload_too_large", "image_too_large",
-               "unsupported_media_type", "unauthorized", "not_found", "method_not_allowed",
-               "model_unavailable", "bad_request", "internal_error"]
+from app.errors import ERRORS
 
 
 def _error(description: str) -> dict:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _errors(*codes: str, notes: dict | None = None) -> dict:
+    """Responses for these error codes, grouped by their status in errors.ERRORS."""
+    by_status: dict[str, list[str]] = {}
+    for code in codes:
+        text = code + (f" ({notes[code]})" if notes and code in notes else "")
+        by_status.setdefault(str(ERRORS[code]), []).append(text)
+    return {status: _error(" or ".join(texts)) for status, texts in sorted(by_status.items())}
 
 
 def _json(ref: str, description: str) -> dict:
@@ -41,7 +48,7 @@ SCHEMAS = {
     "Error": {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["code", "message"],
-                                 "properties": {"code": {"type": "string", "enum": ERROR_CODES},
+                                 "properties": {"code": {"type": "string", "enum": list(ERRORS)},
                                                 "message": {"type": "string"}}}},
     },
     "ModelInfo": {
@@ -81,13 +88,12 @@ def openapi_document(service) -> dict:
                     "fields: a BatchPrediction.", "content": {"application/json": {"schema": {
                         "oneOf": [{"$ref": "#/components/schemas/Prediction"},
                                   {"$ref": "#/components/schemas/BatchPrediction"}]}}}},
-            "400": _error("missing_file or invalid_image"),
-            "401": _error("unauthorized (only when the server has an API_KEY)"),
-            "413": _error(f"payload_too_large (over {settings.max_upload_mb:g} MB or "
-                          f"{settings.max_batch} files) or image_too_large (over "
-                          f"{settings.max_image_pixels} pixels)"),
-            "415": _error("unsupported_media_type"),
-            "503": _error("model_unavailable"),
+            **_errors("missing_file", "invalid_image", "unauthorized", "payload_too_large",
+                      "image_too_large", "unsupported_media_type", "model_unavailable", notes={
+                          "unauthorized": "only when the server has an API_KEY",
+                          "payload_too_large": f"over {settings.max_upload_mb:g} MB or "
+                                               f"{settings.max_batch} files",
+                          "image_too_large": f"over {settings.max_image_pixels} pixels"}),
         },
     }
     if settings.api_key:
@@ -104,7 +110,7 @@ def openapi_document(service) -> dict:
                                  "responses": {"200": _json("Status", "Alive")}}},
             "/readyz": {"get": {"summary": "Readiness: model loaded and warmed up.",
                                 "responses": {"200": _json("Status", "Ready"),
-                                              "503": _error("model_unavailable")}}},
+                                              **_errors("model_unavailable")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {
                 "description": "Prometheus text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

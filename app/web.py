@@ -12,12 +12,18 @@ from pathlib import Path
 from flask import (Blueprint, abort, current_app, render_template, request, send_from_directory,
                    url_for)
 
-from app.api import classify_uploads
-from app.errors import ApiError
+from app.errors import HTML_PAGE, ApiError
+from app.model_service import model_service
 from app.uploads import Upload, uploads_from_request
 from classifier.images import IMAGE_EXTENSIONS
 
 bp = Blueprint("web", __name__)
+
+
+@bp.record_once
+def _render_errors_as_page(state) -> None:
+    """Errors on the form's pages (and lost browsers) come back as this page."""
+    state.app.extensions[HTML_PAGE] = render_page
 MAX_EXAMPLES = 12
 PREVIEW_PX = 480
 
@@ -41,7 +47,7 @@ def list_examples(folder: Path) -> list[dict]:
 def _examples() -> list[dict]:
     cache = current_app.extensions.setdefault("classifier_examples", {})
     if "list" not in cache:
-        cache["list"] = list_examples(current_app.extensions["classifier"].settings.examples_dir)
+        cache["list"] = list_examples(model_service().settings.examples_dir)
     return cache["list"]
 
 
@@ -55,7 +61,7 @@ def preview_data_url(image) -> str:
 
 
 def render_page(result=None, error=None, status: int = 200):
-    service = current_app.extensions["classifier"]
+    service = model_service()
     html = render_template("index.html", result=result, error=error, examples=_examples(),
                            vocab=service.info.get("vocab", []),
                            max_upload_mb=service.settings.max_upload_mb,
@@ -68,8 +74,8 @@ def render_page(result=None, error=None, status: int = 200):
 def _example_upload(name: str) -> Upload:
     known = {e["name"] for e in _examples()}
     if name not in known:
-        raise ApiError(400, "missing_file", "That example is not available.")
-    folder = current_app.extensions["classifier"].settings.examples_dir
+        raise ApiError("missing_file", "That example is not available.")
+    folder = model_service().settings.examples_dir
     return Upload(Path(name).name, (folder / name).read_bytes())
 
 
@@ -84,7 +90,8 @@ def classify():
         "multipart/form-data", "application/x-www-form-urlencoded") else None
     uploads = [_example_upload(example)] if example else \
         uploads_from_request(max_batch=1, allow_raw=False)
-    (filename, preview, prediction), = classify_uploads(uploads, on_image=preview_data_url)
+    (filename, preview, prediction), = model_service().classify(uploads,
+                                                                 on_image=preview_data_url)
     bars = sorted(prediction.probabilities.items(), key=lambda kv: kv[1], reverse=True)
     return render_page(result={"filename": filename, "label": prediction.label,
                                "confidence": prediction.confidence, "bars": bars,
@@ -95,5 +102,5 @@ def classify():
 def example(name: str):
     if name not in {e["name"] for e in _examples()}:
         abort(404)
-    folder = current_app.extensions["classifier"].settings.examples_dir
+    folder = model_service().settings.examples_dir
     return send_from_directory(folder, name, max_age=3600)

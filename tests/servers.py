@@ -29,6 +29,8 @@ from pathlib import Path
 
 import psutil
 
+from app.config import ENV_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,9 +52,7 @@ def gunicorn_command(port: int, loopback: bool = True) -> list[str]:
 def server_env(model_path, port: int, env: dict | None = None) -> dict:
     """The parent's environment minus anything that would change the service, plus ours."""
     merged = {k: v for k, v in os.environ.items()
-              if k not in ("API_KEY", "CORS_ORIGINS", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS",
-                           "MAX_BATCH", "WEB_CONCURRENCY", "THREADS", "INFERENCE_THREADS",
-                           "INFERENCE_RUNTIME", "READ_TIMEOUT", "GUNICORN_CMD_ARGS")}
+              if k not in ENV_NAMES and k != "GUNICORN_CMD_ARGS"}
     merged.update(MODEL_PATH=str(model_path), PORT=str(port), PYTHONUNBUFFERED="1")
     merged.update({k: str(v) for k, v in (env or {}).items()})
     return merged

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from app.model_service import model_service
 from tests.app.openapi_check import SchemaError, check_response, validate
 from tests.app.samples import TEXT, encode, photo, png_bomb
 
@@ -41,7 +42,7 @@ def test_health_and_ready(client):
 
 
 def test_not_ready_until_warm_up_succeeds(app, monkeypatch):
-    service = app.extensions["classifier"]
+    service = model_service(app)
     client = app.test_client()
     monkeypatch.setattr(service, "_warm_pid", None)  # as in a freshly forked worker
     monkeypatch.setattr(service.predictor, "warm_up",
