@@ -1,10 +1,11 @@
 """The JSON API: POST /predict, GET /model, GET /openapi.json. Thin: parse, predict, answer."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from app.model_service import model_service
 from app.openapi import openapi_document
+from app.options import answer_options
 from app.security import add_cors_headers, check_api_key
 from app.uploads import uploads_from_request
 
@@ -20,11 +21,14 @@ def cors(response):
 def predict():
     service = model_service()
     check_api_key(service.settings.api_key)
-    results = service.classify(uploads_from_request(service.settings.max_batch))
-    if len(results) == 1:
-        return jsonify(results[0][2].as_dict())
-    return jsonify(predictions=[{"filename": name, **prediction.as_dict()}
-                                for name, _, prediction in results])
+    options = answer_options(request.args, len(service.info["vocab"]), service.threshold)
+    results = service.classify(uploads_from_request(service.settings.max_batch),
+                               explain=options.explain)
+    answers = [result.as_dict(options.top_k, options.threshold) for result in results]
+    if len(answers) == 1:
+        return jsonify(answers[0])
+    return jsonify(predictions=[{"filename": result.filename, **answer}
+                                for result, answer in zip(results, answers)])
 
 
 @bp.get("/model")
@@ -34,4 +38,4 @@ def model():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document(model_service()))
+    return jsonify(openapi_document(model_service(), request.host_url))

@@ -51,6 +51,8 @@ class Settings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     read_timeout: float = 10.0
+    unsure_threshold: float | None = None  # None: the model's own (export.json), if any
+    explanations: bool = True  # False: no Grad-CAM; with onnxruntime, PyTorch weights freed
 
     @property
     def max_content_length(self) -> int:
@@ -68,7 +70,8 @@ ENV_FIELDS = {"MODEL_PATH": "model_path", "PORT": "port", "WEB_CONCURRENCY": "wo
               "INFERENCE_RUNTIME": "runtime", "MAX_UPLOAD_MB": "max_upload_mb",
               "MAX_IMAGE_PIXELS": "max_image_pixels", "MAX_BATCH": "max_batch",
               "API_KEY": "api_key", "CORS_ORIGINS": "cors_origins",
-              "READ_TIMEOUT": "read_timeout"}
+              "READ_TIMEOUT": "read_timeout", "UNSURE_THRESHOLD": "unsure_threshold",
+              "EXPLANATIONS": "explanations"}
 ENV_NAMES = tuple(ENV_FIELDS)
 
 
@@ -90,6 +93,25 @@ def _float(name: str, raw) -> float:
     if not value > 0:
         raise ConfigError(f"{name} must be positive, not {raw!r}.")
     return value
+
+
+def _fraction(name: str, raw) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number from 0 to 1, not {raw!r}.")
+    return value
+
+
+def _switch(name: str, raw) -> bool:
+    value = str(raw).strip().lower()
+    if value not in ("1", "0", "true", "false", "on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {raw!r}.")
+    return value in ("1", "true", "on")
 
 
 def load_settings(environ=None, overrides=None) -> Settings:
@@ -132,4 +154,6 @@ def load_settings(environ=None, overrides=None) -> Settings:
         api_key=given("API_KEY"),
         cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
         read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT")),
+        unsure_threshold=_fraction("UNSURE_THRESHOLD", given("UNSURE_THRESHOLD")),
+        explanations=_switch("EXPLANATIONS", get("EXPLANATIONS")),
     )

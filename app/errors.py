@@ -68,10 +68,11 @@ class ModelUnavailable(ApiError):
 
 
 def wants_html() -> bool:
-    """The form's pages (and browsers lost on unknown URLs) get HTML; everything else JSON."""
+    """The form's pages get HTML; browsers on the docs and report pages, or lost on unknown
+    URLs, too; everything else JSON."""
     if request.blueprint == "web":
         return True
-    if request.url_rule is None:
+    if request.url_rule is None or request.blueprint == "pages":
         best = request.accept_mimetypes.best_match(["application/json", "text/html"])
         return best == "text/html" and request.accept_mimetypes[best] > \
             request.accept_mimetypes["application/json"]

@@ -14,6 +14,7 @@ from flask import (Blueprint, abort, current_app, render_template, request, send
 
 from app.errors import HTML_PAGE, ApiError
 from app.model_service import model_service
+from app.options import answer_options
 from app.uploads import Upload, uploads_from_request
 from classifier.images import IMAGE_EXTENSIONS
 
@@ -60,10 +61,40 @@ def preview_data_url(image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def model_card(info: dict) -> dict:
+    """What the page tells about the model, from GET /model's description (export.json)."""
+    missing = "not recorded" if info["metadata"] else "unknown (notebook export: no export.json)"
+
+    def accuracy(split: str, absent: str = missing) -> str:
+        value = (info["metrics"].get(split) or {}).get("accuracy")
+        return absent if value is None else f"{value * 100:.1f}%"
+
+    size, unsure = info["image_size"], info["unsure"]
+    return {
+        "rows": [
+            ("Classes", ", ".join(info["vocab"])),
+            ("Validation accuracy", accuracy("validation")),
+            ("Test accuracy", accuracy("test", "no test set" if info["metadata"] else missing)),
+            ("Training images", missing if info["train_images"] is None
+             else str(info["train_images"])),
+            ("Created", info["created_at"][:10] + ("" if info["metadata"] else " (file date)")),
+            ("Architecture", info["arch"]),
+            ("Input size", f"{size[1]} × {size[0]} px" if size else "as uploaded"),
+            ("Not-sure threshold", "none: every answer is given as sure"
+             if unsure["threshold"] is None
+             else f"{unsure['threshold'] * 100:.1f}% (from {unsure['source']})"),
+        ],
+        "recall": [(label, f"{value * 100:.1f}%") for label, value in info["recall"].items()],
+    }
+
+
 def render_page(result=None, error=None, status: int = 200):
     service = model_service()
     html = render_template("index.html", result=result, error=error, examples=_examples(),
                            vocab=service.info.get("vocab", []),
+                           card=model_card(service.info),
+                           report_url=url_for("pages.report") if service.report_dir else None,
+                           explanations=service.info["explanations"],
                            max_upload_mb=service.settings.max_upload_mb,
                            # With an API key the script leaves submission to the plain form.
                            predict_url=None if service.settings.api_key
@@ -90,12 +121,15 @@ def classify():
         "multipart/form-data", "application/x-www-form-urlencoded") else None
     uploads = [_example_upload(example)] if example else \
         uploads_from_request(max_batch=1, allow_raw=False)
-    (filename, preview, prediction), = model_service().classify(uploads,
-                                                                 on_image=preview_data_url)
+    service = model_service()
+    options = answer_options(request.form, len(service.info["vocab"]), service.threshold)
+    (result,) = service.classify(uploads, on_image=preview_data_url, explain=options.explain)
+    prediction = result.prediction
     bars = sorted(prediction.probabilities.items(), key=lambda kv: kv[1], reverse=True)
-    return render_page(result={"filename": filename, "label": prediction.label,
+    return render_page(result={"filename": result.filename, "label": prediction.label,
                                "confidence": prediction.confidence, "bars": bars,
-                               "image": preview})
+                               "unsure": prediction.is_unsure(options.threshold),
+                               "explanation": result.explanation, "image": result.extra})
 
 
 @bp.get("/examples/<path:name>")

@@ -1,4 +1,4 @@
-"""app/ depends one way: config -> errors -> model service -> {api, web, health} -> create_app.
+"""app/ depends one way: config -> errors -> model service -> {api, web, health, pages} -> create_app.
 
 Read from the source (every import, those inside functions included), so a cycle
 fails here even when a lazy import would hide it at run time.
@@ -15,9 +15,9 @@ APP = ROOT / "app"
 LAYERS = [
     {"config"},
     {"errors", "request_id"},
-    {"metrics", "uploads", "security", "openapi"},
-    {"model_service"},
-    {"api", "web", "health"},
+    {"metrics", "uploads", "security", "options"},
+    {"openapi", "model_service"},
+    {"api", "web", "health", "pages"},
     {"__init__"},
 ]
 
