@@ -153,10 +153,10 @@ class ModelService:
         Each photo is decoded and shrunk to model size before the next is read, and its
         bytes dropped; an ImageError in a batch names the file.
         """
-        if explain and self.predictor.model is None:
+        if explain and not self.info["explanations"]:
             raise ApiError("explanation_unavailable",
-                           "This server has no PyTorch model loaded (EXPLANATIONS=off), "
-                           "so it cannot explain; ask without explain=1.")
+                           "This server has explanations turned off (EXPLANATIONS=off): no "
+                           "PyTorch model to run Grad-CAM on. Ask without explain=1.")
         prepared = []
         for upload in uploads:
             try:
@@ -212,5 +212,5 @@ def describe(learner, metadata: dict | None, predictor: Predictor, path, setting
         "train_images": (meta.get("dataset") or {}).get("images", {}).get("train"),
         "unsure": {"threshold": threshold, "source": source if threshold is not None else None,
                    "method": unsure.get("method") if source == "export.json" else None},
-        "explanations": predictor.model is not None,
+        "explanations": settings.explanations and predictor.model is not None,
     }
