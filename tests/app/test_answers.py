@@ -148,11 +148,12 @@ def test_explain_in_a_batch_explains_each_image(client):
     assert all(a["explanation"]["label"] == a["label"] for a in answers)
 
 
-def test_without_the_pytorch_model_explain_is_a_409_of_its_own(make_app):
-    app = make_app(EXPLANATIONS="off")
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_without_the_pytorch_model_explain_is_a_409_of_its_own(make_app, runtime):
+    app = make_app(EXPLANATIONS="off", INFERENCE_RUNTIME=runtime)
     service = model_service(app)
-    if service.predictor.runtime == "onnx":  # onnxruntime serves: the weights are freed
-        assert service.predictor.model is None
+    # With onnxruntime serving, the PyTorch weights are freed: nothing to run Grad-CAM on.
+    assert (service.predictor.model is None) == (runtime == "onnx")
     client = app.test_client()
     r = post(client, "explain=1")
     assert r.status_code == 409
