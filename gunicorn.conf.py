@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 
+from app import serve_preloaded
 from app.config import ConfigError, load_settings
 
 try:
@@ -17,8 +18,9 @@ try:
 except ConfigError as exc:  # a bad env var: one line, not a traceback
     raise SystemExit(f"Error: {exc}")
 
-# Workers warm up after the fork (post_worker_init); see app/model_service.py.
-os.environ["CLASSIFIER_WARM_UP_IN_WORKERS"] = "1"
+# create_app() in this master uses these settings and leaves warm-up to each worker
+# after the fork (post_worker_init); see app/model_service.py.
+serve_preloaded(_settings)
 
 # Prometheus multi-process mode: every worker writes its samples here and /metrics
 # merges them. Must be set before prometheus_client is imported (the app import).
@@ -70,8 +72,10 @@ def on_exit(server):
 def post_worker_init(worker):
     # Set this worker's torch/onnxruntime threads and run one prediction before it
     # accepts a request, so /readyz 200 means "this worker answers fast".
-    service = getattr(worker.wsgi, "extensions", {}).get("classifier")
-    if service is not None and not service.warm_up():
+    from app.model_service import model_service
+
+    service = model_service(worker.wsgi)
+    if not service.warm_up():
         worker.log.error("worker %s: %s", worker.pid, service.failure)
 
 

@@ -4,20 +4,21 @@
 
 `config` overrides the environment variables of the same names (MODEL_PATH,
 MAX_BATCH, API_KEY, ...; see app/config.py); other upper-case keys go to Flask.
+Under gunicorn, gunicorn.conf.py hands over the settings it loaded
+(`serve_preloaded`), and the workers warm up after the fork.
 A model that cannot be served raises ModelLoadError (a RuntimeError whose
 message is one line), which gunicorn prints as "Error: ..." before exiting 1.
 """
 from __future__ import annotations
 
 import logging
-import os
 
 from flask import Flask
 
-from app.config import ENV_NAMES, ROOT, load_settings
+from app.config import ENV_NAMES, ROOT, Settings, load_settings
 from classifier.model_files import ModelLoadError
 
-__all__ = ["create_app", "ModelLoadError"]
+__all__ = ["create_app", "serve_preloaded", "ModelLoadError"]
 
 # Non-file form fields (an example name): small. werkzeug applies this to its parse
 # buffer too, which takes 64 KiB reads, so it must stay well above that.
@@ -41,17 +42,32 @@ def with_read_timeout(wsgi_app, seconds: float):
     return app
 
 
+_preloaded_settings: Settings | None = None
+
+
+def serve_preloaded(settings: Settings) -> None:
+    """gunicorn.conf.py, in the master: the next create_app() uses `settings` and does not warm up.
+
+    gunicorn calls create_app() in its master (preload_app) and forks the workers from
+    it; each worker warms up after the fork (post_worker_init), since a child forked
+    from a process that ever ran torch on several threads hangs (app/model_service.py).
+    """
+    global _preloaded_settings
+    _preloaded_settings = settings
+
+
 def create_app(config: dict | None = None) -> Flask:
     from app.model_service import ModelService
 
+    global _preloaded_settings
     config = dict(config or {})
-    settings = load_settings(overrides={k: v for k, v in config.items() if k in ENV_NAMES})
+    preloaded, _preloaded_settings = _preloaded_settings, None
+    settings = preloaded or load_settings(
+        overrides={k: v for k, v in config.items() if k in ENV_NAMES})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
     service = ModelService(settings).load()
-    # Under gunicorn each worker warms up after the fork (gunicorn.conf.py); anywhere
-    # else (tests, flask run) the app is ready as soon as it is returned.
-    if not os.environ.get("CLASSIFIER_WARM_UP_IN_WORKERS"):
+    if not preloaded:  # tests, flask run: ready as soon as it is returned
         service.warm_up()
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"),
@@ -64,9 +80,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update({k: v for k, v in config.items() if k not in ENV_NAMES})
     app.json.sort_keys = False  # probabilities stay in vocab order
     app.wsgi_app = with_read_timeout(app.wsgi_app, settings.read_timeout)
-    app.extensions["classifier"] = service
+    service.install(app)
 
-    from app import api, health, web
+    from app import api, health, pages, web
     from app.errors import register_error_handlers
     from app.metrics import init_metrics
     from app.request_id import init_request_id
@@ -77,4 +93,5 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(pages.bp)
     return app

@@ -1,52 +1,41 @@
 """The JSON API: POST /predict, GET /model, GET /openapi.json. Thin: parse, predict, answer."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify, request
 
-from app.metrics import record_predictions
+from app.model_service import model_service
 from app.openapi import openapi_document
+from app.options import answer_options
 from app.security import add_cors_headers, check_api_key
-from app.uploads import prepare_uploads, uploads_from_request
+from app.uploads import uploads_from_request
 
 bp = Blueprint("api", __name__)
 
 
-def _service():
-    return current_app.extensions["classifier"]
-
-
-def classify_uploads(uploads, on_image=None):
-    """[(filename, on_image's result, Prediction)]: decode each, then one batch."""
-    service = _service()
-    prepared = prepare_uploads(uploads, service, on_image)
-    predictions = service.predict([item for _, item, _ in prepared])
-    record_predictions(predictions)
-    return [(name, extra, prediction)
-            for (name, _, extra), prediction in zip(prepared, predictions)]
-
-
 @bp.after_request
 def cors(response):
-    return add_cors_headers(response, _service().settings.cors_origins)
+    return add_cors_headers(response, model_service().settings.cors_origins)
 
 
 @bp.route("/predict", methods=["POST"])
 def predict():
-    settings = _service().settings
-    check_api_key(settings.api_key)
-    uploads = uploads_from_request(settings.max_batch)
-    results = classify_uploads(uploads)
-    if len(results) == 1:
-        return jsonify(results[0][2].as_dict())
-    return jsonify(predictions=[{"filename": name, **prediction.as_dict()}
-                                for name, _, prediction in results])
+    service = model_service()
+    check_api_key(service.settings.api_key)
+    options = answer_options(request.args, len(service.info["vocab"]), service.threshold)
+    results = service.classify(uploads_from_request(service.settings.max_batch),
+                               explain=options.explain)
+    answers = [result.as_dict(options.top_k, options.threshold) for result in results]
+    if len(answers) == 1:
+        return jsonify(answers[0])
+    return jsonify(predictions=[{"filename": result.filename, **answer}
+                                for result, answer in zip(results, answers)])
 
 
 @bp.get("/model")
 def model():
-    return jsonify(_service().info)
+    return jsonify(model_service().info)
 
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document(_service()))
+    return jsonify(openapi_document(model_service(), request.host_url))

@@ -1,7 +1,8 @@
 """Settings from environment variables (and create_app overrides), parsed and checked once.
 
-Every knob the README documents is read here, so gunicorn.conf.py and the app
-agree on worker, thread and inference-thread counts.
+Every knob the docs describe is read here, each with its default written once (in
+`Settings`), so gunicorn.conf.py and the app agree on worker, thread and
+inference-thread counts.
 """
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ from classifier.images import DEFAULT_MAX_IMAGE_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
-
-
-# The environment variables read here (create_app's config accepts the same names).
-ENV_NAMES = ("MODEL_PATH", "PORT", "WEB_CONCURRENCY", "THREADS", "INFERENCE_THREADS",
-             "INFERENCE_RUNTIME", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "MAX_BATCH", "API_KEY",
-             "CORS_ORIGINS", "READ_TIMEOUT")
 
 
 class ConfigError(RuntimeError):
@@ -35,17 +30,20 @@ def cpu_count() -> int:
 
 def default_workers(cpus: int) -> int:
     # One process per core runs the network single-threaded, which measured
-    # fastest on 2 cores (README.md "Serving"); more processes only cost memory.
+    # fastest on 2 cores (docs/serving.md); more processes only cost memory.
     return max(1, min(cpus, 4))
+
+
+RUNTIMES = ("auto", "onnx", "torch")
 
 
 @dataclass(frozen=True)
 class Settings:
     model_path: Path = ROOT / "models" / "export.pkl"
     port: int = 8000
-    workers: int = 1
+    workers: int = 1  # from load_settings: default_workers(CPUs)
     threads: int = 8
-    inference_threads: int = 1
+    inference_threads: int = 1  # from load_settings: CPUs // workers
     runtime: str = "auto"
     max_upload_mb: float = 10.0
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
@@ -53,6 +51,8 @@ class Settings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     read_timeout: float = 10.0
+    unsure_threshold: float | None = None  # None: the model's own (export.json), if any
+    explanations: bool = True  # False: no Grad-CAM; with onnxruntime, PyTorch weights freed
 
     @property
     def max_content_length(self) -> int:
@@ -61,6 +61,18 @@ class Settings:
     @property
     def examples_dir(self) -> Path:
         return self.model_path.parent / "examples"
+
+
+# The environment variables read here, by the Settings field each sets
+# (create_app's config accepts the same names).
+ENV_FIELDS = {"MODEL_PATH": "model_path", "PORT": "port", "WEB_CONCURRENCY": "workers",
+              "THREADS": "threads", "INFERENCE_THREADS": "inference_threads",
+              "INFERENCE_RUNTIME": "runtime", "MAX_UPLOAD_MB": "max_upload_mb",
+              "MAX_IMAGE_PIXELS": "max_image_pixels", "MAX_BATCH": "max_batch",
+              "API_KEY": "api_key", "CORS_ORIGINS": "cors_origins",
+              "READ_TIMEOUT": "read_timeout", "UNSURE_THRESHOLD": "unsure_threshold",
+              "EXPLANATIONS": "explanations"}
+ENV_NAMES = tuple(ENV_FIELDS)
 
 
 def _int(name: str, raw, minimum: int = 1) -> int:
@@ -83,40 +95,65 @@ def _float(name: str, raw) -> float:
     return value
 
 
+def _fraction(name: str, raw) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number from 0 to 1, not {raw!r}.")
+    return value
+
+
+def _switch(name: str, raw) -> bool:
+    value = str(raw).strip().lower()
+    if value not in ("1", "0", "true", "false", "on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {raw!r}.")
+    return value in ("1", "true", "on")
+
+
 def load_settings(environ=None, overrides=None) -> Settings:
     """Settings from `environ` (default os.environ), then `overrides` (same names) on top."""
     source = dict(os.environ if environ is None else environ)
     source.update({k: v for k, v in (overrides or {}).items() if v is not None})
 
-    def get(name):
+    def given(name):
         value = source.get(name)
         return None if value is None or str(value).strip() == "" else value
 
+    def get(name):
+        """The variable's value, or its Settings default when it is unset or blank."""
+        value = given(name)
+        return getattr(Settings, ENV_FIELDS[name]) if value is None else value
+
     cpus = cpu_count()
-    workers = _int("WEB_CONCURRENCY", get("WEB_CONCURRENCY") or default_workers(cpus))
+    workers = _int("WEB_CONCURRENCY", given("WEB_CONCURRENCY") or default_workers(cpus))
     inference_threads = _int("INFERENCE_THREADS",
-                             get("INFERENCE_THREADS") or max(1, cpus // workers))
-    runtime = str(get("INFERENCE_RUNTIME") or "auto").lower()
-    if runtime not in ("auto", "onnx", "torch"):
+                             given("INFERENCE_THREADS") or max(1, cpus // workers))
+    runtime = str(get("INFERENCE_RUNTIME")).lower()
+    if runtime not in RUNTIMES:
         raise ConfigError(f"INFERENCE_RUNTIME must be auto, onnx or torch, not {runtime!r}.")
-    model_path = Path(get("MODEL_PATH") or Settings.model_path)
+    model_path = Path(get("MODEL_PATH"))
     if not model_path.is_absolute():
         model_path = Path.cwd() / model_path
-    origins = get("CORS_ORIGINS") or ""
+    origins = given("CORS_ORIGINS") or ""
     if isinstance(origins, str):
         origins = origins.split(",")
     return Settings(
         model_path=model_path,
-        port=_int("PORT", get("PORT") or 8000),
+        port=_int("PORT", get("PORT")),
         workers=workers,
-        threads=_int("THREADS", get("THREADS") or Settings.threads),
+        threads=_int("THREADS", get("THREADS")),
         inference_threads=inference_threads,
         runtime=runtime,
-        max_upload_mb=_float("MAX_UPLOAD_MB", get("MAX_UPLOAD_MB") or 10),
-        max_image_pixels=_int("MAX_IMAGE_PIXELS",
-                              get("MAX_IMAGE_PIXELS") or DEFAULT_MAX_IMAGE_PIXELS),
-        max_batch=_int("MAX_BATCH", get("MAX_BATCH") or 32),
-        api_key=get("API_KEY"),
+        max_upload_mb=_float("MAX_UPLOAD_MB", get("MAX_UPLOAD_MB")),
+        max_image_pixels=_int("MAX_IMAGE_PIXELS", get("MAX_IMAGE_PIXELS")),
+        max_batch=_int("MAX_BATCH", get("MAX_BATCH")),
+        api_key=given("API_KEY"),
         cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
-        read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT") or Settings.read_timeout),
+        read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT")),
+        unsure_threshold=_fraction("UNSURE_THRESHOLD", given("UNSURE_THRESHOLD")),
+        explanations=_switch("EXPLANATIONS", get("EXPLANATIONS")),
     )

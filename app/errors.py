@@ -1,18 +1,19 @@
 """One error contract: {"error": {"code", "message"}} for the API, a friendly page for the form.
 
-Every failure a client can cause maps to a 4xx here, including werkzeug's own
-(body too large, too many form parts, malformed requests); anything else is a
-bug, logged with its traceback and answered with a generic 500 that leaks nothing.
+`ERRORS` is the one table of error code -> HTTP status: the handlers answer with
+it and openapi.py documents it. Every failure a client can cause maps to a 4xx
+here, including werkzeug's own (body too large, too many form parts, malformed
+requests); anything else is a bug, logged with its traceback and answered with a
+generic 500 that leaks nothing.
 """
 from __future__ import annotations
 
 import logging
 import socket
 
-from flask import jsonify, request
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
-from app.model_service import ModelUnavailable
 from classifier.images import ImageError
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,22 @@ log = logging.getLogger(__name__)
 ERRORS = {
     "missing_file": 400,
     "invalid_image": 400,
+    "invalid_parameter": 400,
     "bad_request": 400,
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "explanation_unavailable": 409,
     "payload_too_large": 413,
     "image_too_large": 413,
     "unsupported_media_type": 415,
     "internal_error": 500,
     "model_unavailable": 503,
 }
+# werkzeug's HTTP errors get the code of their status; others become their lower_snake name.
+HTTP_CODES = {ERRORS[code]: code for code in (
+    "bad_request", "unauthorized", "not_found", "method_not_allowed", "payload_too_large",
+    "unsupported_media_type", "model_unavailable")}
 
 try:  # what gunicorn raises from wsgi.input on a malformed or cut-off body
     from gunicorn.http.errors import NoMoreData, ParseException
@@ -40,34 +47,43 @@ except ImportError:  # not under gunicorn (flask run)
 # ClientDisconnected, a 400 that gets the same message.)
 BODY_MESSAGE = ("The upload could not be read: it was malformed, cut off or too slow. "
                 "Please try again.")
-
-# Codes for werkzeug's HTTP errors; the rest become their lower_snake name.
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-              405: "method_not_allowed", 413: "payload_too_large",
-              415: "unsupported_media_type", 503: "model_unavailable"}
-IMAGE_STATUS = {"invalid_image": 400, "image_too_large": 413}
+# Where the form registers the function that renders an error as its page.
+HTML_PAGE = "classifier_error_page"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    """A failure the client can act on; its HTTP status comes from ERRORS."""
+
+    def __init__(self, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message = ERRORS[code], code, message
+        self.headers = headers or {}
+
+
+class ModelUnavailable(ApiError):
+    """The model cannot answer in this process right now (503, try again shortly)."""
+
+    def __init__(self, message: str, retry_after: int = 5):
+        super().__init__("model_unavailable", message, {"Retry-After": str(retry_after)})
 
 
 def wants_html() -> bool:
-    """The form's pages (and browsers lost on unknown URLs) get HTML; everything else JSON."""
+    """The form's pages get HTML; browsers on the docs and report pages, or lost on unknown
+    URLs, too; everything else JSON."""
     if request.blueprint == "web":
         return True
-    if request.url_rule is None:
+    if request.url_rule is None or request.blueprint == "pages":
         best = request.accept_mimetypes.best_match(["application/json", "text/html"])
         return best == "text/html" and request.accept_mimetypes[best] > \
             request.accept_mimetypes["application/json"]
     return False
 
 
-def error_response(status: int, code: str, message: str, headers=None):
-    if wants_html():
-        from app.web import render_page  # the form module renders its own page
+def error_response(code: str, message: str, headers=None, status: int | None = None):
+    """The error as JSON, or as the form's page (see HTML_PAGE) for a browser."""
+    status = status or ERRORS.get(code, 400)
+    render_page = current_app.extensions.get(HTML_PAGE) if wants_html() else None
+    if render_page is not None:
         response = render_page(error={"code": code, "message": message}, status=status)
     else:
         response = jsonify(error={"code": code, "message": message})
@@ -110,16 +126,14 @@ def _stop_reading() -> None:
 def register_error_handlers(app) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        headers = {"WWW-Authenticate": 'Bearer realm="predict"'} if exc.status == 401 else None
-        return error_response(exc.status, exc.code, exc.message, headers)
+        headers = dict(exc.headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="predict"'
+        return error_response(exc.code, exc.message, headers)
 
     @app.errorhandler(ImageError)
     def image_error(exc: ImageError):
-        return error_response(IMAGE_STATUS.get(exc.code, 400), exc.code, str(exc))
-
-    @app.errorhandler(ModelUnavailable)
-    def unavailable(exc: ModelUnavailable):
-        return error_response(503, "model_unavailable", str(exc), {"Retry-After": "5"})
+        return error_response(exc.code, str(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -128,11 +142,11 @@ def register_error_handlers(app) -> None:
         code = HTTP_CODES.get(exc.code) or exc.name.lower().replace(" ", "_").replace("'", "")
         headers = {"Allow": ", ".join(exc.valid_methods)} \
             if getattr(exc, "valid_methods", None) else None
-        return error_response(exc.code or 500, code, _http_message(exc), headers)
+        return error_response(code, _http_message(exc), headers, status=exc.code or 500)
 
     def body_error(exc: Exception):
         log.info("unreadable request body on %s %s: %r", request.method, request.path, exc)
-        return error_response(400, "bad_request", BODY_MESSAGE)
+        return error_response("bad_request", BODY_MESSAGE)
 
     for exc_class in BODY_ERRORS:
         app.register_error_handler(exc_class, body_error)
@@ -140,5 +154,5 @@ def register_error_handlers(app) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error",
+        return error_response("internal_error",
                               "Something went wrong on our side; it has been logged.")

@@ -1,7 +1,10 @@
 """Liveness (the process answers) and readiness (this process has the model loaded and warm)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
+
+from app.errors import ModelUnavailable
+from app.model_service import model_service
 
 bp = Blueprint("health", __name__)
 
@@ -13,11 +16,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    service = current_app.extensions["classifier"]
+    service = model_service()
     if service.ready:
         return jsonify(status="ready", runtime=service.predictor.runtime)
-    message = service.failure or "The model is loading or warming up."
-    response = jsonify(error={"code": "model_unavailable", "message": message})
-    response.status_code = 503
-    response.headers["Retry-After"] = "2"
-    return response
+    raise ModelUnavailable(service.failure or "The model is loading or warming up.",
+                           retry_after=2)

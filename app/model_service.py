@@ -12,18 +12,42 @@ import datetime as dt
 import logging
 import os
 import threading
+from dataclasses import dataclass
 
 import torch
 
-from classifier.images import open_checked
-from classifier.inference import Predictor
+from flask import current_app
+
+from app.errors import ApiError, ModelUnavailable
+from app.metrics import record_predictions
+from classifier.explain import ExplanationUnavailable, explain
+from classifier.images import ImageError, open_checked
+from classifier.inference import Prediction, Predictor
 from classifier.model_files import ModelLoadError, load_learner_checked, sha256_file
 
 log = logging.getLogger(__name__)
+EXTENSION = "classifier"  # the service's key in app.extensions
 
 
-class ModelUnavailable(RuntimeError):
-    """The model cannot answer in this process right now (503)."""
+def model_service(app=None) -> "ModelService":
+    """The ModelService of `app` (default: the app handling this request)."""
+    return (app or current_app).extensions[EXTENSION]
+
+
+@dataclass
+class Classified:
+    """One classified upload: its name, the Prediction, on_image's result, the Grad-CAM."""
+    filename: str
+    prediction: Prediction
+    extra: object = None
+    explanation: dict | None = None
+
+    def as_dict(self, top_k: int | None = None, threshold: float | None = None) -> dict:
+        """/predict's answer for this image (without the filename)."""
+        answer = self.prediction.as_dict(top_k, threshold)
+        if self.explanation is not None:
+            answer["explanation"] = self.explanation
+        return answer
 
 
 class ModelService:
@@ -40,6 +64,10 @@ class ModelService:
         # there is one worker per core, so this costs no throughput.
         self._decode_slot = threading.Lock()
 
+    def install(self, app) -> None:
+        """Make this the service that model_service(app) returns."""
+        app.extensions[EXTENSION] = self
+
     # -- lifecycle --------------------------------------------------------
     def load(self) -> "ModelService":
         """Load and check the export; raises ModelLoadError with one line saying why not."""
@@ -53,8 +81,10 @@ class ModelService:
             raise ModelLoadError(f"{path} cannot run with INFERENCE_RUNTIME="
                                  f"{self.settings.runtime}: {type(exc).__name__}: "
                                  f"{str(exc)[:200]}") from None
+        if not self.settings.explanations:
+            predictor.release_torch_model()
         self.predictor = predictor
-        self.info = describe(learner, metadata, predictor, path)
+        self.info = describe(learner, metadata, predictor, path, self.settings)
         log.info("loaded %s: %d classes, %s, runtime %s", path, len(predictor.vocab),
                  self.info["arch"], predictor.runtime)
         return self
@@ -83,6 +113,17 @@ class ModelService:
     def failure(self) -> str | None:
         return self._failure
 
+    @property
+    def threshold(self) -> float | None:
+        """The server's "not sure" threshold: UNSURE_THRESHOLD, else the model's, else None."""
+        return self.info["unsure"]["threshold"]
+
+    @property
+    def report_dir(self):
+        """The training report beside the model (report/report.html), or None."""
+        folder = self.settings.model_path.parent / "report"
+        return folder if (folder / "report.html").is_file() else None
+
     # -- serving ----------------------------------------------------------
     def prepare(self, data: bytes, on_image=None):
         """Untrusted bytes -> model-sized input; raises classifier.images.ImageError (4xx).
@@ -106,9 +147,43 @@ class ModelService:
             raise ModelUnavailable(f"The model failed on this request "
                                    f"({type(exc).__name__}); please retry.") from None
 
+    def classify(self, uploads, on_image=None, explain: bool = False) -> list[Classified]:
+        """Classify app.uploads.Upload's as one batch; with `explain`, a Grad-CAM for each.
 
-def describe(learner, metadata: dict | None, predictor: Predictor, path) -> dict:
-    """What GET /model reports: export.json where present, else what the learner knows."""
+        Each photo is decoded and shrunk to model size before the next is read, and its
+        bytes dropped; an ImageError in a batch names the file.
+        """
+        if explain and not self.info["explanations"]:
+            raise ApiError("explanation_unavailable",
+                           "This server has explanations turned off (EXPLANATIONS=off): no "
+                           "PyTorch model to run Grad-CAM on. Ask without explain=1.")
+        prepared = []
+        for upload in uploads:
+            try:
+                item, extra = self.prepare(upload.data, on_image)
+            except ImageError as exc:
+                if len(uploads) > 1:
+                    exc.args = (f"{upload.filename}: {exc}",)
+                raise
+            upload.data = b""  # the bytes are not needed any more
+            prepared.append((upload.filename, item, extra))
+        predictions = self.predict([item for _, item, _ in prepared])
+        record_predictions(predictions)
+        return [Classified(name, prediction, extra,
+                           self.explain(item, prediction.index) if explain else None)
+                for (name, item, extra), prediction in zip(prepared, predictions)]
+
+    def explain(self, item, index: int) -> dict:
+        """Grad-CAM of class `index` over a prepared item; 409 when this model cannot."""
+        try:
+            return explain(self.predictor, item, index)
+        except ExplanationUnavailable as exc:
+            raise ApiError("explanation_unavailable", str(exc)) from None
+
+
+def describe(learner, metadata: dict | None, predictor: Predictor, path, settings) -> dict:
+    """What GET /model (and the page's model card) report: export.json where present,
+    else what the learner knows."""
     meta = metadata or {}
     arch = meta.get("arch") or getattr(getattr(learner, "arch", None), "__name__", None) \
         or type(learner.model).__name__
@@ -117,13 +192,25 @@ def describe(learner, metadata: dict | None, predictor: Predictor, path) -> dict
         size = [size, size]
     created = meta.get("created_at") or dt.datetime.fromtimestamp(
         os.path.getmtime(path), dt.timezone.utc).isoformat(timespec="seconds")
+    metrics = meta.get("metrics") or {}
+    unsure = meta.get("unsure") or {}
+    threshold, source = settings.unsure_threshold, "UNSURE_THRESHOLD"
+    if threshold is None and unsure.get("threshold") is not None:
+        threshold, source = float(unsure["threshold"]), "export.json"
     return {
         "vocab": list(predictor.vocab),
         "arch": str(arch),
         "image_size": list(size) if size else None,
-        "metrics": meta.get("metrics") or {},
+        "metrics": metrics,
         "sha256": meta.get("sha256") or sha256_file(path),
         "created_at": str(created),
         "runtime": predictor.runtime,
         "file": os.path.basename(path),
+        "metadata": metadata is not None,
+        "recall": {label: row["recall"] for label, row in
+                   (metrics.get("validation") or {}).get("per_class", {}).items()},
+        "train_images": (meta.get("dataset") or {}).get("images", {}).get("train"),
+        "unsure": {"threshold": threshold, "source": source if threshold is not None else None,
+                   "method": unsure.get("method") if source == "export.json" else None},
+        "explanations": settings.explanations and predictor.model is not None,
     }

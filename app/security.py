@@ -26,7 +26,7 @@ def check_api_key(expected: str | None) -> None:
     # compare_digest on bytes: constant time whatever the characters.
     if given is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
                                                 expected.encode("utf-8")):
-        raise ApiError(401, "unauthorized",
+        raise ApiError("unauthorized",
                        "A valid API key is required: send 'Authorization: Bearer <key>' "
                        "or 'X-API-Key: <key>'.")
 

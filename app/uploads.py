@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from flask import request
 
 from app.errors import ApiError
-from classifier.images import ImageError
 
 FIELD = "file"
 
@@ -22,7 +21,7 @@ class Upload:
 
 def _missing(message: str = "Send an image: a multipart form field named 'file', "
                             "or the raw image as the body with Content-Type image/*."):
-    return ApiError(400, "missing_file", message)
+    return ApiError("missing_file", message)
 
 
 def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]:
@@ -37,7 +36,7 @@ def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]
             raise _missing(f"No file in the form field '{FIELD}'"
                            + (f" (got: {', '.join(sorted(other))})." if other else "."))
         if len(files) > max_batch:
-            raise ApiError(413, "payload_too_large",
+            raise ApiError("payload_too_large",
                            f"{len(files)} files sent; at most {max_batch} per request.")
         return [Upload(f.filename or f"{FIELD}{i}", f.read()) for i, f in enumerate(files)]
     if allow_raw and mimetype.startswith("image/"):
@@ -47,7 +46,7 @@ def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]
     if mimetype == "application/x-www-form-urlencoded":  # a form, but one that cannot hold files
         raise _missing("This form carries no file: send it as multipart/form-data "
                        "(enctype=\"multipart/form-data\") with the image in 'file'.")
-    raise ApiError(415, "unsupported_media_type",
+    raise ApiError("unsupported_media_type",
                    f"Content-Type {mimetype or '(none)'} is not accepted: send "
                    "multipart/form-data with a 'file' field, or an image/* body.")
 
@@ -60,21 +59,6 @@ def read_body(limit: int | None) -> bytes:
     """
     data = request.stream.read() if limit is None else request.stream.read(limit + 1)
     if limit is not None and len(data) >= limit:
-        raise ApiError(413, "payload_too_large",
+        raise ApiError("payload_too_large",
                        f"The request is too large: at most {limit / 2**20:g} MB.")
     return data
-
-
-def prepare_uploads(uploads: list[Upload], service, on_image=None) -> list[tuple]:
-    """[(filename, model input, on_image's result)]; an ImageError names the file of a batch."""
-    prepared = []
-    for upload in uploads:
-        try:
-            item, extra = service.prepare(upload.data, on_image)
-        except ImageError as exc:
-            if len(uploads) > 1:
-                exc.args = (f"{upload.filename}: {exc}",)
-            raise
-        upload.data = b""  # the bytes are not needed any more
-        prepared.append((upload.filename, item, extra))
-    return prepared

@@ -12,12 +12,19 @@ from pathlib import Path
 from flask import (Blueprint, abort, current_app, render_template, request, send_from_directory,
                    url_for)
 
-from app.api import classify_uploads
-from app.errors import ApiError
+from app.errors import HTML_PAGE, ApiError
+from app.model_service import model_service
+from app.options import answer_options
 from app.uploads import Upload, uploads_from_request
 from classifier.images import IMAGE_EXTENSIONS
 
 bp = Blueprint("web", __name__)
+
+
+@bp.record_once
+def _render_errors_as_page(state) -> None:
+    """Errors on the form's pages (and lost browsers) come back as this page."""
+    state.app.extensions[HTML_PAGE] = render_page
 MAX_EXAMPLES = 12
 PREVIEW_PX = 480
 
@@ -41,7 +48,7 @@ def list_examples(folder: Path) -> list[dict]:
 def _examples() -> list[dict]:
     cache = current_app.extensions.setdefault("classifier_examples", {})
     if "list" not in cache:
-        cache["list"] = list_examples(current_app.extensions["classifier"].settings.examples_dir)
+        cache["list"] = list_examples(model_service().settings.examples_dir)
     return cache["list"]
 
 
@@ -54,10 +61,40 @@ def preview_data_url(image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def model_card(info: dict) -> dict:
+    """What the page tells about the model, from GET /model's description (export.json)."""
+    missing = "not recorded" if info["metadata"] else "unknown (notebook export: no export.json)"
+
+    def accuracy(split: str, absent: str = missing) -> str:
+        value = (info["metrics"].get(split) or {}).get("accuracy")
+        return absent if value is None else f"{value * 100:.1f}%"
+
+    size, unsure = info["image_size"], info["unsure"]
+    return {
+        "rows": [
+            ("Classes", ", ".join(info["vocab"])),
+            ("Validation accuracy", accuracy("validation")),
+            ("Test accuracy", accuracy("test", "no test set" if info["metadata"] else missing)),
+            ("Training images", missing if info["train_images"] is None
+             else str(info["train_images"])),
+            ("Created", info["created_at"][:10] + ("" if info["metadata"] else " (file date)")),
+            ("Architecture", info["arch"]),
+            ("Input size", f"{size[1]} × {size[0]} px" if size else "as uploaded"),
+            ("Not-sure threshold", "none: every answer is given as sure"
+             if unsure["threshold"] is None
+             else f"{unsure['threshold'] * 100:.1f}% (from {unsure['source']})"),
+        ],
+        "recall": [(label, f"{value * 100:.1f}%") for label, value in info["recall"].items()],
+    }
+
+
 def render_page(result=None, error=None, status: int = 200):
-    service = current_app.extensions["classifier"]
+    service = model_service()
     html = render_template("index.html", result=result, error=error, examples=_examples(),
                            vocab=service.info.get("vocab", []),
+                           card=model_card(service.info),
+                           report_url=url_for("pages.report") if service.report_dir else None,
+                           explanations=service.info["explanations"],
                            max_upload_mb=service.settings.max_upload_mb,
                            # With an API key the script leaves submission to the plain form.
                            predict_url=None if service.settings.api_key
@@ -68,8 +105,8 @@ def render_page(result=None, error=None, status: int = 200):
 def _example_upload(name: str) -> Upload:
     known = {e["name"] for e in _examples()}
     if name not in known:
-        raise ApiError(400, "missing_file", "That example is not available.")
-    folder = current_app.extensions["classifier"].settings.examples_dir
+        raise ApiError("missing_file", "That example is not available.")
+    folder = model_service().settings.examples_dir
     return Upload(Path(name).name, (folder / name).read_bytes())
 
 
@@ -84,16 +121,20 @@ def classify():
         "multipart/form-data", "application/x-www-form-urlencoded") else None
     uploads = [_example_upload(example)] if example else \
         uploads_from_request(max_batch=1, allow_raw=False)
-    (filename, preview, prediction), = classify_uploads(uploads, on_image=preview_data_url)
+    service = model_service()
+    options = answer_options(request.form, len(service.info["vocab"]), service.threshold)
+    (result,) = service.classify(uploads, on_image=preview_data_url, explain=options.explain)
+    prediction = result.prediction
     bars = sorted(prediction.probabilities.items(), key=lambda kv: kv[1], reverse=True)
-    return render_page(result={"filename": filename, "label": prediction.label,
+    return render_page(result={"filename": result.filename, "label": prediction.label,
                                "confidence": prediction.confidence, "bars": bars,
-                               "image": preview})
+                               "unsure": prediction.is_unsure(options.threshold),
+                               "explanation": result.explanation, "image": result.extra})
 
 
 @bp.get("/examples/<path:name>")
 def example(name: str):
     if name not in {e["name"] for e in _examples()}:
         abort(404)
-    folder = current_app.extensions["classifier"].settings.examples_dir
+    folder = model_service().settings.examples_dir
     return send_from_directory(folder, name, max_age=3600)

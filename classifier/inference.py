@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Largest logit difference we accept between onnxruntime and PyTorch before
 # falling back to PyTorch; probabilities then agree far inside 1e-4.
 ONNX_PARITY_TOLERANCE = 1e-3
+DEFAULT_TOP_K = 5  # classes listed in "top" unless asked otherwise (fewer if the model has fewer)
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,20 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float]  # every class, in vocab order
 
-    def as_dict(self) -> dict:
+    def top(self, k: int | None = None) -> list[dict]:
+        """The k most probable classes (default DEFAULT_TOP_K), highest first; ties in vocab order."""
+        ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
+        return [{"label": label, "probability": p}
+                for label, p in ranked[:DEFAULT_TOP_K if k is None else k]]
+
+    def is_unsure(self, threshold: float | None) -> bool:
+        """Below the confidence threshold (None: never). The label stays the top class."""
+        return threshold is not None and self.confidence < threshold
+
+    def as_dict(self, top_k: int | None = None, threshold: float | None = None) -> dict:
         return {"label": self.label, "index": self.index, "confidence": self.confidence,
-                "probabilities": self.probabilities}
+                "unsure": self.is_unsure(threshold), "threshold": threshold,
+                "top": self.top(top_k), "probabilities": self.probabilities}
 
 
 def _size_of(pipeline) -> tuple[int, int] | None:
@@ -120,6 +132,20 @@ class Predictor:
     def probabilities(self, images) -> np.ndarray:
         """(n, classes) float64 probabilities for a list of PIL images."""
         return self._probabilities([self.prepare(im) for im in images])
+
+    def model_input(self, items) -> torch.Tensor:
+        """Outputs of `prepare` -> the normalised batch the network takes."""
+        return self._collate(items)
+
+    @property
+    def model_lock(self) -> threading.Lock:
+        """Held by whoever runs self.model: one pass at a time (see __init__)."""
+        return self._run_lock
+
+    def release_torch_model(self) -> None:
+        """Serving with onnxruntime only: free the PyTorch weights (no Grad-CAM then)."""
+        if self.runtime == "onnx":
+            self.model = None
 
     def warm_up(self) -> None:
         """Run one prediction so the first real request is not the slow one."""

@@ -11,6 +11,7 @@
   const errorBox = document.getElementById("error");
   const result = document.getElementById("result");
   const predictUrl = form.dataset.predictUrl;
+  const explainBox = document.getElementById("explain");
   let previewUrl = null;
 
   function setFile(file) {
@@ -54,6 +55,8 @@
 
   function showResult(data, imageUrl, filename) {
     errorBox.hidden = true;
+    document.getElementById("result-unsure").hidden = !data.unsure;
+    result.classList.toggle("unsure", Boolean(data.unsure));
     document.getElementById("result-label").textContent = data.label;
     document.getElementById("result-confidence").textContent = (data.confidence * 100).toFixed(1) + "%";
     document.getElementById("result-filename").textContent = filename || "";
@@ -80,8 +83,14 @@
         li.append(name, track, value);
         bars.append(li);
       });
+    const explanation = document.getElementById("explanation");
+    explanation.hidden = !data.explanation;
+    if (data.explanation) {
+      document.getElementById("explanation-image").src = data.explanation.image;
+      document.getElementById("explanation-label").textContent = data.explanation.label;
+    }
     result.hidden = false;
-    document.title = data.label + " · Image classifier";
+    document.title = (data.unsure ? "Not sure: " : "") + data.label + " · Image classifier";
   }
 
   async function classify(file, filename) {
@@ -90,7 +99,8 @@
     status.textContent = "Classifying…";
     form.setAttribute("aria-busy", "true");
     try {
-      const res = await fetch(predictUrl, { method: "POST", body: body,
+      const url = explainBox && explainBox.checked ? predictUrl + "?explain=1" : predictUrl;
+      const res = await fetch(url, { method: "POST", body: body,
                                             headers: { "Accept": "application/json" } });
       let data = null;
       try { data = await res.json(); } catch (e) { data = null; }
@@ -102,7 +112,8 @@
       }
       if (previewUrl === null) showPreview(file);
       showResult(data, previewUrl, filename || file.name);
-      status.textContent = "Done: " + data.label + ", " + (data.confidence * 100).toFixed(1) + "%.";
+      status.textContent = (data.unsure ? "Not sure — closest match: " : "Done: ") + data.label +
+        ", " + (data.confidence * 100).toFixed(1) + "%.";
     } catch (e) {
       showError("Could not reach the server. Check your connection and try again.");
       status.textContent = "";

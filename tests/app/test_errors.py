@@ -7,6 +7,7 @@ import pytest
 
 from harness.hostile import png_declaring
 from harness.images import TEXT, encode, photo, truncated
+from app.model_service import model_service
 
 
 def error_of(response) -> tuple[int, str]:
@@ -123,11 +124,11 @@ def test_not_found_and_method_not_allowed(client):
 
 
 def test_unexpected_bug_is_a_json_500_without_details(app, client, monkeypatch):
-    service = app.extensions["classifier"]
+    service = model_service(app)
 
     def broken(*args):
         raise ZeroDivisionError("secret internal detail")
-    monkeypatch.setattr("app.api.prepare_uploads", broken)
+    monkeypatch.setattr(service, "classify", broken)
     r = client.post("/predict", data=encode(photo()), content_type="image/png")
     assert error_of(r) == (500, "internal_error")
     assert "secret" not in r.get_data(as_text=True)
@@ -135,7 +136,7 @@ def test_unexpected_bug_is_a_json_500_without_details(app, client, monkeypatch):
 
 
 def test_inference_failure_is_503_model_unavailable(app, client, monkeypatch):
-    predictor = app.extensions["classifier"].predictor
+    predictor = model_service(app).predictor
 
     def fails(images):
         raise RuntimeError("onnxruntime out of memory")

@@ -6,6 +6,7 @@ import io
 import pytest
 from PIL import Image
 
+from app.model_service import model_service
 from classifier.images import open_checked
 from harness.images import FORMATS, animated_gif, encode, exif_rotated_jpeg, mode_variants, photo
 
@@ -20,7 +21,7 @@ def check_prediction(body: dict, vocab: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def vocab(app):
-    return app.extensions["classifier"].info["vocab"]
+    return model_service(app).info["vocab"]
 
 
 def test_multipart_single_file(client, vocab):
@@ -48,7 +49,7 @@ def test_lying_image_content_type_is_sniffed(client):
 def test_several_files_are_one_batch_in_order(client, app, vocab, monkeypatch):
     images = [encode(photo(seed=i, colour=c))
               for i, c in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)])]
-    predictor = app.extensions["classifier"].predictor
+    predictor = model_service(app).predictor
     batches = []
     original = predictor.predict_prepared
     monkeypatch.setattr(predictor, "predict_prepared",
@@ -87,7 +88,7 @@ def test_exif_orientation_is_applied(client, app):
     data, upright = exif_rotated_jpeg()
     seen = open_checked(data)
     assert seen.size == upright.size  # rotated back to 64x48, not left at 48x64
-    predictor = app.extensions["classifier"].predictor
+    predictor = model_service(app).predictor
     expected = predictor.predict(seen)
     r = client.post("/predict", data=data, content_type="image/jpeg")
     assert r.get_json()["label"] == expected.label
@@ -97,7 +98,7 @@ def test_exif_orientation_is_applied(client, app):
 def test_animated_gif_uses_first_frame(client, app):
     data = animated_gif()
     first = Image.open(io.BytesIO(data)).convert("RGB")
-    predictor = app.extensions["classifier"].predictor
+    predictor = model_service(app).predictor
     r = client.post("/predict", data=data, content_type="image/gif")
     assert r.status_code == 200
     assert abs(r.get_json()["confidence"] - predictor.predict(first).confidence) < 1e-6

@@ -71,3 +71,18 @@ def test_gunicorn_exits_nonzero_with_one_clear_line(tmp_path):
     assert code not in (None, 0)
     assert "Model file not found" in output
     assert "Traceback" not in output
+
+
+def test_gunicorn_settings_are_used_and_warm_up_is_left_to_the_workers(model_dir):
+    from app import serve_preloaded
+    from app.config import load_settings
+    from app.model_service import model_service
+
+    settings = load_settings(environ={"MODEL_PATH": str(model_dir / "export.pkl"),
+                                     "MAX_BATCH": "3"})
+    serve_preloaded(settings)  # as gunicorn.conf.py does in the master
+    service = model_service(create_app())
+    assert service.settings is settings and not service.ready
+    assert service.warm_up() and service.ready  # post_worker_init, in each worker
+    # Only the one create_app() that gunicorn makes is affected.
+    assert start(model_dir / "export.pkl").test_client().get("/readyz").status_code == 200

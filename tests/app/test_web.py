@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from harness.images import encode, photo
+from app.model_service import model_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_post_renders_result_without_javascript(client, app):
     assert 'src="data:image/jpeg;base64,' in page  # the image is shown
     bars = re.findall(r'<span class="bar-label">([^<]+)</span>.*?'
                       r'<span class="bar-value">([\d.]+)%</span>', page, re.S)
-    vocab = app.extensions["classifier"].info["vocab"]
+    vocab = model_service(app).info["vocab"]
     assert sorted(b[0] for b in bars) == sorted(vocab)  # one bar per class
     values = [float(v) for _, v in bars]
     assert values == sorted(values, reverse=True)  # highest first
