@@ -23,7 +23,7 @@ from tests.proof.test_proof_browser import (  # noqa: F401  (fixtures used by na
     playwright,
     vocab,
 )
-from tests.servers import ROOT
+from harness.servers import ROOT
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -31,7 +31,7 @@ SCREENSHOT = ROOT / "docs" / "form.png"
 DESKTOP = {"viewport": {"width": 900, "height": 700}}
 
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(),
+              pytest.mark.skipif(CHROMIUM is None,
                                  reason="Chromium is not installed (apt-get install chromium)")]
 
 
