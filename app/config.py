@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifier.images import DEFAULT_MAX_IMAGE_PIXELS
+from classifier.images import (DEFAULT_MAX_DECLARED_PIXELS, DEFAULT_MAX_IMAGE_PIXELS,
+                               exact_decode_requested)
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -18,7 +19,7 @@ MB = 1024 * 1024
 # The environment variables read here (create_app's config accepts the same names).
 ENV_NAMES = ("MODEL_PATH", "PORT", "WEB_CONCURRENCY", "THREADS", "INFERENCE_THREADS",
              "INFERENCE_RUNTIME", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "MAX_BATCH", "API_KEY",
-             "CORS_ORIGINS", "READ_TIMEOUT")
+             "CORS_ORIGINS", "READ_TIMEOUT", "MAX_DECLARED_PIXELS", "EXACT_DECODE")
 
 
 class ConfigError(RuntimeError):
@@ -47,8 +48,11 @@ class Settings:
     threads: int = 8
     inference_threads: int = 1
     runtime: str = "auto"
-    max_upload_mb: float = 10.0
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    # A 108 MP phone JPEG is 20-35 MB; 200 MP ones reach about 50 MB.
+    max_upload_mb: float = 40.0
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # pixels decoded (see classifier/images.py)
+    max_declared_pixels: int = DEFAULT_MAX_DECLARED_PIXELS  # pixels a header may claim
+    exact_decode: bool = False  # decode uploads at full size, not at the size the model needs
     max_batch: int = 32
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
@@ -112,9 +116,12 @@ def load_settings(environ=None, overrides=None) -> Settings:
         threads=_int("THREADS", get("THREADS") or Settings.threads),
         inference_threads=inference_threads,
         runtime=runtime,
-        max_upload_mb=_float("MAX_UPLOAD_MB", get("MAX_UPLOAD_MB") or 10),
+        max_upload_mb=_float("MAX_UPLOAD_MB", get("MAX_UPLOAD_MB") or Settings.max_upload_mb),
         max_image_pixels=_int("MAX_IMAGE_PIXELS",
                               get("MAX_IMAGE_PIXELS") or DEFAULT_MAX_IMAGE_PIXELS),
+        max_declared_pixels=_int("MAX_DECLARED_PIXELS",
+                                 get("MAX_DECLARED_PIXELS") or DEFAULT_MAX_DECLARED_PIXELS),
+        exact_decode=exact_decode_requested({"EXACT_DECODE": get("EXACT_DECODE") or ""}),
         max_batch=_int("MAX_BATCH", get("MAX_BATCH") or 32),
         api_key=get("API_KEY"),
         cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),

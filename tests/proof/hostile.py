@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+import classifier.images  # noqa: F401 - registers pillow-heif, which writes and reads HEIF
+
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-        "BMP": "image/bmp", "TIFF": "image/tiff"}
-EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+        "BMP": "image/bmp", "TIFF": "image/tiff", "HEIF": "image/heic", "AVIF": "image/avif"}
+EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif",
+       "HEIF": "heic", "AVIF": "avif"}
 
 # The contract's error codes and the status each one goes with (issue 3).
 CODE_STATUS = {"missing_file": 400, "invalid_image": 400, "payload_too_large": 413,
@@ -65,7 +68,9 @@ def valid_images() -> dict[str, bytes]:
         "jpeg_cmyk": image_bytes("JPEG", mode="CMYK"),
         "jpeg_grayscale": image_bytes("JPEG", mode="L"),
         "jpeg_progressive": image_bytes("JPEG", progressive=True),
-        "jpeg_exif_rotated": _jpeg_exif_rotated(),
+        "jpeg_exif_rotated": _exif_rotated("JPEG"),
+        "heic_exif_rotated": _exif_rotated("HEIF"),
+        "avif_exif_rotated": _exif_rotated("AVIF"),
         "gif_animated": _gif_animated(),
         "webp_lossless_rgba": image_bytes("WEBP", mode="RGBA", lossless=True),
         "tiff_float": _tiff_float(),
@@ -91,12 +96,12 @@ def _png_gradient(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
-def _jpeg_exif_rotated() -> bytes:
+def _exif_rotated(fmt: str) -> bytes:
     im = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 60, 3), dtype=np.uint8))
     exif = Image.Exif()
     exif[0x0112] = 6
     buf = io.BytesIO()
-    im.save(buf, "JPEG", exif=exif)
+    im.save(buf, fmt, exif=exif)
     return buf.getvalue()
 
 
@@ -244,6 +249,20 @@ def bombs() -> dict[str, bytes]:
         "bomb_jpeg_144mp": jpeg_declaring(12000, 12000),
         "bomb_webp_144mp": webp_declaring(12000, 12000),
     }
+
+
+def heif_avif_declaring(width: int, height: int) -> dict[str, bytes]:
+    """HEIC and AVIF whose image-size ('ispe') box claims width x height over 48x40 pixels.
+
+    libheif and libavif check the claim against the coded stream, so these are refused as
+    invalid (400) or, where a header is believed, as too large (413): never decoded."""
+    out = {}
+    for fmt in ("HEIF", "AVIF"):
+        data = bytearray(image_bytes(fmt))
+        at = data.index(b"ispe") + 8  # box type, then 4 bytes of version and flags
+        data[at:at + 8] = struct.pack(">II", width, height)
+        out[f"{EXT[fmt]}_ispe_{width}x{height}"] = bytes(data)
+    return out
 
 
 # ---------------------------------------------------------------- junk
@@ -749,6 +768,9 @@ def corpus(max_upload_mb: float = 1.0, max_batch: int = 32, seed: int = 0,
         cases += file_cases(name, data, "any")
     for name, data in bombs().items():
         cases += file_cases(name, data, "error", codes=("image_too_large", "invalid_image"))
+    for width, height in ((50_000, 50_000), (20_000, 20_000), (2**32 - 1, 2**32 - 1)):
+        for name, data in heif_avif_declaring(width, height).items():
+            cases += file_cases(name, data, "error", codes=("image_too_large", "invalid_image"))
     for name, data in junk().items():
         cases += file_cases(name, data, "error",
                             codes=("invalid_image", "missing_file", "unsupported_media_type"))
