@@ -9,8 +9,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifier.images import (DEFAULT_MAX_DECLARED_PIXELS, DEFAULT_MAX_IMAGE_PIXELS,
-                               exact_decode_requested)
+from classifier.images import (
+    DEFAULT_MAX_DECLARED_PIXELS,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    exact_decode_requested,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024

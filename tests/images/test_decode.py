@@ -5,10 +5,16 @@ import pickle
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
-from classifier.images import (RGBLoader, ImageTooLarge, InvalidImage, decode_side, load_rgb,
-                               open_checked)
+from classifier.images import (
+    ImageTooLarge,
+    InvalidImage,
+    RGBLoader,
+    decode_side,
+    load_rgb,
+    open_checked,
+)
 from tests.images.conftest import big_photo, encode
 from tests.proof.hostile import heif_avif_declaring, jpeg_declaring, png_declaring
 
@@ -161,3 +167,19 @@ def test_heic_decoder_is_allow_listed_and_others_stay_out():
     with pytest.raises(InvalidImage, match="HEIC or AVIF"):
         open_checked(image_bytes("PPM", (16, 16)))
     assert open_checked(image_bytes("HEIF", (16, 16))).size == (16, 16)
+
+
+def test_training_check_decodes_large_jpegs_reduced_yet_finds_truncation(jpeg_12mp, tmp_path,
+                                                                         monkeypatch):
+    from classifier import images
+
+    decoded = []
+    real = images._normalise
+    monkeypatch.setattr(images, "_normalise",
+                        lambda im, side=None: decoded.append(real(im, side).size) or im)
+    good, cut = tmp_path / "good.jpg", tmp_path / "cut.jpg"
+    good.write_bytes(jpeg_12mp)
+    cut.write_bytes(jpeg_12mp[:len(jpeg_12mp) * 9 // 10])
+    assert images.verify_image_file(good) is None
+    assert decoded == [(1008, 756)]  # 1/4 scale, not 12 MP
+    assert "truncated" in images.verify_image_file(cut)
