@@ -38,8 +38,8 @@ def cpu_count() -> int:
 
 
 def default_workers(cpus: int) -> int:
-    # One process per core runs the network single-threaded, which measured
-    # fastest on 2 cores (README.md "Serving"); more processes only cost memory.
+    # One process per core, so decoding (CPU work in Python's thread) never waits for
+    # another request's; more processes only cost memory.
     return max(1, min(cpus, 4))
 
 
@@ -101,8 +101,10 @@ def load_settings(environ=None, overrides=None) -> Settings:
 
     cpus = cpu_count()
     workers = _int("WEB_CONCURRENCY", get("WEB_CONCURRENCY") or default_workers(cpus))
-    inference_threads = _int("INFERENCE_THREADS",
-                             get("INFERENCE_THREADS") or max(1, cpus // workers))
+    # Every worker's network may use every core, so a lone request is not held to one core;
+    # with all workers busy the cores are shared, which cost no throughput in
+    # benchmarks/serve_bench.py --ours 2x1 2x2 1x2 (docs/incoming/images.md).
+    inference_threads = _int("INFERENCE_THREADS", get("INFERENCE_THREADS") or cpus)
     runtime = str(get("INFERENCE_RUNTIME") or "auto").lower()
     if runtime not in ("auto", "onnx", "torch"):
         raise ConfigError(f"INFERENCE_RUNTIME must be auto, onnx or torch, not {runtime!r}.")
