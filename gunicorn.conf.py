@@ -2,7 +2,7 @@
 
 The master loads the model once (preload_app) and forks the workers, which
 share its memory. Worker, thread and inference-thread counts come from
-app/config.py, so that workers x inference threads never exceeds the cores.
+app/config.py, so the app and gunicorn agree on them.
 """
 import gc
 import os

@@ -10,7 +10,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifier.images import DEFAULT_MAX_IMAGE_PIXELS
+from classifier.images import (
+    DEFAULT_MAX_DECLARED_PIXELS,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    exact_decode_requested,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -29,8 +33,8 @@ def cpu_count() -> int:
 
 
 def default_workers(cpus: int) -> int:
-    # One process per core runs the network single-threaded, which measured
-    # fastest on 2 cores (docs/serving.md); more processes only cost memory.
+    # One process per core, so decoding (CPU work in Python's thread) never waits for
+    # another request's; more processes only cost memory.
     return max(1, min(cpus, 4))
 
 
@@ -43,10 +47,13 @@ class Settings:
     port: int = 8000
     workers: int = 1  # from load_settings: default_workers(CPUs)
     threads: int = 8
-    inference_threads: int = 1  # from load_settings: CPUs // workers
+    inference_threads: int = 1  # from load_settings: the CPU count
     runtime: str = "auto"
-    max_upload_mb: float = 10.0
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    # A 108 MP phone JPEG is 20-35 MB; 200 MP ones reach about 50 MB.
+    max_upload_mb: float = 40.0
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # pixels decoded (see classifier/images.py)
+    max_declared_pixels: int = DEFAULT_MAX_DECLARED_PIXELS  # pixels a header may claim
+    exact_decode: bool = False  # decode uploads at full size, not at the size the model needs
     max_batch: int = 32
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
@@ -71,7 +78,8 @@ ENV_FIELDS = {"MODEL_PATH": "model_path", "PORT": "port", "WEB_CONCURRENCY": "wo
               "MAX_IMAGE_PIXELS": "max_image_pixels", "MAX_BATCH": "max_batch",
               "API_KEY": "api_key", "CORS_ORIGINS": "cors_origins",
               "READ_TIMEOUT": "read_timeout", "UNSURE_THRESHOLD": "unsure_threshold",
-              "EXPLANATIONS": "explanations"}
+              "EXPLANATIONS": "explanations", "MAX_DECLARED_PIXELS": "max_declared_pixels",
+              "EXACT_DECODE": "exact_decode"}
 ENV_NAMES = tuple(ENV_FIELDS)
 
 
@@ -130,8 +138,10 @@ def load_settings(environ=None, overrides=None) -> Settings:
 
     cpus = cpu_count()
     workers = _int("WEB_CONCURRENCY", given("WEB_CONCURRENCY") or default_workers(cpus))
-    inference_threads = _int("INFERENCE_THREADS",
-                             given("INFERENCE_THREADS") or max(1, cpus // workers))
+    # Every worker's network may use every core, so a lone request is not held to one core;
+    # with all workers busy the cores are shared, which cost no throughput in
+    # benchmarks/serve_bench.py --ours 2x1 2x2 1x2 (docs/incoming/images.md).
+    inference_threads = _int("INFERENCE_THREADS", given("INFERENCE_THREADS") or cpus)
     runtime = str(get("INFERENCE_RUNTIME")).lower()
     if runtime not in RUNTIMES:
         raise ConfigError(f"INFERENCE_RUNTIME must be auto, onnx or torch, not {runtime!r}.")
@@ -150,6 +160,8 @@ def load_settings(environ=None, overrides=None) -> Settings:
         runtime=runtime,
         max_upload_mb=_float("MAX_UPLOAD_MB", get("MAX_UPLOAD_MB")),
         max_image_pixels=_int("MAX_IMAGE_PIXELS", get("MAX_IMAGE_PIXELS")),
+        max_declared_pixels=_int("MAX_DECLARED_PIXELS", get("MAX_DECLARED_PIXELS")),
+        exact_decode=exact_decode_requested({"EXACT_DECODE": given("EXACT_DECODE") or ""}),
         max_batch=_int("MAX_BATCH", get("MAX_BATCH")),
         api_key=given("API_KEY"),
         cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),

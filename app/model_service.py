@@ -21,7 +21,7 @@ from flask import current_app
 from app.errors import ApiError, ModelUnavailable
 from app.metrics import record_predictions
 from classifier.explain import ExplanationUnavailable, explain
-from classifier.images import ImageError, open_checked
+from classifier.images import ImageError, decode_side, open_checked
 from classifier.inference import Prediction, Predictor
 from classifier.model_files import ModelLoadError, load_learner_checked, sha256_file
 
@@ -59,7 +59,7 @@ class ModelService:
         self._failure: str | None = None
         self._lock = threading.Lock()
         # One upload decoded at a time per process: a worker then holds at most one
-        # full-size photo (up to MAX_IMAGE_PIXELS) in memory, however many threads it
+        # decoded photo (up to MAX_IMAGE_PIXELS) in memory, however many threads it
         # runs and however many files a request carries. Decoding is CPU work, and
         # there is one worker per core, so this costs no throughput.
         self._decode_slot = threading.Lock()
@@ -132,7 +132,11 @@ class ModelService:
         dropped.
         """
         with self._decode_slot:
-            image = open_checked(data, self.settings.max_image_pixels)
+            settings = self.settings
+            image = open_checked(data, settings.max_image_pixels,
+                                 min_side=None if settings.exact_decode
+                                 else decode_side(self.predictor.image_size),
+                                 max_declared=settings.max_declared_pixels)
             extra = on_image(image) if on_image else None
             return self.predictor.prepare(image), extra
 

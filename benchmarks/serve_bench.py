@@ -1,16 +1,22 @@
 """Serving benchmark: our gunicorn service against the tutorial way, same model, images, load.
 
-    .venv/bin/python benchmarks/serve_bench.py [--concurrency 1 4 8] [--duration 20]
+    .venv/bin/python benchmarks/serve_bench.py [--inputs small phone heic]
+        [--concurrency 1 4 8] [--duration 30] [--ours 2x1 1x2 ...]
 
 1. Builds a resnet18 at 224 px with fastai (vision_learner, pretrained=False:
-   weights do not change speed) and exports it, plus realistic 640x480 JPEGs.
-2. For each server in turn, started with its own command line:
-   - ours: `gunicorn -c gunicorn.conf.py "app:create_app()"` (harness/servers.py),
+   weights do not change speed) and exports it, plus the uploads of each input kind:
+   small (640x480 JPEGs), phone (12 MP 4032x3024 JPEGs stored sideways with EXIF
+   orientation 6, about 4 MB) and heic (the same 12 MP photos as HEIC).
+2. Starts every server once, each with its own command line:
+   - ours: `gunicorn -c gunicorn.conf.py "app:create_app()"` (harness/servers.py), with
+     its defaults or, per --ours WxI, WEB_CONCURRENCY=W and INFERENCE_THREADS=I,
    - tutorial: `gunicorn tutorial_app:app` in benchmarks/ (one sync worker, gunicorn's
-     defaults: what the fastai/fly.io tutorials deploy), calling learn.predict,
-   drives POST /predict (multipart `file`) from C client threads for T seconds
-   after a warm-up, and records every latency.
-3. Prints requests/s, p50/p95/p99 and the ratios; --json writes them too.
+     defaults: what the fastai/fly.io tutorials deploy), calling learn.predict
+     (it cannot read HEIC, so it sits out those rounds),
+   then for each input and client count C drives POST /predict (multipart `file`) from
+   C client threads, the servers taking turns in short rounds, and records every latency.
+3. Prints requests/s, p50/p95/p99 and the ratios, with the load average before and after
+   each run; --json writes them too.
 """
 from __future__ import annotations
 
@@ -54,7 +60,39 @@ def make_photo(rng, size=(640, 480)) -> Image.Image:
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
-def build_assets(workdir: Path, size: int, n_images: int) -> tuple[Path, list[bytes]]:
+def phone_photo(rng, orientation: int | None = 6) -> Image.Image:
+    """A 12 MP photo as a phone stores it: 4032x3024, landscape, EXIF saying how to turn it."""
+    im = make_photo(rng, (1008, 756)).resize((4032, 3024), Image.Resampling.BICUBIC)
+    noisy = np.asarray(im, dtype=np.int16) + rng.normal(0, 3, (3024, 4032, 3)).astype(np.int16)
+    im = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    if orientation:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        im.info["exif"] = exif.tobytes()
+    return im
+
+
+# name -> (filename, MIME type, how many distinct uploads)
+INPUTS = {"small": ("photo.jpg", "image/jpeg"), "phone": ("IMG_0001.jpg", "image/jpeg"),
+          "heic": ("IMG_0001.heic", "image/heic")}
+
+
+def upload_images(kind: str, rng, n_images: int) -> list[bytes]:
+    import classifier.images  # noqa: F401 - registers the HEIF writer
+
+    out = []
+    for _ in range(n_images if kind == "small" else min(n_images, 4)):
+        im = make_photo(rng) if kind == "small" else phone_photo(rng)
+        buf = io.BytesIO()
+        if kind == "heic":
+            im.save(buf, "HEIF", quality=80, exif=im.info["exif"])
+        else:
+            im.save(buf, "JPEG", quality=90, exif=im.info.get("exif", b""))
+        out.append(buf.getvalue())
+    return out
+
+
+def build_assets(workdir: Path, size: int, n_images: int, kinds) -> tuple[Path, dict]:
     rng = np.random.default_rng(0)
     data = workdir / "data"
     for label in ("cat", "dog", "bird"):
@@ -64,12 +102,7 @@ def build_assets(workdir: Path, size: int, n_images: int) -> tuple[Path, list[by
     model = workdir / "export.pkl"
     if not model.exists():
         export_like_a_notebook(data, model, size=size, epochs=0, bs=4)
-    images = []
-    for _ in range(n_images):
-        buf = io.BytesIO()
-        make_photo(rng).save(buf, "JPEG", quality=90)
-        images.append(buf.getvalue())
-    return model, images
+    return model, {kind: upload_images(kind, rng, n_images) for kind in kinds}
 
 
 class TutorialServer:
@@ -94,7 +127,7 @@ class TutorialServer:
             if self.proc.poll() is not None:
                 raise RuntimeError("tutorial server exited")
             try:
-                if post(self.url, image, requests).status_code == 200:
+                if post(self.url, image, requests, INPUTS["small"]).status_code == 200:
                     return
             except requests.RequestException:
                 time.sleep(0.5)
@@ -108,12 +141,16 @@ class TutorialServer:
             self.proc.kill()
 
 
-def post(url: str, image: bytes, session) -> requests.Response:
-    return session.post(url + "/predict", files={"file": ("photo.jpg", image, "image/jpeg")},
+def post(url: str, image: bytes, session, name_type=INPUTS["small"]) -> requests.Response:
+    return session.post(url + "/predict", files={"file": (*name_type[:1], image, name_type[1])},
                         timeout=60)
 
 
-def drive(url: str, images: list[bytes], concurrency: int, duration: float,
+def uptime() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def drive(url: str, images: list[bytes], concurrency: int, duration: float, kind: str = "small",
           warmup: float = 2.0) -> tuple[list[float], int]:
     """C threads posting images back to back for `duration` s after a warm-up.
 
@@ -132,7 +169,7 @@ def drive(url: str, images: list[bytes], concurrency: int, duration: float,
             if t0 >= stop_at:
                 return
             try:
-                ok = post(url, images[i % len(images)], session).status_code == 200
+                ok = post(url, images[i % len(images)], session, INPUTS[kind]).status_code == 200
             except requests.RequestException:
                 ok = False
             t1 = time.monotonic()
@@ -152,11 +189,12 @@ def drive(url: str, images: list[bytes], concurrency: int, duration: float,
     return latencies, failures[0]
 
 
-def summarise(server: str, concurrency: int, latencies: list[float], failed: int,
-              seconds: float) -> dict:
+def summarise(server: str, kind: str, concurrency: int, latencies: list[float], failed: int,
+              seconds: float, loads: tuple[str, str]) -> dict:
     lat = np.array(latencies) * 1000
     pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
-    return {"server": server, "concurrency": concurrency, "requests": len(latencies),
+    return {"server": server, "input": kind, "concurrency": concurrency,
+            "load_before": loads[0], "load_after": loads[1], "requests": len(latencies),
             "failed": failed, "rps": len(latencies) / seconds,
             "p50": pct(50), "p95": pct(95), "p99": pct(99)}
 
@@ -174,43 +212,56 @@ def machine() -> str:
             f"{platform.release()}, Python {platform.python_version()}")
 
 
+def ours_env(args, spec: str | None) -> dict:
+    env = {"THREADS": args.threads, "INFERENCE_RUNTIME": args.runtime,
+           "WEB_CONCURRENCY": args.workers, "INFERENCE_THREADS": args.inference_threads}
+    if spec:
+        workers, inference_threads = spec.lower().split("x")
+        env.update(WEB_CONCURRENCY=workers, INFERENCE_THREADS=inference_threads)
+    return {k: str(v) for k, v in env.items() if v is not None}
+
+
 def run(args) -> list[dict]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    model, images = build_assets(workdir, args.size, args.images)
+    model, images = build_assets(workdir, args.size, args.images, args.inputs)
     rows = []
-    env = {"WEB_CONCURRENCY": args.workers, "THREADS": args.threads,
-           "INFERENCE_THREADS": args.inference_threads, "INFERENCE_RUNTIME": args.runtime}
-    env = {k: str(v) for k, v in env.items() if v is not None}
-    if "WEB_CONCURRENCY" not in env or "THREADS" not in env:
-        from app.config import load_settings
-        defaults = load_settings(environ={})
-        env.setdefault("WEB_CONCURRENCY", str(defaults.workers))
-        env.setdefault("THREADS", str(defaults.threads))
-    ours = GunicornServer(model, env=env)
-    servers = {"ours": ours}
+    servers = {}
     try:
-        ours.start()
+        for spec in args.ours or [None]:
+            name = f"ours {spec}" if spec else "ours"
+            servers[name] = GunicornServer(model, env=ours_env(args, spec))
+            servers[name].start()
         if not args.skip_tutorial:
             servers["tutorial"] = TutorialServer(model)
-            servers["tutorial"].wait_ready(images[0])
-        # Both servers stay up (an idle one costs no CPU) and are driven in alternating
-        # rounds, so a neighbour's load on a shared machine falls on both alike.
+            servers["tutorial"].wait_ready(images[args.inputs[0]][0]
+                                           if args.inputs[0] != "heic" else
+                                           upload_images("small", np.random.default_rng(1), 1)[0])
+        # All servers stay up (an idle one costs no CPU) and are driven in alternating
+        # rounds, so a neighbour's load on a shared machine falls on each alike.
         per_round = args.duration / args.rounds
-        for c in args.concurrency:
-            for server in servers.values():
-                drive(server.url, images, c, 0, warmup=2.0)  # warm connections and caches
-            collected = {name: ([], 0) for name in servers}
-            for _ in range(args.rounds):
-                for name, server in servers.items():
-                    lat, failed = drive(server.url, images, c, per_round, warmup=0.5)
-                    collected[name] = (collected[name][0] + lat, collected[name][1] + failed)
-            for name, (lat, failed) in collected.items():
-                row = summarise(name, c, lat, failed, args.duration)
-                rows.append(row)
-                print(f"{name:9s} c={c:<3d} {row['rps']:7.1f} req/s  p50 {row['p50']:7.1f} ms  "
-                      f"p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  "
-                      f"failed {row['failed']}", flush=True)
+        for kind in args.inputs:
+            # fastai's PILImage.create cannot read HEIC: the tutorial way answers 500 to it
+            driven = {n: s for n, s in servers.items() if not (kind == "heic" and n == "tutorial")}
+            for c in args.concurrency:
+                for server in driven.values():  # warm connections and caches
+                    drive(server.url, images[kind], c, 0, kind, warmup=2.0)
+                before = uptime()
+                collected = {name: ([], 0) for name in driven}
+                for _ in range(args.rounds):
+                    for name, server in driven.items():
+                        lat, failed = drive(server.url, images[kind], c, per_round, kind,
+                                            warmup=0.5)
+                        collected[name] = (collected[name][0] + lat,
+                                           collected[name][1] + failed)
+                after = uptime()
+                print(f"{kind} c={c}: before {before}; after {after}", flush=True)
+                for name, (lat, failed) in collected.items():
+                    row = summarise(name, kind, c, lat, failed, args.duration, (before, after))
+                    rows.append(row)
+                    print(f"  {name:12s} {row['rps']:7.1f} req/s  p50 {row['p50']:7.1f} ms  "
+                          f"p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  "
+                          f"failed {row['failed']}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -218,35 +269,40 @@ def run(args) -> list[dict]:
 
 
 def table(rows: list[dict], config: str) -> str:
-    by = {(r["server"], r["concurrency"]): r for r in rows}
-    load = os.getloadavg()[0]
-    lines = [f"Machine: {machine()}; 1-min load average at the end: {load:.1f}. "
-             f"Model: resnet18 at 224 px, 640x480 JPEG uploads. Ours: {config}.", "",
-             "| clients | server | req/s | p50 ms | p95 ms | p99 ms | failed |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
-    for c in sorted({r["concurrency"] for r in rows}):
-        for name in ("ours", "tutorial"):
-            r = by.get((name, c))
-            if r:
-                lines.append(f"| {c} | {name} | {r['rps']:.1f} | {r['p50']:.0f} | "
-                             f"{r['p95']:.0f} | {r['p99']:.0f} | {r['failed']} |")
-        ours, tut = by.get(("ours", c)), by.get(("tutorial", c))
-        if ours and tut:
-            lines.append(f"| {c} | **ratio** | **{ours['rps'] / tut['rps']:.2f}x** | "
-                         f"**{ours['p50'] / tut['p50']:.2f}x** | "
-                         f"{ours['p95'] / tut['p95']:.2f}x | {ours['p99'] / tut['p99']:.2f}x | |")
+    lines = [f"Machine: {machine()}. Model: resnet18 at 224 px. Ours: {config}.", "",
+             ("| input | clients | server | req/s | p50 ms | p95 ms | p99 ms | failed | "
+              "load avg before -> after |"),
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for kind in dict.fromkeys(r["input"] for r in rows):
+        for c in sorted({r["concurrency"] for r in rows if r["input"] == kind}):
+            group = [r for r in rows if r["input"] == kind and r["concurrency"] == c]
+            tut = next((r for r in group if r["server"] == "tutorial"), None)
+            for r in group:
+                lines.append(f"| {kind} | {c} | {r['server']} | {r['rps']:.1f} | {r['p50']:.0f} | "
+                             f"{r['p95']:.0f} | {r['p99']:.0f} | {r['failed']} | "
+                             f"{r['load_before'][13:]} -> {r['load_after'][13:]} |")
+            for r in group:
+                if tut and r is not tut:
+                    lines.append(f"| {kind} | {c} | **{r['server']} / tutorial** | "
+                                 f"**{r['rps'] / tut['rps']:.2f}x** | "
+                                 f"**{r['p50'] / tut['p50']:.2f}x** | "
+                                 f"{r['p95'] / tut['p95']:.2f}x | {r['p99'] / tut['p99']:.2f}x | | |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--inputs", nargs="+", choices=sorted(INPUTS),
+                        default=["small", "phone", "heic"])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--duration", type=float, default=30.0,
-                        help="measured seconds per server and concurrency")
+                        help="measured seconds per server, input and concurrency")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds the duration is split into")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--ours", nargs="+", metavar="WxI",
+                        help="several of ours side by side: WEB_CONCURRENCY x INFERENCE_THREADS")
     parser.add_argument("--workers", type=int, help="WEB_CONCURRENCY for ours (default: ours)")
     parser.add_argument("--threads", type=int, help="THREADS for ours")
     parser.add_argument("--inference-threads", type=int, help="INFERENCE_THREADS for ours")
@@ -255,12 +311,14 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "serve"))
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
+    print(f"start: {uptime()}", flush=True)
     rows = run(args)
     config = ", ".join(f"{k}={getattr(args, k)}" for k in
                        ("workers", "threads", "inference_threads", "runtime")
                        if getattr(args, k) is not None) or "default settings"
     print()
     print(table(rows, config))
+    print(f"\nend: {uptime()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from app.errors import ERRORS
-from harness.images import FORMATS, animated_gif, exif_rotated_jpeg, image_bytes, truncated
+from harness.images import EXT, FORMATS, animated_gif, exif_rotated, image_bytes, truncated
 
 
 # ---------------------------------------------------------------- images
@@ -47,7 +47,9 @@ def valid_images() -> dict[str, bytes]:
         "jpeg_cmyk": image_bytes("JPEG", mode="CMYK"),
         "jpeg_grayscale": image_bytes("JPEG", mode="L"),
         "jpeg_progressive": image_bytes("JPEG", progressive=True),
-        "jpeg_exif_rotated": exif_rotated_jpeg()[0],
+        "jpeg_exif_rotated": exif_rotated("JPEG")[0],
+        "heic_exif_rotated": exif_rotated("HEIF")[0],
+        "avif_exif_rotated": exif_rotated("AVIF")[0],
         "gif_animated": animated_gif(),
         "webp_lossless_rgba": image_bytes("WEBP", mode="RGBA", lossless=True),
         "tiff_float": _tiff_float(),
@@ -210,6 +212,20 @@ def bombs() -> dict[str, bytes]:
         "bomb_jpeg_144mp": jpeg_declaring(12000, 12000),
         "bomb_webp_144mp": webp_declaring(12000, 12000),
     }
+
+
+def heif_avif_declaring(width: int, height: int) -> dict[str, bytes]:
+    """HEIC and AVIF whose image-size ('ispe') box claims width x height over 48x40 pixels.
+
+    libheif and libavif check the claim against the coded stream, so these are refused as
+    invalid (400) or, where a header is believed, as too large (413): never decoded."""
+    out = {}
+    for fmt in ("HEIF", "AVIF"):
+        data = bytearray(image_bytes(fmt))
+        at = data.index(b"ispe") + 8  # box type, then 4 bytes of version and flags
+        data[at:at + 8] = struct.pack(">II", width, height)
+        out[f"{EXT[fmt]}_ispe_{width}x{height}"] = bytes(data)
+    return out
 
 
 # ---------------------------------------------------------------- junk
@@ -670,6 +686,9 @@ def corpus(max_upload_mb: float = 1.0, max_batch: int = 32, seed: int = 0,
         cases += file_cases(name, data, "any")
     for name, data in bombs().items():
         cases += file_cases(name, data, "error", codes=("image_too_large", "invalid_image"))
+    for width, height in ((50_000, 50_000), (20_000, 20_000), (2**32 - 1, 2**32 - 1)):
+        for name, data in heif_avif_declaring(width, height).items():
+            cases += file_cases(name, data, "error", codes=("image_too_large", "invalid_image"))
     for name, data in junk().items():
         cases += file_cases(name, data, "error",
                             codes=("invalid_image", "missing_file", "unsupported_media_type"))

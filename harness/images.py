@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
+import classifier.images  # noqa: F401 - registers pillow-heif, which writes and reads HEIF
+
+FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF"]
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-        "BMP": "image/bmp", "TIFF": "image/tiff"}
-EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+        "BMP": "image/bmp", "TIFF": "image/tiff", "HEIF": "image/heic", "AVIF": "image/avif"}
+EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif",
+       "HEIF": "heic", "AVIF": "avif"}
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 TEXT = b"hello, this is not an image\n" * 10
 
@@ -55,13 +58,13 @@ def make_image_folder(root: Path, per_class: int = 16, size=(48, 40), seed: int 
     return root
 
 
-def exif_rotated_jpeg() -> tuple[bytes, Image.Image]:
-    """A JPEG stored sideways with EXIF orientation 6, and the upright image it shows."""
+def exif_rotated(fmt: str = "JPEG") -> tuple[bytes, Image.Image]:
+    """An image stored sideways with EXIF orientation 6, and the upright image it shows."""
     upright = photo((64, 48))
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 undoes this
     exif = Image.Exif()
     exif[0x0112] = 6
-    return encode(stored, "JPEG", exif=exif.tobytes(), quality=95), upright
+    return encode(stored, fmt, exif=exif.tobytes(), quality=95), upright
 
 
 def mode_variants() -> dict[str, bytes]:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifier.images import load_rgb, verify_image_file
+from classifier.images import RGBLoader, verify_image_file
 from training import UsageError
 
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
@@ -225,7 +225,8 @@ def item_transforms(size: int, augment: bool):
 
 
 def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int = 0):
-    """The DataBlock of every model we train: get_x is classifier.images.load_rgb."""
+    """The DataBlock of every model we train: get_x is classifier.images.RGBLoader(size),
+    which decodes each photo no larger than twice `size`, exactly as serving does."""
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import IndexSplitter, parent_label
     from fastai.vision.data import ImageBlock
@@ -234,7 +235,7 @@ def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int
     training = list(ds.train) + list(ds.extra)
     items = training + list(ds.valid)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=ds.vocab)),
-                      get_x=load_rgb, get_y=parent_label,
+                      get_x=RGBLoader(size), get_y=parent_label,
                       splitter=IndexSplitter(range(len(training), len(items))),
                       item_tfms=item_tfms, batch_tfms=batch_tfms)
     return block.dataloaders(items, bs=bs, num_workers=num_workers)

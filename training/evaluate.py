@@ -21,10 +21,11 @@ BATCH = 64
 
 
 def predict_files(predictor, paths: list[Path]) -> np.ndarray:
-    """(n, classes) probabilities for image files, in batches."""
-    from classifier.images import load_rgb
+    """(n, classes) probabilities for image files, in batches, decoded as serving does."""
+    from classifier.images import RGBLoader
 
-    rows = [predictor.probabilities([load_rgb(p) for p in paths[i:i + BATCH]])
+    load = RGBLoader(predictor.image_size)
+    rows = [predictor.probabilities([load(p) for p in paths[i:i + BATCH]])
             for i in range(0, len(paths), BATCH)]
     return np.concatenate(rows) if rows else np.zeros((0, len(predictor.vocab)))
 

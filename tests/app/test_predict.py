@@ -8,7 +8,7 @@ from PIL import Image
 
 from app.model_service import model_service
 from classifier.images import open_checked
-from harness.images import FORMATS, animated_gif, encode, exif_rotated_jpeg, mode_variants, photo
+from harness.images import FORMATS, animated_gif, encode, exif_rotated, mode_variants, photo
 
 
 def check_prediction(body: dict, vocab: list[str]) -> None:
@@ -85,7 +85,7 @@ def test_every_mode_is_normalised(client, vocab, name):
 
 
 def test_exif_orientation_is_applied(client, app):
-    data, upright = exif_rotated_jpeg()
+    data, upright = exif_rotated()
     seen = open_checked(data)
     assert seen.size == upright.size  # rotated back to 64x48, not left at 48x64
     predictor = model_service(app).predictor

@@ -18,8 +18,14 @@ ARTIFACTS = ROOT / "test-artifacts"
 FIGURES = ARTIFACTS / "proof_figures.json"
 
 # The fuzz/browser server's limits, set low so oversize and bomb cases are cheap to send.
+# gunicorn's worker timeout is shortened (from the config's 60 s) only so that the slow-client
+# test, which checks that a stalled client is cut off within it, stays short.
+# MAX_DECLARED_PIXELS is lowered too: a baseline JPEG declaring 144 MP decodes at 1/8 scale
+# (2.25 MP, under MAX_IMAGE_PIXELS), so only the header ceiling refuses it as too large.
 PROOF_ENV = {"MAX_UPLOAD_MB": "1", "MAX_IMAGE_PIXELS": "4000000", "MAX_BATCH": "8",
-             "WEB_CONCURRENCY": "2", "THREADS": "2"}
+             "MAX_DECLARED_PIXELS": "100000000",
+             "WEB_CONCURRENCY": "2", "THREADS": "2", "GUNICORN_CMD_ARGS": "--timeout 15"}
+
 
 
 def record_figures(**figures) -> None:
