@@ -58,7 +58,7 @@ def test_report_is_served_with_its_images(trained_client, trained_model):
     assert r.status_code == 200 and r.mimetype == "text/html"
     page = r.get_data(as_text=True)
     assert '<base href="/report/">' in page and "Training report" in page
-    images = re.findall(r"<img src='([^']+)'", page)
+    images = re.findall(r"<img src=[\"']([^\"']+)[\"']", page)
     assert "confusion_matrix.png" in images
     for name in images:
         image = trained_client.get("/report/" + name)
