@@ -130,11 +130,20 @@ def predicted(server, data: bytes) -> dict:
     return r.json()
 
 
-def check_result_is_for(page, vocab, expected: dict, filename: str) -> None:
+SHOWN_IMAGE = """async () => {
+    const response = await fetch(document.getElementById("result-image").src);
+    return Array.from(new Uint8Array(await response.arrayBuffer()));
+}"""
+
+
+def check_result_is_for(page, vocab, server, data: bytes, filename: str) -> None:
+    """The result shown is the one /predict gives for `data`, beside that very image."""
+    expected = predicted(server, data)
     assert check_result(page, vocab) == expected["label"]
     assert page.locator("#result-confidence").inner_text().strip() == \
         f"{expected['confidence'] * 100:.1f}%"
     assert page.locator("#result-filename").inner_text().strip() == filename
+    assert bytes(page.evaluate(SHOWN_IMAGE)) == data, "the result shows another image"
 
 
 def test_one_click_example(open_page, vocab, proof_server):
@@ -145,8 +154,7 @@ def test_one_click_example(open_page, vocab, proof_server):
     name = clicked.get_attribute("value")
     image = requests.get(proof_server.url + clicked.get_attribute("data-src"), timeout=10)
     clicked.click()
-    check_result_is_for(page, vocab, predicted(proof_server, image.content),
-                        name.rsplit("/", 1)[-1])
+    check_result_is_for(page, vocab, proof_server, image.content, name.rsplit("/", 1)[-1])
     assert not page.errors, page.errors
     shot(page, "example")
 
@@ -166,7 +174,7 @@ def test_drop_a_file_on_the_form(open_page, vocab, proof_server):
                                                    "image/png"])
     page.dispatch_event("#drop-zone", "dragenter", {"dataTransfer": transfer})
     page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
-    check_result_is_for(page, vocab, predicted(proof_server, data), "dropped.png")
+    check_result_is_for(page, vocab, proof_server, data, "dropped.png")
     assert page.evaluate("document.getElementById('file').files[0].name") == "dropped.png"
     assert not page.errors, page.errors
     shot(page, "drop")
@@ -179,7 +187,7 @@ def test_paste_an_image(open_page, vocab, proof_server):
                                                    "image/png"])
     page.evaluate("""(transfer) => document.dispatchEvent(new ClipboardEvent("paste",
         {clipboardData: transfer, bubbles: true, cancelable: true}))""", transfer)
-    check_result_is_for(page, vocab, predicted(proof_server, data), "pasted.png")
+    check_result_is_for(page, vocab, proof_server, data, "pasted.png")
     assert not page.errors, page.errors
     shot(page, "paste")
 
