@@ -104,7 +104,7 @@ class BestWeights(SkipsResumedEpochs, SaveModelCallback):
 
 class EarlyStop(SkipsResumedEpochs, EarlyStoppingCallback):
     """fastai's EarlyStoppingCallback, its patience counted across the fits of a run. It only
-    notes the stop; Progress saves and prints the epoch first, then cancels the fit."""
+    notes the stop; TrainingRun saves and prints the epoch first, then cancels the fit."""
 
     stopped = False
 
@@ -118,13 +118,13 @@ class EarlyStop(SkipsResumedEpochs, EarlyStoppingCallback):
 
     def after_epoch(self):
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # Progress prints the reason itself
+            with contextlib.redirect_stdout(io.StringIO()):  # TrainingRun prints the reason itself
                 super().after_epoch()
         except CancelFitException:
             self.stopped = True
 
 
-class Progress(Callback):
+class TrainingRun(Callback):
     """The run's history across its fits: after each epoch it writes the checkpoint, then prints
     the epoch's line (on a terminal fastai's progress bars show it instead), and after each
     batch it stops the fit when a signal came."""
@@ -221,7 +221,7 @@ def phases(config, lr: float) -> list[tuple[bool, int, object, dict]]:
             (False, config.epochs, slice(lr / 2 / 100, lr / 2), {"pct_start": 0.3, "div": 5.0})]
 
 
-def resumable_fit(learn, progress: Progress, saved: dict | None) -> None:
+def resumable_fit(learn, progress: TrainingRun, saved: dict | None) -> None:
     """Run the phases (from the checkpoint's phase and epoch when resuming). On a signal the
     checkpoint is written and Interrupted raised; `progress` holds the history."""
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)

@@ -216,7 +216,7 @@ def run(argv, command: str, stop) -> int:
     try:
         learn = build_learner(dls, config, arch, workdir)
         plain = not sys.stdout.isatty()
-        if plain:  # one clean line per epoch (printed by checkpoint.Progress), no progress bars
+        if plain:  # one clean line per epoch (printed by checkpoint.TrainingRun), no progress bars
             from fastai.callback.progress import ProgressCallback
             learn.remove_cb(ProgressCallback)
             learn.logger = lambda *args: None
@@ -231,7 +231,7 @@ def run(argv, command: str, stop) -> int:
             config = dataclasses.replace(config, lr=suggest_lr(learn))
 
         # -- fit (a checkpoint after every epoch; Ctrl-C / SIGTERM save one and stop) --
-        progress = checkpoint.Progress(config, out, stop, plain)
+        progress = checkpoint.TrainingRun(config, out, stop, plain)
         try:
             checkpoint.resumable_fit(learn, progress, saved)
         except KeyboardInterrupt:

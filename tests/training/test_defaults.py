@@ -144,6 +144,7 @@ def test_an_extra_label_the_data_does_not_have_is_refused(tmp_path, capsys):
     assert not (tmp_path / "m.pkl").exists()
 
 
+@pytest.mark.slow
 def test_another_architecture_trains_and_serves(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=6)
     out = tmp_path / "models" / "export.pkl"

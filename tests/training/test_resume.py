@@ -34,7 +34,8 @@ def test_ctrl_c_exits_130_with_a_resumable_checkpoint_that_replaced_the_old_one(
     data = make_image_folder(tmp_path / "data", per_class=6)
     out = tmp_path / "models" / "export.pkl"
     old_checkpoint(out)
-    argv = [str(data), *FAST, "--epochs", "2", "--out", str(out)]
+    # --early-stop brings in fastai's SaveModelCallback/EarlyStoppingCallback, whose state resumes too
+    argv = [str(data), *FAST, "--epochs", "2", "--early-stop", "5", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "training.train", *argv], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -52,6 +53,9 @@ def test_ctrl_c_exits_130_with_a_resumable_checkpoint_that_replaced_the_old_one(
     assert train.main(["--resume", *argv]) == 0  # the same flags again: accepted
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["training"]["resumed"] is True and [h["epoch"] for h in meta["history"]] == [1, 2]
+    best = min(meta["history"], key=lambda h: h["valid_loss"])
+    assert meta["training"]["best_epoch"] == best["epoch"]
+    assert meta["metrics"]["validation"]["loss"] == pytest.approx(best["valid_loss"], abs=1e-3)
     assert not checkpoint.checkpoint_path(out).exists() and leftovers(out.parent) == []
 
 
