@@ -15,7 +15,6 @@ import threading
 from dataclasses import dataclass
 
 import torch
-
 from flask import current_app
 
 from app.errors import ApiError, ModelUnavailable
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 EXTENSION = "classifier"  # the service's key in app.extensions
 
 
-def model_service(app=None) -> "ModelService":
+def model_service(app=None) -> ModelService:
     """The ModelService of `app` (default: the app handling this request)."""
     return (app or current_app).extensions[EXTENSION]
 
@@ -69,7 +68,7 @@ class ModelService:
         app.extensions[EXTENSION] = self
 
     # -- lifecycle --------------------------------------------------------
-    def load(self) -> "ModelService":
+    def load(self) -> ModelService:
         """Load and check the export; raises ModelLoadError with one line saying why not."""
         torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
         path = self.settings.model_path

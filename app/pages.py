@@ -1,7 +1,10 @@
 """Pages for people beside the form: the API docs (/docs) and the training report (/report)."""
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, render_template, request, send_from_directory, url_for
+from markupsafe import Markup, escape
 
 from app.errors import ApiError
 from app.model_service import model_service
@@ -9,6 +12,12 @@ from app.openapi import openapi_document
 
 bp = Blueprint("pages", __name__)
 REPORT_PAGE = "report.html"
+
+
+@bp.app_template_filter("code_spans")
+def code_spans(text: str) -> Markup:
+    """OpenAPI descriptions are CommonMark: show their `code` spans as code (escaped)."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
 def schema_type(schema: dict) -> str:

@@ -99,9 +99,9 @@
     status.textContent = "Classifying…";
     form.setAttribute("aria-busy", "true");
     try {
-      const url = explainBox && explainBox.checked ? predictUrl + "?explain=1" : predictUrl;
-      const res = await fetch(url, { method: "POST", body: body,
-                                            headers: { "Accept": "application/json" } });
+      const explain = explainBox && explainBox.checked ? "?explain=1" : "";
+      const res = await fetch(predictUrl + explain, { method: "POST", body: body,
+                                                      headers: { "Accept": "application/json" } });
       let data = null;
       try { data = await res.json(); } catch (e) { data = null; }
       if (!res.ok || !data || data.error) {

@@ -166,7 +166,7 @@ def test_without_the_pytorch_model_explain_is_a_409_of_its_own(make_app, runtime
 class StubPredictor:
     """A 'network' whose class-1 score is the mean red of the image: Grad-CAM must find red."""
 
-    vocab = ["other", "red"]
+    vocab = ("other", "red")
 
     def __init__(self):
         import threading

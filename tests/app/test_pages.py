@@ -18,7 +18,7 @@ def trained_client(make_app, trained_model):
 
 
 def card(page: str) -> dict[str, str]:
-    section = re.search(r'<section id="model-card".*?</section>', page, re.S).group(0)
+    section = re.search(r'<section id="model-card".*?</section>', page, re.DOTALL).group(0)
     return {unescape(t): unescape(d) for t, d in
             re.findall(r"<dt>([^<]+)</dt><dd>([^<]*)</dd>", section)}
 
