@@ -183,3 +183,12 @@ def test_training_check_decodes_large_jpegs_reduced_yet_finds_truncation(jpeg_12
     assert images.verify_image_file(good) is None
     assert decoded == [(1008, 756)]  # 1/4 scale, not 12 MP
     assert "truncated" in images.verify_image_file(cut)
+
+
+def test_multi_picture_jpeg_from_a_phone_is_reduced_too():
+    """Phones store MPO (a JPEG followed by more JPEGs); its first picture is the photo."""
+    first, second = big_photo((2000, 1500), seed=4), big_photo((2000, 1500), seed=5)
+    data = encode(first, "MPO", save_all=True, append_images=[second])
+    im = open_checked(data, max_pixels=1_000_000, min_side=decode_side(64))
+    assert im.size == (250, 188)  # 1/8 scale
+    assert close_to(im, first) < close_to(im, second) / 3
