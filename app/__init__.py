@@ -15,6 +15,7 @@ import os
 from flask import Flask
 
 from app.config import ENV_NAMES, ROOT, load_settings
+from app.upload_deadline import with_upload_deadline
 from classifier.model_files import ModelLoadError
 
 __all__ = ["create_app", "ModelLoadError"]
@@ -23,22 +24,6 @@ __all__ = ["create_app", "ModelLoadError"]
 # buffer too, which takes 64 KiB reads, so it must stay well above that.
 FORM_MEMORY_BYTES = 512 * 1024
 FORM_PARTS_SLACK = 8  # form parts beyond MAX_BATCH files (the example button, etc.)
-
-
-def with_read_timeout(wsgi_app, seconds: float):
-    """Bound how long a client may pause while the app reads its request (READ_TIMEOUT).
-
-    gunicorn's gthread worker reads the body in a blocking socket call with no timeout,
-    so a client that stalls mid-upload would hold a thread forever. With a timeout the
-    read fails, the client gets a 400 and the thread is free again. (gthread resets the
-    socket to blocking before each request, so keep-alive is not affected.)
-    """
-    def app(environ, start_response):
-        sock = environ.get("gunicorn.socket")
-        if sock is not None:
-            sock.settimeout(seconds)
-        return wsgi_app(environ, start_response)
-    return app
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -63,7 +48,8 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.config.update({k: v for k, v in config.items() if k not in ENV_NAMES})
     app.json.sort_keys = False  # probabilities stay in vocab order
-    app.wsgi_app = with_read_timeout(app.wsgi_app, settings.read_timeout)
+    app.wsgi_app = with_upload_deadline(app.wsgi_app, settings.read_timeout,
+                                        settings.min_upload_kbps * 1024)
     app.extensions["classifier"] = service
 
     from app import api, health, web

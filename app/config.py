@@ -18,7 +18,8 @@ MB = 1024 * 1024
 # The environment variables read here (create_app's config accepts the same names).
 ENV_NAMES = ("MODEL_PATH", "PORT", "WEB_CONCURRENCY", "THREADS", "INFERENCE_THREADS",
              "INFERENCE_RUNTIME", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "MAX_BATCH", "API_KEY",
-             "CORS_ORIGINS", "READ_TIMEOUT")
+             "CORS_ORIGINS", "READ_TIMEOUT", "HEADER_TIMEOUT", "MIN_UPLOAD_KBPS",
+             "MAX_CONNECTIONS")
 
 
 class ConfigError(RuntimeError):
@@ -53,6 +54,10 @@ class Settings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     read_timeout: float = 10.0
+    # Slow-client bounds (app/worker.py, app/upload_deadline.py; docs/reliability.md).
+    header_timeout: int = 10
+    min_upload_kbps: float = 20.0
+    max_connections: int = 1000
 
     @property
     def max_content_length(self) -> int:
@@ -119,4 +124,9 @@ def load_settings(environ=None, overrides=None) -> Settings:
         api_key=get("API_KEY"),
         cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
         read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT") or Settings.read_timeout),
+        header_timeout=_int("HEADER_TIMEOUT", get("HEADER_TIMEOUT") or Settings.header_timeout),
+        min_upload_kbps=_float("MIN_UPLOAD_KBPS",
+                               get("MIN_UPLOAD_KBPS") or Settings.min_upload_kbps),
+        max_connections=_int("MAX_CONNECTIONS",
+                             get("MAX_CONNECTIONS") or Settings.max_connections),
     )

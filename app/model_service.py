@@ -15,6 +15,7 @@ import threading
 
 import torch
 
+from app.event_loop import off_event_loop
 from classifier.images import open_checked
 from classifier.inference import Predictor
 from classifier.model_files import ModelLoadError, load_learner_checked, sha256_file
@@ -90,6 +91,11 @@ class ModelService:
         `on_image(image)` may look at the decoded photo (the form's preview) before it is
         dropped.
         """
+        return off_event_loop(self._decode, data, on_image)
+
+    def _decode(self, data: bytes, on_image):
+        # Taken in the thread that decodes: an OS lock held across an event-loop wait
+        # would block every other greenlet that reaches it.
         with self._decode_slot:
             image = open_checked(data, self.settings.max_image_pixels)
             extra = on_image(image) if on_image else None
@@ -100,7 +106,7 @@ class ModelService:
         if not self.ready and not self.warm_up():
             raise ModelUnavailable(self._failure or "The model is not loaded.")
         try:
-            return self.predictor.predict_prepared(items)
+            return off_event_loop(self.predictor.predict_prepared, items)
         except Exception as exc:
             log.exception("inference failed")
             raise ModelUnavailable(f"The model failed on this request "
