@@ -45,13 +45,17 @@ class MinimumRateInput:
         return data
 
     def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:  # everything: chunk by chunk, each one timed
-            parts = []
-            while part := self.read(CHUNK):
-                parts.append(part)
-            return b"".join(parts)
-        want = min(size, CHUNK)  # a short read is allowed, and keeps the check frequent
-        return self._bounded(lambda: self.inner.read(want), want)
+        """Up to `size` bytes (all when negative), short only at the end, like gunicorn's body:
+        read in CHUNKs, each under the deadline for the bytes received so far."""
+        parts, left = [], (-1 if size is None else size)
+        while left != 0:
+            want = CHUNK if left < 0 else min(left, CHUNK)
+            part = self._bounded(lambda: self.inner.read(want), want)
+            if not part:
+                break
+            parts.append(part)
+            left = left if left < 0 else left - len(part)
+        return b"".join(parts)
 
     def readline(self, size: int | None = -1) -> bytes:
         want = CHUNK if size is None or size < 0 else min(size, CHUNK)
