@@ -268,21 +268,28 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in __import__("os").getloadavg())
 
 
+def tolerance(deadline: float) -> float:
+    """How long past its deadline a close may be seen on a loaded 2-core machine: the server's
+    clock starts after it has parsed what arrived, and both sides wait their turn for a CPU."""
+    return max(3.0, deadline / 2)
+
+
 def measure(server, count: int, clients: int, seconds: float, rounds: int,
-            upload: bytes, upload_rate: float, env: dict | None = None,
-            slack: float = 3.0) -> dict:
+            upload: bytes, upload_rate: float, env: dict | None = None) -> dict:
     """Alternate `rounds` of (normal load alone, normal load with `count` attackers of each kind)
     of `seconds` each; send `upload` at `upload_rate` bytes/s during the last attack. Returns the
     figures (see benchmarks/slow_clients.py). An attack phase lasts at least the longest
-    deadline plus `slack`, so every kind of attacker gets closed at least once in it."""
+    deadline plus its tolerance, so every kind of attacker gets closed at least once in it."""
     from tests.proof import load
     from tests.servers import MemoryWatch
 
     limits = deadlines(env)
-    attack_seconds = max(seconds, max(limits.values()) + slack)
+    longest = max(limits.values()) + tolerance(max(limits.values()))
+    attack_seconds = max(seconds, longest)
     body, ctype = multipart("slow.png", upload, "image/png")
     figures = {"load_before": loadavg(), "count": count, "clients": clients,
                "deadlines_s": {k: round(v, 2) for k, v in limits.items()},
+               "tolerance_s": {k: round(tolerance(v), 2) for k, v in limits.items()},
                "base": [], "attack": [], "closed": {}, "late": {}, "answers": {},
                "still_open_too_long": 0, "open_reached": None}
     watch = MemoryWatch(server)
@@ -306,10 +313,10 @@ def measure(server, count: int, clients: int, seconds: float, rounds: int,
                                  "answer": answer[:120].decode("latin-1")}
         still = attack.stop()
         figures["still_open_too_long"] += sum(
-            1 for age in still if age > max(limits.values()) + slack)
+            1 for age in still if age > longest)
         for c in attack.closed:
             figures["closed"][c.kind] = figures["closed"].get(c.kind, 0) + 1
-            if c.held > limits[c.kind] + slack:
+            if c.held > limits[c.kind] + tolerance(limits[c.kind]):
                 figures["late"][c.kind] = figures["late"].get(c.kind, 0) + 1
             key = f"{c.kind} {c.answer[:12] or 'closed'}"
             figures["answers"][key] = figures["answers"].get(key, 0) + 1
