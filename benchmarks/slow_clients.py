@@ -16,6 +16,7 @@ deadline, or the upload refused. Traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -68,6 +69,7 @@ class NginxFront:
         self.server, self.port = server, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tempfile.mkdtemp(prefix="nginx-front-")
+        os.chmod(self.tmp, 0o777)  # nginx's workers drop root for www-data and spool bodies here
         conf = Path(self.tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=self.tmp, upstream=server.port, port=self.port))
         self.proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c",
@@ -124,9 +126,11 @@ def main() -> int:
         for name, run in ((f"{i + 1} alone", base), (f"{i + 1} under attack", attack)):
             print(f"| {name} | {run['requests']} | {run['failed']} | {run['p50_ms']} | "
                   f"{run['p95_ms']} |")
-    ratio = (f["p50_attack_ms"] / f["p50_base_ms"]) if f["p50_base_ms"] else None
+    ratio = (f["p50_attack_ms"] / f["p50_base_ms"]) \
+        if f["p50_base_ms"] and f["p50_attack_ms"] else None
     print(f"median p50: alone {f['p50_base_ms']} ms, under attack {f['p50_attack_ms']} ms "
-          f"(x{ratio:.2f})" if ratio else "median p50: n/a")
+          f"(x{ratio:.2f})" if ratio else f"median p50: alone {f['p50_base_ms']} ms, under "
+          f"attack {f['p50_attack_ms']} ms (no request answered)")
     print("| attacker | deadline s | + tolerance s | closed | longest held s | past both |\n"
           "|---|---|---|---|---|---|")
     for kind in slow_clients.KINDS:
