@@ -45,6 +45,7 @@ bench: dev $(MODEL)
 	$(BIN)/python benchmarks/deploy_footprint.py
 	$(BIN)/python benchmarks/load_test.py
 	$(BIN)/python benchmarks/fuzz_long.py
+	$(BIN)/python benchmarks/slow_clients.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

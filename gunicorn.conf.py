@@ -6,6 +6,7 @@ app/config.py, so the app and gunicorn agree on them.
 """
 import gc
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -29,17 +30,32 @@ if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="classifier-metrics-")
 _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
+
+def _raise_open_files_limit(needed: int) -> None:
+    """Each open connection is a file descriptor: lift the soft limit towards the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+# The cap, the refusals beyond it (app/worker.py OVERFLOW) and the worker's own files.
+_raise_open_files_limit(_settings.max_connections + 256 + 256)
+
 bind = f"0.0.0.0:{_settings.port}"
 preload_app = True
 workers = _settings.workers
-threads = _settings.threads
-worker_class = "gthread"  # a thread per connection: a slow upload holds a thread, not a worker
-# ...for at most READ_TIMEOUT seconds of silence mid-body (app/__init__.py), then it gets a 400.
-# Requests wait here rather than in the kernel when every thread is busy.
-backlog = 256
+# Slow, stalled and idle clients (docs/reliability.md): every connection is a greenlet on
+# gevent's event loop, so it costs a few KB rather than a thread, and model work runs in a
+# pool of THREADS real threads per worker (app/event_loop.py). Bounds on each connection:
+worker_class = "app.worker.BoundedGeventWorker"
+threads = _settings.threads  # the worker's thread pool for decoding and inference
+keepalive = _settings.header_timeout  # the whole request head (and a keep-alive wait), in s
+worker_connections = _settings.max_connections  # open per worker; more get a 503 at once
+# (the body: READ_TIMEOUT per pause and MIN_UPLOAD_KBPS on average; app/upload_deadline.py)
+backlog = 1024
 timeout = 60            # a worker silent this long is killed and replaced
 graceful_timeout = 25   # SIGTERM: in-flight requests get this long to finish
-keepalive = 2
 control_socket_disable = True  # gunicorn 27 control socket: unused, and $HOME may be read-only
 max_requests = 0        # a preloaded model does not leak; no recycling needed
 limit_request_line = 8190

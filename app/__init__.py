@@ -16,6 +16,7 @@ import logging
 from flask import Flask
 
 from app.config import ENV_NAMES, ROOT, Settings, load_settings
+from app.upload_deadline import with_upload_deadline
 from classifier.model_files import ModelLoadError
 
 __all__ = ["create_app", "serve_preloaded", "ModelLoadError"]
@@ -24,22 +25,6 @@ __all__ = ["create_app", "serve_preloaded", "ModelLoadError"]
 # buffer too, which takes 64 KiB reads, so it must stay well above that.
 FORM_MEMORY_BYTES = 512 * 1024
 FORM_PARTS_SLACK = 8  # form parts beyond MAX_BATCH files (the example button, etc.)
-
-
-def with_read_timeout(wsgi_app, seconds: float):
-    """Bound how long a client may pause while the app reads its request (READ_TIMEOUT).
-
-    gunicorn's gthread worker reads the body in a blocking socket call with no timeout,
-    so a client that stalls mid-upload would hold a thread forever. With a timeout the
-    read fails, the client gets a 400 and the thread is free again. (gthread resets the
-    socket to blocking before each request, so keep-alive is not affected.)
-    """
-    def app(environ, start_response):
-        sock = environ.get("gunicorn.socket")
-        if sock is not None:
-            sock.settimeout(seconds)
-        return wsgi_app(environ, start_response)
-    return app
 
 
 _preloaded_settings: Settings | None = None
@@ -79,7 +64,8 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.config.update({k: v for k, v in config.items() if k not in ENV_NAMES})
     app.json.sort_keys = False  # probabilities stay in vocab order
-    app.wsgi_app = with_read_timeout(app.wsgi_app, settings.read_timeout)
+    app.wsgi_app = with_upload_deadline(app.wsgi_app, settings.read_timeout,
+                                        settings.min_upload_kbps * 1024)
     service.install(app)
 
     from app import api, health, pages, web

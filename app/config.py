@@ -60,6 +60,10 @@ class Settings:
     read_timeout: float = 10.0
     unsure_threshold: float | None = None  # None: the model's own (export.json), if any
     explanations: bool = True  # False: no Grad-CAM; with onnxruntime, PyTorch weights freed
+    # Slow-client bounds (app/worker.py, app/upload_deadline.py; docs/reliability.md).
+    header_timeout: int = 10
+    min_upload_kbps: float = 20.0
+    max_connections: int = 1000
 
     @property
     def max_content_length(self) -> int:
@@ -79,7 +83,8 @@ ENV_FIELDS = {"MODEL_PATH": "model_path", "PORT": "port", "WEB_CONCURRENCY": "wo
               "API_KEY": "api_key", "CORS_ORIGINS": "cors_origins",
               "READ_TIMEOUT": "read_timeout", "UNSURE_THRESHOLD": "unsure_threshold",
               "EXPLANATIONS": "explanations", "MAX_DECLARED_PIXELS": "max_declared_pixels",
-              "EXACT_DECODE": "exact_decode"}
+              "EXACT_DECODE": "exact_decode", "HEADER_TIMEOUT": "header_timeout",
+              "MIN_UPLOAD_KBPS": "min_upload_kbps", "MAX_CONNECTIONS": "max_connections"}
 ENV_NAMES = tuple(ENV_FIELDS)
 
 
@@ -168,4 +173,7 @@ def load_settings(environ=None, overrides=None) -> Settings:
         read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT")),
         unsure_threshold=_fraction("UNSURE_THRESHOLD", given("UNSURE_THRESHOLD")),
         explanations=_switch("EXPLANATIONS", get("EXPLANATIONS")),
+        header_timeout=_int("HEADER_TIMEOUT", get("HEADER_TIMEOUT")),
+        min_upload_kbps=_float("MIN_UPLOAD_KBPS", get("MIN_UPLOAD_KBPS")),
+        max_connections=_int("MAX_CONNECTIONS", get("MAX_CONNECTIONS")),
     )

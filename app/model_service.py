@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from flask import current_app
 
+from app.event_loop import off_event_loop
 from app.errors import ApiError, ModelUnavailable
 from app.metrics import record_predictions
 from classifier.explain import ExplanationUnavailable, explain
@@ -130,6 +131,11 @@ class ModelService:
         `on_image(image)` may look at the decoded photo (the form's preview) before it is
         dropped.
         """
+        return off_event_loop(self._decode, data, on_image)
+
+    def _decode(self, data: bytes, on_image):
+        # Taken in the thread that decodes: an OS lock held across an event-loop wait
+        # would block every other greenlet that reaches it.
         with self._decode_slot:
             settings = self.settings
             image = open_checked(data, settings.max_image_pixels,
@@ -144,7 +150,7 @@ class ModelService:
         if not self.ready and not self.warm_up():
             raise ModelUnavailable(self._failure or "The model is not loaded.")
         try:
-            return self.predictor.predict_prepared(items)
+            return off_event_loop(self.predictor.predict_prepared, items)
         except Exception as exc:
             log.exception("inference failed")
             raise ModelUnavailable(f"The model failed on this request "
@@ -179,7 +185,7 @@ class ModelService:
     def explain(self, item, index: int) -> dict:
         """Grad-CAM of class `index` over a prepared item; 409 when this model cannot."""
         try:
-            return explain(self.predictor, item, index)
+            return off_event_loop(explain, self.predictor, item, index)
         except ExplanationUnavailable as exc:
             raise ApiError("explanation_unavailable", str(exc)) from None
 

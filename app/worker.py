@@ -1,0 +1,97 @@
+"""gunicorn's gevent worker with a cap on open connections and a per-pause read timeout.
+
+A connection costs a greenlet (a few KB), not a thread, so slow, stalled and idle clients
+cannot take the service away from others; gunicorn's gevent worker already bounds the
+request head (and the keep-alive wait) by `keepalive` seconds. This subclass adds:
+
+- a cap: past `worker_connections` open connections, a new one is answered at once with a
+  503 JSON error and closed, instead of waiting unanswered in the kernel's queue;
+- the socket timeout set by the app for the body (READ_TIMEOUT) is cleared after each
+  request, so a kept-alive connection is timed by `keepalive` alone;
+- on SIGTERM, connections still waiting for a request head (idle keep-alive ones) are
+  closed at once, so a graceful stop waits only for requests really in flight.
+
+Model work runs in the hub's thread pool (app/model_service.py), never on the event loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import gevent
+from gunicorn import util
+from gunicorn.workers.ggevent import GeventWorker
+
+# Connections accepted beyond the cap only to be told so; past that the kernel queues them.
+OVERFLOW = 256
+REFUSAL = json.dumps({"error": {
+    "code": "too_many_connections",
+    "message": "The server has too many open connections right now; please retry shortly."}})
+REFUSAL_RESPONSE = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(REFUSAL)}\r\nRetry-After: 1\r\nConnection: close\r\n"
+                    f"\r\n{REFUSAL}").encode()
+
+
+class BoundedGeventWorker(GeventWorker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_open = self.cfg.worker_connections
+        self.worker_connections = self.max_open + OVERFLOW  # gevent's pool size
+        self.open_connections = 0
+        self.waiting_for_head: dict = {}  # greenlet -> its head deadline (gevent.Timeout)
+
+    def run(self):
+        gevent.get_hub().threadpool.maxsize = self.cfg.threads  # model work (app/event_loop.py)
+        super().run()
+
+    @contextlib.contextmanager
+    def timeout_ctx(self):
+        """gunicorn waits for each request head under this (`keepalive` seconds, then close)."""
+        timer = gevent.Timeout(self.cfg.keepalive, False)
+        me = gevent.getcurrent()
+        self.waiting_for_head[me] = timer
+        try:
+            with timer:
+                yield
+        finally:
+            self.waiting_for_head.pop(me, None)
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        gevent.spawn(self.close_waiting_connections)
+
+    def close_waiting_connections(self) -> None:
+        """Until the worker exits: end every wait for a request head as if its deadline passed."""
+        while True:
+            for glet, timer in list(self.waiting_for_head.items()):
+                glet.kill(timer, block=False)
+            gevent.sleep(0.2)
+
+    def handle(self, listener, client, addr):
+        if self.open_connections >= self.max_open:
+            self.refuse(client)
+            return
+        self.open_connections += 1
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.open_connections -= 1
+
+    def refuse(self, client) -> None:
+        try:
+            client.settimeout(1.0)
+            client.sendall(REFUSAL_RESPONSE)
+            util.close_graceful(client, timeout=1.0)  # FIN after the answer, not a reset
+        except OSError:
+            pass
+        finally:
+            util.close(client)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            try:
+                sock.settimeout(None)
+            except OSError:
+                pass

@@ -1,0 +1,97 @@
+"""Slow, stalled and idle connections against the real served command (the CI slice).
+
+With PROOF_SLOW_COUNT (default 200) slow-header, slow-body and idle keep-alive connections
+held open (each reconnecting when the server closes it), normal requests from 4 clients
+see no failure and a p50 at most twice their p50 without the attackers; every attacker is
+closed within its configured deadline; an upload at 100 KB/s (1 MB here, 10 MB in
+benchmarks/slow_clients.py) gets its prediction; memory stays bounded. A second server with
+a small MAX_CONNECTIONS shows the answer past the cap.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import time
+
+import pytest
+import requests
+
+from tests.proof import slow_clients
+from tests.proof.conftest import record_figures, require_app
+from tests.servers import GunicornServer
+
+COUNT = int(os.environ.get("PROOF_SLOW_COUNT", "200"))
+PHASE_SECONDS = float(os.environ.get("PROOF_SLOW_SECONDS", "6"))
+UPLOAD_BYTES = 1_000_000
+RATE = 100 * 1024
+MEMORY_GROWTH_MB = 300  # 600 connections are a few MB; a thread or buffer per body would not be
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def enough_file_descriptors():
+    """Each attacking connection is a descriptor here and in the server (a child: inherits)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 3 * COUNT * 2 + 512))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < 3 * COUNT + 256:
+        pytest.skip(f"open-files limit {hard} is too low for {3 * COUNT} connections")
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_service_keeps_answering_under_slow_and_idle_connections(proof_model, tmp_path):
+    require_app()
+    env = {"WEB_CONCURRENCY": "2"}
+    with GunicornServer(proof_model, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        figures = slow_clients.measure(server, count=COUNT, clients=4, seconds=PHASE_SECONDS,
+                                       rounds=2, upload=slow_clients.noise_png(UPLOAD_BYTES),
+                                       upload_rate=RATE, env=env)
+        log = server.log_text()
+    record_figures(slow_clients=figures)
+    summary = json.dumps(figures, indent=1)
+
+    assert figures["open_reached"] == {k: COUNT for k in slow_clients.KINDS}, summary
+    assert figures["failed_base"] == 0 and figures["failed_attack"] == 0, summary
+    assert figures["p50_attack_ms"] <= 2 * figures["p50_base_ms"], summary
+    # Every kind was closed by the server, none later than its deadline, none left open.
+    assert set(figures["closed"]) == set(slow_clients.KINDS), summary
+    assert figures["late"] == {} and figures["still_open_too_long"] == 0, summary
+    # A trickled body is told why (400 JSON); heads and idle connections are just closed.
+    assert figures["answers"].get("slow_body HTTP/1.1 400", 0) > 0, summary
+    upload = figures["upload"]
+    assert upload["status"] == 200 and '"label"' in upload["answer"], summary
+    memory = figures["memory_mb"]
+    assert memory["pss_peak"] - memory["pss_baseline"] < MEMORY_GROWTH_MB, summary
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_connections_past_the_cap_get_a_clear_answer(proof_model, tmp_path):
+    """MAX_CONNECTIONS (per worker): past it a new connection gets 503 JSON at once; once
+    connections close, requests are served again."""
+    require_app()
+    cap = 20
+    env = {"WEB_CONCURRENCY": "1", "MAX_CONNECTIONS": str(cap)}
+    with GunicornServer(proof_model, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                for _ in range(cap)]
+        try:
+            time.sleep(0.5)  # the worker has accepted them all
+            t0 = time.monotonic()
+            r = requests.get(server.url + "/healthz", timeout=10)
+            took = time.monotonic() - t0
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "too_many_connections"
+            assert r.headers["Retry-After"] == "1" and took < 5
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if requests.get(server.url + "/healthz", timeout=10).status_code == 200:
+                break
+            time.sleep(0.2)
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
