@@ -35,24 +35,24 @@ def test_ctrl_c_exits_130_with_a_resumable_checkpoint_that_replaced_the_old_one(
     out = tmp_path / "models" / "export.pkl"
     old_checkpoint(out)
     # --early-stop brings in fastai's SaveModelCallback/EarlyStoppingCallback, whose state resumes too
-    argv = [str(data), *FAST, "--epochs", "2", "--early-stop", "5", "--out", str(out)]
+    argv = [str(data), *FAST, "--epochs", "3", "--early-stop", "5", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "training.train", *argv], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:
-        if line.startswith("1/2"):
+        if line.startswith("1/3"):  # two epochs to go: the signal lands inside the fit
             break
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert f"--resume --out {out}" in stderr and "Traceback" not in stderr
     saved = checkpoint.load(out)  # the new run's, not the abandoned one's
-    assert saved["config"]["epochs"] == 2 and saved["config"]["data_dir"] == str(data)
+    assert saved["config"]["epochs"] == 3 and saved["config"]["data_dir"] == str(data)
     assert [h["epoch"] for h in saved["history"]] == [1] and not out.exists()
 
     assert train.main(["--resume", *argv]) == 0  # the same flags again: accepted
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["training"]["resumed"] is True and [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert meta["training"]["resumed"] is True and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
     best = min(meta["history"], key=lambda h: h["valid_loss"])
     assert meta["training"]["best_epoch"] == best["epoch"]
     assert meta["metrics"]["validation"]["loss"] == pytest.approx(best["valid_loss"], abs=1e-3)
