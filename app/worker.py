@@ -11,7 +11,7 @@ request head (and the keep-alive wait) by `keepalive` seconds. This subclass add
 - on SIGTERM, connections still waiting for a request head (idle keep-alive ones) are
   closed at once, so a graceful stop waits only for requests really in flight.
 
-Model work runs in the hub's thread pool (app/model_service.py), never on the event loop.
+Model work runs in the hub's thread pool (app/event_loop.py), never on the event loop.
 """
 from __future__ import annotations
 
