@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +114,21 @@ class Container:
         if self.name:
             subprocess.run([self.image.engine, "rm", "-f", self.name] if self.image.engine == "docker"
                            else ["buildah", "rm", self.name], capture_output=True)
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout: float) -> float:
+    """Poll `base`/readyz until 200; seconds waited. Raises if `process` exits or time runs out."""
+    import requests
+
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}):\n"
+                               f"{process.stdout.read()[-3000:]}")
+        try:
+            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - began
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy loading
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{base} was not ready within {timeout:.0f} s")

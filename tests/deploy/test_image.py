@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import io
 import shutil
-import time
 
 import psutil
 import pytest
 import requests
 from PIL import Image
 
-from tests.deploy.engine import Container, Image as BuiltImage, build, build_context, find_engine
+from tests.deploy.engine import (Container, Image as BuiltImage, build, build_context, find_engine,
+                                 wait_ready)
 from tests.deploy.test_container_smoke import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -60,19 +60,6 @@ def images(engine, trained_model, tmp_path_factory):
         shutil.rmtree(context, ignore_errors=True)
 
 
-def wait_ready(base: str, server, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the container exited ({server.returncode}):\n{server.stdout.read()[-3000:]}")
-        try:
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the container never became ready")
-
-
 def server_uids(container: Container, server) -> set[int]:
     """Real uids of the gunicorn processes the container runs."""
     if container.image.engine == "docker":
@@ -101,12 +88,10 @@ def test_image_serves_its_cmd_as_non_root(images, target):
     port = free_port()
     container = Container(image, {"PORT": str(port)})
     try:
-        started = time.monotonic()
         server = container.start(config["Cmd"])
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base, server, started + READY_TIMEOUT)
-            ready_s = time.monotonic() - started
+            ready_s = wait_ready(base, server, READY_TIMEOUT)
 
             assert config["User"] == "app"
             uids = server_uids(container, server)
