@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -109,7 +110,9 @@ def main() -> None:
     model, images = build_assets(workdir, 224, 16)
     tags = {"default": "image-classifier:default", "lean": "image-classifier:lean"}
     if args.build:
-        context = build_context(workdir / "ctx", model.parent)
+        (workdir / "models").mkdir()
+        shutil.copy(model, workdir / "models" / "export.pkl")
+        context = build_context(workdir / "ctx", workdir / "models")
         for target, tag in tags.items():
             result = build(target, tag, context, 3600)
             if result.returncode:

@@ -72,7 +72,8 @@ class Image:
             return int(out)
         out = subprocess.run(["buildah", "images", "--json", self.tag], capture_output=True,
                              text=True, check=True).stdout
-        return int(json.loads(out)[0]["size"])
+        number, unit = json.loads(out)[0]["size"].split()  # e.g. "386 MB" (decimal units)
+        return int(float(number) * 1000 ** ["B", "kB", "MB", "GB", "TB"].index(unit))
 
     def remove(self) -> None:
         subprocess.run([self.engine, "rmi", "-f", self.tag], capture_output=True)
