@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/export.pkl
 
-.PHONY: serve test test-fast lint train venv dev bench clean
+.PHONY: serve test test-fast lint train venv dev bench clean image
 
 serve: $(MODEL)
 	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
@@ -38,6 +38,12 @@ $(VENV)/.installed: requirements.txt
 $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
+
+# The container image (docs/DEPLOY.md): docker or buildah, whichever is here.
+# TARGET=lean builds the torch-free image; TORCH_INDEX_URL=... picks torch's wheel index.
+TARGET ?= default
+image: $(MODEL)
+	nice -n 10 scripts/build_image.sh $(TARGET) image-classifier:$(TARGET)
 
 # Speed, memory and robustness figures (long runs, not tests): see README "Measured".
 bench: dev $(MODEL)

@@ -41,6 +41,57 @@ def default_workers(cpus: int) -> int:
 RUNTIMES = ("auto", "onnx", "torch")
 
 
+# Peak memory (PSS, all server processes, 8 clients, resnet18 at 224 px) measured by
+# benchmarks/deploy_footprint.py, rounded up (docs/deploy.md "Measured"): what the
+# master and its first worker take, and what each further worker adds.
+SERVER_MB = {"torch": 750, "lean": 200}
+EXTRA_WORKER_MB = {"torch": 350, "lean": 60}
+MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
+
+
+def memory_limit(cgroup_root: Path = Path("/sys/fs/cgroup"),
+                 proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes this process's cgroup may use (a container's or fly machine's memory), or None.
+
+    Reads cgroup v2's memory.max, else v1's memory.limit_in_bytes, for the group named in
+    /proc/self/cgroup and, inside a container's own cgroup namespace, at the root.
+    """
+    try:
+        groups = dict(line.split(":", 2)[1:] for line in proc_cgroup.read_text().splitlines())
+    except (OSError, ValueError):
+        groups = {}
+    candidates = [cgroup_root / groups.get("", "/").lstrip("/") / "memory.max",
+                  cgroup_root / "memory.max"]
+    v1 = next((path for names, path in groups.items() if "memory" in names.split(",")), "/")
+    candidates += [cgroup_root / "memory" / v1.lstrip("/") / "memory.limit_in_bytes",
+                   cgroup_root / "memory" / "memory.limit_in_bytes"]
+    for path in candidates:
+        try:
+            raw = path.read_text().strip()
+        except OSError:
+            continue
+        if raw == "max":
+            return None
+        value = int(raw)
+        return value if value < 1 << 50 else None  # v1 says "unlimited" with a huge number
+    return None
+
+
+def memory_capped_workers(workers: int, limit: int | None, image: str) -> int:
+    """At most as many workers as fit in `limit` bytes for this image ("torch" or "lean")."""
+    if limit is None:
+        return workers
+    room = limit * MEMORY_HEADROOM / MB - SERVER_MB[image]
+    return max(1, min(workers, 1 + int(room // EXTRA_WORKER_MB[image])))
+
+
+def installed_image() -> str:
+    """ "lean" where torch is not installed (the lean image), else "torch"."""
+    import importlib.util
+
+    return "torch" if importlib.util.find_spec("torch") else "lean"
+
+
 @dataclass(frozen=True)
 class Settings:
     model_path: Path = ROOT / "models" / "export.pkl"
@@ -142,7 +193,8 @@ def load_settings(environ=None, overrides=None) -> Settings:
         return getattr(Settings, ENV_FIELDS[name]) if value is None else value
 
     cpus = cpu_count()
-    workers = _int("WEB_CONCURRENCY", given("WEB_CONCURRENCY") or default_workers(cpus))
+    workers = _int("WEB_CONCURRENCY", given("WEB_CONCURRENCY") or memory_capped_workers(
+        default_workers(cpus), memory_limit(), installed_image()))
     # Every worker's network may use every core, so a lone request is not held to one core;
     # with all workers busy the cores are shared, which cost no throughput in
     # benchmarks/serve_bench.py --ours 2x1 2x2 1x2 (docs/incoming/images.md).

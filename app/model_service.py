@@ -14,16 +14,24 @@ import os
 import threading
 from dataclasses import dataclass
 
-import torch
 from flask import current_app
 
-from app.event_loop import off_event_loop
 from app.errors import ApiError, ModelUnavailable
+from app.event_loop import off_event_loop
 from app.metrics import record_predictions
-from classifier.explain import ExplanationUnavailable, explain
 from classifier.images import ImageError, decode_side, open_checked
-from classifier.inference import Prediction, Predictor
-from classifier.model_files import ModelLoadError, load_learner_checked, sha256_file
+from classifier.model_files import ModelLoadError, load_learner_checked, read_metadata, sha256_file
+from classifier.onnx_model import load_compiled, read_compiled
+from classifier.prediction import Prediction
+
+try:
+    import torch
+
+    from classifier.explain import ExplanationUnavailable, explain
+    from classifier.inference import Predictor
+except ImportError:  # the lean image: no torch, no fastai (see load_compiled_model below)
+    torch = Predictor = explain = None
+    ExplanationUnavailable = RuntimeError
 
 log = logging.getLogger(__name__)
 EXTENSION = "classifier"  # the service's key in app.extensions
@@ -71,16 +79,22 @@ class ModelService:
     # -- lifecycle --------------------------------------------------------
     def load(self) -> ModelService:
         """Load and check the export; raises ModelLoadError with one line saying why not."""
+        if torch is None:
+            return self.load_compiled_model()
         torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
         path = self.settings.model_path
         learner, metadata = load_learner_checked(path)
         try:
+            compiled = read_compiled(path)  # the ONNX graph made at image build, if current
             predictor = Predictor(learner, runtime=self.settings.runtime,
-                                  threads=self.settings.inference_threads)
+                                  threads=self.settings.inference_threads,
+                                  onnx_graph=compiled[0] if compiled else None)
         except Exception as exc:  # e.g. runtime="onnx" demanded but the export fails parity
             raise ModelLoadError(f"{path} cannot run with INFERENCE_RUNTIME="
                                  f"{self.settings.runtime}: {type(exc).__name__}: "
                                  f"{str(exc)[:200]}") from None
+        if compiled and predictor.runtime == "onnx":
+            log.info("using the ONNX graph compiled at image build (%s)", compiled[1]["pkl_sha256"][:12])
         if not self.settings.explanations:
             predictor.release_torch_model()
         self.predictor = predictor
@@ -95,7 +109,8 @@ class ModelService:
             if self.ready:
                 return True
             try:
-                torch.set_num_threads(self.settings.inference_threads)
+                if torch is not None:
+                    torch.set_num_threads(self.settings.inference_threads)
                 self.predictor.warm_up()
             except Exception as exc:
                 log.exception("warm-up failed; this process will answer 503")
@@ -123,6 +138,22 @@ class ModelService:
         """The training report beside the model (report/report.html), or None."""
         folder = self.settings.model_path.parent / "report"
         return folder if (folder / "report.html").is_file() else None
+
+    def load_compiled_model(self) -> "ModelService":
+        """The lean image: serve the ONNX graph and preprocessing compiled at image build
+        (classifier/onnx_compile.py), with onnxruntime and no torch or fastai."""
+        path = self.settings.model_path
+        if self.settings.runtime == "torch":
+            raise ModelLoadError("INFERENCE_RUNTIME=torch, but this is the lean image, which has "
+                                 "no torch; set INFERENCE_RUNTIME=auto or onnx.")
+        predictor = load_compiled(path, self.settings.inference_threads)
+        compiled = {key: predictor.meta[key] for key in ("arch", "created_at", "image_size")}
+        metadata = {**compiled, "sha256": predictor.meta["pkl_sha256"], **(read_metadata(path) or {})}
+        self.predictor = predictor
+        self.info = describe(None, metadata, predictor, path, self.settings)
+        log.info("loaded %s compiled: %d classes, %s, runtime %s", path, len(predictor.vocab),
+                 self.info["arch"], predictor.runtime)
+        return self
 
     # -- serving ----------------------------------------------------------
     def prepare(self, data: bytes, on_image=None):
@@ -221,5 +252,5 @@ def describe(learner, metadata: dict | None, predictor: Predictor, path, setting
         "train_images": (meta.get("dataset") or {}).get("images", {}).get("train"),
         "unsure": {"threshold": threshold, "source": source if threshold is not None else None,
                    "method": unsure.get("method") if source == "export.json" else None},
-        "explanations": settings.explanations and predictor.model is not None,
+        "explanations": settings.explanations and getattr(predictor, "model", None) is not None,
     }

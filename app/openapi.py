@@ -94,7 +94,7 @@ SCHEMAS = {
                         "confusion matrix (empty for a notebook export)."},
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             "created_at": {"type": "string"},
-            "runtime": {"type": "string", "enum": ["onnx", "torch"]},
+            "runtime": {"type": "string", "enum": ["onnx", "torch", "onnx-lean"]},
             "file": {"type": "string"},
             "metadata": {"type": "boolean", "description": "Whether export.json was found "
                          "(false for a notebook export)."},

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from app.errors import ApiError
-from classifier.inference import DEFAULT_TOP_K
+from classifier.prediction import DEFAULT_TOP_K
 
 SWITCH = {"1": True, "true": True, "0": False, "false": False}
 # The parameters as openapi.py documents them.

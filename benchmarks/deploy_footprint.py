@@ -1,67 +1,139 @@
-"""What a fly.io machine needs: memory under load and seconds to /readyz, with fly.toml's settings.
+"""What each image target needs on a machine: size, seconds to /readyz, memory and req/s.
 
-    .venv/bin/python benchmarks/deploy_footprint.py [--starts 3] [--duration 20]
+    make image && make image TARGET=lean        # or give --build to build them here
+    .venv/bin/python benchmarks/deploy_footprint.py [--rounds 3] [--duration 20] [--clients 8]
 
-Serves a resnet18 at 224 px (built as in serve_bench.py) with the [env] of
-fly.toml (WEB_CONCURRENCY, THREADS), drives /predict with fly's hard_limit
-concurrent clients, and prints the peak memory of all server processes
-together (PSS: shared preloaded pages counted once, as the kernel charges
-them; RSS summed for comparison) and the time from process start to /readyz 200.
+Runs each built image's own CMD (docker, or buildah without a daemon: tests/deploy/engine.py)
+with the image's own ENV, so workers and threads are what the machine implies
+(app/config.py), alternating the targets round by round. Per round: time from start to
+/readyz 200, then `--clients` concurrent clients post 640x480 JPEGs for `--duration`
+seconds. Memory is PSS summed over the server's processes (shared preloaded pages
+counted once, as the kernel charges them) and peaks are sampled during the load.
+Pages mapped from CUDA libraries are left out (/proc/PID/smaps): they exist only
+because this machine's torch wheel is the CUDA one; the CPU-only wheel the image
+installs by default has none. Prints medians with the spread, and `uptime` before and after.
 """
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 
+import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_bench import build_assets, drive  # noqa: E402
-from harness.servers import GunicornServer, MemoryWatch, fly_config, fly_env  # noqa: E402
+from tests.deploy.engine import (Container, Image, build, build_context, find_engine,  # noqa: E402
+                                 wait_ready)
+from tests.deploy.test_container_smoke import free_port  # noqa: E402
 
 MB = 1024 * 1024
+# Mappings that only a CUDA build of torch has (the image's CPU wheel has none of them).
+CUDA_MAPPING = re.compile(r"/nvidia/|/triton/|libtorch_cuda|libc10_cuda|libcud|libnccl|libcublas|"
+                          r"libcusparse|libcufft|libcurand|libcusolver|libnvrtc|libnvjitlink|libcupti")
+
+
+def pss_without_cuda(pid: int) -> int:
+    """PSS of one process in bytes, CUDA library mappings left out."""
+    total, skip = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps") as fh:
+            for line in fh:
+                if not line[0].isupper() or " " in line.split(":", 1)[0]:  # a mapping's header
+                    skip = bool(CUDA_MAPPING.search(line))
+                elif line.startswith("Pss:") and not skip:
+                    total += int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return total
+
+
+def server_pids(launcher: subprocess.Popen) -> list[int]:
+    return [p.pid for p in psutil.Process(launcher.pid).children(recursive=True)
+            if "gunicorn" in " ".join(p.cmdline())]
+
+
+def one_round(image: Image, images: list[bytes], clients: int, duration: float) -> dict:
+    port = free_port()
+    container = Container(image, {"PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        server = container.start(image.config()["Cmd"])
+        ready = wait_ready(base, server, 300)
+        idle = sum(pss_without_cuda(pid) for pid in server_pids(server))
+        peak, done = [idle], threading.Event()
+
+        def sample():
+            while not done.wait(1.0):
+                peak.append(sum(pss_without_cuda(pid) for pid in server_pids(server)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        latencies, failed = drive(base, images, clients, duration)
+        done.set()
+        sampler.join()
+        workers = len(server_pids(server)) - 1
+        for child in psutil.Process(server.pid).children(recursive=True):
+            child.terminate()
+        server.terminate()
+        server.communicate(timeout=60)
+    finally:
+        container.remove()
+    return {"ready_s": ready, "idle_mb": idle / MB, "peak_mb": max(peak) / MB,
+            "req_s": len(latencies) / duration, "failed": failed, "workers": workers}
+
+
+def spread(values, fmt="{:.1f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--starts", type=int, default=3, help="cold starts to time")
-    parser.add_argument("--duration", type=float, default=20, help="seconds of load")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--build", action="store_true",
+                        help="build both targets here with a resnet18 at 224 px (else use "
+                             "image-classifier:default and :lean as `make image` left them)")
     args = parser.parse_args()
-
-    fly = fly_config()
-    env = fly_env()
-    clients = fly["http_service"]["concurrency"]["hard_limit"]
-    budget_mb = int(fly["vm"][0]["memory"].removesuffix("gb")) * 1024
+    engine, why = find_engine()
+    if engine is None:
+        sys.exit(f"no container engine: {why}")
     workdir = Path(tempfile.mkdtemp(prefix="footprint-"))
     model, images = build_assets(workdir, 224, 16)
-
-    ready_seconds = []
-    for _ in range(args.starts):
-        server = GunicornServer(model, env=env)
-        began = time.monotonic()
-        server.start()
-        ready_seconds.append(time.monotonic() - began)
-        server.stop()
-
-    with GunicornServer(model, env=env) as server:
-        idle_pss = server.pss_bytes()
-        watch = MemoryWatch(server)
-        latencies, failed = drive(server.url, images, clients, args.duration)
-        watch.stop()
-        peak_pss = max(watch.peak_pss, server.pss_bytes())
-
-    print(f"settings: {env}, {clients} concurrent clients, resnet18 224 px, 640x480 JPEGs")
-    print(f"start to /readyz: median {statistics.median(ready_seconds):.1f} s "
-          f"(runs: {', '.join(f'{s:.1f}' for s in ready_seconds)})")
-    print(f"requests: {len(latencies)} ok, {failed} failed, "
-          f"{len(latencies) / args.duration:.1f} req/s")
-    print(f"memory, all server processes: idle PSS {idle_pss / MB:.0f} MB, peak PSS "
-          f"{peak_pss / MB:.0f} MB, peak RSS summed {watch.peak_rss / MB:.0f} MB")
-    print(f"headroom on a {budget_mb} MB machine: {100 * (1 - peak_pss / MB / budget_mb):.0f} %")
+    tags = {"default": "image-classifier:default", "lean": "image-classifier:lean"}
+    if args.build:
+        (workdir / "models").mkdir()
+        shutil.copy(model, workdir / "models" / "export.pkl")
+        context = build_context(workdir / "ctx", workdir / "models")
+        for target, tag in tags.items():
+            result = build(target, tag, context, 3600)
+            if result.returncode:
+                sys.exit(result.stdout[-3000:] + result.stderr[-3000:])
+    built = {target: Image(engine, tag) for target, tag in tags.items()}
+    print("before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    results = {target: [] for target in built}
+    for _ in range(args.rounds):
+        for target, image in built.items():  # alternate the targets round by round
+            results[target].append(one_round(image, images, args.clients, args.duration))
+    print("after: ", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    print(f"\n{args.clients} clients, 640x480 JPEGs, {args.duration:.0f} s per round, "
+          f"{args.rounds} rounds; median (min-max); PSS without CUDA library pages")
+    print("| target | image size | workers | start to /readyz | idle PSS | peak PSS | req/s | failed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for target, rows in results.items():
+        print(f"| {target} | {built[target].size_bytes() / 1e6:,.0f} MB | {rows[0]['workers']} "
+              f"| {spread([r['ready_s'] for r in rows])} s "
+              f"| {spread([r['idle_mb'] for r in rows], '{:.0f}')} MB "
+              f"| {spread([r['peak_mb'] for r in rows], '{:.0f}')} MB "
+              f"| {spread([r['req_s'] for r in rows])} | {sum(r['failed'] for r in rows)} |")
 
 
 if __name__ == "__main__":

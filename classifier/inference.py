@@ -9,45 +9,20 @@ PyTorch on a 2-core CPU), after a parity check against PyTorch at start-up.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from classifier.prediction import Prediction
 
 log = logging.getLogger(__name__)
 
 # Largest logit difference we accept between onnxruntime and PyTorch before
 # falling back to PyTorch; probabilities then agree far inside 1e-4.
 ONNX_PARITY_TOLERANCE = 1e-3
-DEFAULT_TOP_K = 5  # classes listed in "top" unless asked otherwise (fewer if the model has fewer)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    index: int
-    confidence: float
-    probabilities: dict[str, float]  # every class, in vocab order
-
-    def top(self, k: int | None = None) -> list[dict]:
-        """The k most probable classes (default DEFAULT_TOP_K), highest first; ties in vocab order."""
-        ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
-        return [{"label": label, "probability": p}
-                for label, p in ranked[:DEFAULT_TOP_K if k is None else k]]
-
-    def is_unsure(self, threshold: float | None) -> bool:
-        """Below the confidence threshold (None: never). The label stays the top class."""
-        return threshold is not None and self.confidence < threshold
-
-    def as_dict(self, top_k: int | None = None, threshold: float | None = None) -> dict:
-        return {"label": self.label, "index": self.index, "confidence": self.confidence,
-                "unsure": self.is_unsure(threshold), "threshold": threshold,
-                "top": self.top(top_k), "probabilities": self.probabilities}
 
 
 def _size_of(pipeline) -> tuple[int, int] | None:
@@ -75,7 +50,10 @@ class Predictor:
     created lazily per process so a preloaded gunicorn master can fork it.
     """
 
-    def __init__(self, learner, runtime: str = "auto", threads: int | None = None):
+    def __init__(self, learner, runtime: str = "auto", threads: int | None = None,
+                 onnx_graph: bytes | None = None):
+        """onnx_graph: this learner's network compiled at image build (classifier.onnx_compile);
+        without it the graph is exported here, which takes seconds."""
         from fastai.vision.core import PILImage, TensorImage
 
         self._pil_type, self._tensor_type = PILImage, TensorImage
@@ -104,7 +82,7 @@ class Predictor:
         if runtime not in ("auto", "onnx", "torch"):
             raise ValueError(f"runtime must be auto, onnx or torch, not {runtime!r}")
         if runtime != "torch" and self.image_size is not None:
-            self._try_onnx(required=runtime == "onnx")
+            self._try_onnx(required=runtime == "onnx", graph=onnx_graph)
 
     # -- public API -------------------------------------------------------
     def predict(self, image) -> Prediction:
@@ -186,19 +164,14 @@ class Predictor:
         with self._run_lock, torch.inference_mode():
             return self.model(batch).float()
 
-    def _try_onnx(self, required: bool) -> None:
+    def _try_onnx(self, required: bool, graph: bytes | None = None) -> None:
         try:
             import onnxruntime  # noqa: F401
 
-            height, width = self.image_size
-            sample = torch.rand(2, 3, height, width)
-            buf = io.BytesIO()
-            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(self.model, (sample,), buf, dynamo=False, opset_version=17,
-                                  input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-            self._onnx_bytes = buf.getvalue()
+            from classifier.onnx_compile import export_graph
+
+            self._onnx_bytes = graph or export_graph(self.model, self.image_size)
+            sample = torch.rand(2, 3, *self.image_size)
             (onnx_logits,) = self._session().run(None, {"input": sample.numpy()})
             with torch.inference_mode():
                 torch_logits = self.model(sample).float().numpy()
@@ -223,17 +196,9 @@ class Predictor:
             with self._lock:
                 session = self._sessions.get(pid)
                 if session is None:
-                    import onnxruntime as ort
+                    from classifier.onnx_model import make_session
 
-                    options = ort.SessionOptions()
-                    options.intra_op_num_threads = self.threads or torch.get_num_threads()
-                    options.inter_op_num_threads = 1
-                    options.log_severity_level = 3
-                    # Idle pool threads would otherwise spin, taking CPU from the other
-                    # workers: measured 117 -> 88 ms per 224 px image at 2 threads on a
-                    # busy 2-core machine.
-                    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                    session = ort.InferenceSession(self._onnx_bytes, options,
-                                                   providers=["CPUExecutionProvider"])
+                    session = make_session(self._onnx_bytes,
+                                           self.threads or torch.get_num_threads())
                     self._sessions = {pid: session}  # drop a forked parent's session
         return session

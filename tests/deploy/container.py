@@ -13,15 +13,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Dockerfile:
+    """One build target as it runs: what it inherits from the stages it is built FROM
+    included (ENV, CMD, HEALTHCHECK, USER, WORKDIR, EXPOSE, COPYs from the build context)."""
     args: dict[str, str] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)       # final stage only
-    copies: list[tuple[str, str]] = field(default_factory=list)  # final stage, from the context
+    env: dict[str, str] = field(default_factory=dict)
+    copies: list[tuple[str, str]] = field(default_factory=list)  # from the build context
     expose: list[int] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     healthcheck: str = ""
     workdir: str = "/"
-    runs: list[str] = field(default_factory=list)             # every stage
-    froms: list[str] = field(default_factory=list)
+    user: str = "root"
+    runs: list[str] = field(default_factory=list)             # every stage of the file
+    froms: list[str] = field(default_factory=list)            # every stage of the file
+    stages: list[str] = field(default_factory=list)           # stage names, in file order
 
 
 def _instructions(text: str):
@@ -46,33 +50,49 @@ def _key_values(rest: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in shlex.split(rest))
 
 
-def parse_dockerfile(path: Path = ROOT / "Dockerfile") -> Dockerfile:
-    result = Dockerfile()
+def parse_dockerfile(path: Path = ROOT / "Dockerfile", target: str | None = None) -> Dockerfile:
+    """The build target `target` (default: the last stage, what a plain build makes)."""
+    stages: dict[str, Dockerfile] = {}
+    args: dict[str, str] = {}
+    runs, froms, names = [], [], []
+    current = None
     for word, rest in _instructions(path.read_text()):
         if word == "FROM":
-            result.froms.append(rest)
-            result.env, result.copies, result.cmd = {}, [], []  # a new stage starts clean
+            froms.append(rest)
+            parts = rest.split()
+            parent = stages.get(parts[0])
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else str(len(names))
+            names.append(name)
+            current = Dockerfile() if parent is None else Dockerfile(
+                env=dict(parent.env), copies=list(parent.copies), expose=list(parent.expose),
+                cmd=list(parent.cmd), healthcheck=parent.healthcheck, workdir=parent.workdir,
+                user=parent.user)
+            stages[name] = current
         elif word == "ARG":
             name, _, default = rest.partition("=")
-            result.args[name] = default
+            args.setdefault(name, default)
         elif word == "ENV":
-            result.env.update(_key_values(rest))
+            current.env.update(_key_values(rest))
         elif word == "COPY":
             parts = shlex.split(rest)
             if any(p.startswith("--from") for p in parts):
                 continue
             parts = [p for p in parts if not p.startswith("--")]
-            result.copies += [(src, parts[-1]) for src in parts[:-1]]
+            current.copies += [(src, parts[-1]) for src in parts[:-1]]
         elif word == "EXPOSE":
-            result.expose += [int(p.split("/")[0]) for p in rest.split()]
+            current.expose += [int(p.split("/")[0]) for p in rest.split()]
         elif word == "CMD":
-            result.cmd = json.loads(rest)
+            current.cmd = json.loads(rest)
         elif word == "HEALTHCHECK":
-            result.healthcheck = rest
+            current.healthcheck = rest
         elif word == "WORKDIR":
-            result.workdir = rest
+            current.workdir = rest
+        elif word == "USER":
+            current.user = rest
         elif word == "RUN":
-            result.runs.append(rest)
+            runs.append(rest)
+    result = stages[target or names[-1]]
+    result.args, result.runs, result.froms, result.stages = args, runs, froms, names
     return result
 
 
@@ -91,6 +111,8 @@ def lay_out_image(dockerfile: Dockerfile, dest: Path, models_dir: Path) -> Path:
     A file the app needs but the Dockerfile forgets is then missing here too.
     """
     for src, target in dockerfile.copies:
+        if target.startswith("/"):  # outside WORKDIR: build inputs such as /tmp/requirements.txt
+            continue
         source = models_dir if src.rstrip("/") == "models" else ROOT / src
         destination = dest / target
         if source.is_dir():

@@ -12,13 +12,16 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from PIL import Image
 
-from tests.deploy.container import lay_out_image, parse_dockerfile
+from tests.deploy.container import fly_config, lay_out_image, parse_dockerfile
+from tests.deploy.engine import wait_ready
 
 
 def free_port() -> int:
@@ -55,17 +58,7 @@ def test_cmd_serves_readyz_and_predict(image_dir, tmp_path):
                               stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert server.poll() is None, f"server exited:\n{server.stdout.read()[-3000:]}"
-            try:
-                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail("the container command never became ready")
+        wait_ready(base, server, 90)
         assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
         buf = io.BytesIO()
         Image.new("RGB", (40, 40), (220, 30, 30)).save(buf, "PNG")
@@ -79,3 +72,85 @@ def test_cmd_serves_readyz_and_predict(image_dir, tmp_path):
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output[-3000:]
+
+
+def memory_cgroup(name: str, limit: int) -> Path | None:
+    """A new memory cgroup (v2, else v1) limited to `limit` bytes, or None where we may not."""
+    for parent, limit_file in ((Path("/sys/fs/cgroup"), "memory.max"),
+                               (Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes")):
+        if not (parent / limit_file).exists() and not (parent / "cgroup.subtree_control").exists():
+            continue
+        group = parent / name
+        try:
+            group.mkdir(exist_ok=True)
+            (group / limit_file).write_text(str(limit))
+            return group
+        except OSError:
+            shutil.rmtree(group, ignore_errors=True)
+    return None
+
+
+def oom_kills(group: Path) -> int:
+    for name in ("memory.events", "memory.oom_control"):
+        if (group / name).exists():
+            fields = dict(line.split() for line in (group / name).read_text().splitlines())
+            return int(fields.get("oom_kill", 0))
+    return 0
+
+
+FLY_VM = fly_config()["vm"][0]
+GB = 1024 ** 3
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("cpus, memory, workers", [
+    (FLY_VM["cpus"], int(FLY_VM["memory"].removesuffix("gb")) * GB, 1),  # fly.toml's machine
+    (2, 1 * GB, 1),  # docker run --cpus 2 -m 1g: two cores, but memory for one torch worker
+], ids=["fly-vm", "2-cores-1gb"])
+def test_fly_env_serves_on_a_machine_of_that_size(image_dir, tmp_path, cpus, memory, workers):
+    """fly.toml's [env], served in a cgroup with the machine's memory and on its CPU count:
+    the worker count follows from the machine, the runtime is the one fly.toml names, and
+    8 clients get answers without an out-of-memory kill."""
+    if len(os.sched_getaffinity(0)) < cpus:
+        pytest.skip(f"needs {cpus} CPUs")
+    dockerfile, dest = image_dir
+    group = memory_cgroup(f"classifier-test-{os.getpid()}-{cpus}", memory)
+    if group is None:
+        pytest.skip("cannot create a memory cgroup here (needs root and a writable cgroup fs)")
+    port = free_port()
+    env = {k: v for k, v in dockerfile.env.items() if k != "PATH"}
+    env.update(fly_config()["env"])
+    env.update(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin", PORT=str(port), HOME=str(tmp_path))
+    cores = sorted(os.sched_getaffinity(0))[:cpus]
+
+    def enter_machine():
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+        os.sched_setaffinity(0, cores)
+
+    command = list(dockerfile.cmd)
+    command[0] = shutil.which(command[0], path=env["PATH"])
+    server = subprocess.Popen(command, cwd=dest, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, preexec_fn=enter_machine)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, server, 180)
+        assert len(psutil.Process(server.pid).children()) == workers
+        assert requests.get(f"{base}/model", timeout=10).json()["runtime"] == env["INFERENCE_RUNTIME"]
+        buf = io.BytesIO()
+        Image.new("RGB", (640, 480), (220, 30, 30)).save(buf, "JPEG")
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: requests.post(
+                f"{base}/predict", files={"file": ("red.jpg", buf.getvalue(), "image/jpeg")},
+                timeout=120).status_code, range(32)))
+        assert replies == [200] * 32
+        assert oom_kills(group) == 0
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)

@@ -1,0 +1,169 @@
+"""Compile export.pkl into an ONNX graph plus its preprocessing, checked against learn.predict.
+
+    python -m classifier.onnx_compile models/export.pkl
+
+Writes models/export.onnx and models/export.onnx.json (see classifier/onnx_model.py) and
+exits 0, or exits 1 with one line saying why not: a transform the torch-free predictor
+cannot reproduce, or probabilities that differ from `learn.predict` by more than
+TOLERANCE on the model's example images (models/examples/, as training writes them)
+and on generated images of odd shapes that exercise cropping and padding. Needs torch
+and fastai: the Dockerfile runs it at image build.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from classifier.images import IMAGE_EXTENSIONS, load_rgb
+from classifier.model_files import (ModelLoadError, atomic_path, load_learner_checked, sha256_file,
+                                    write_json_atomic)
+from classifier.onnx_model import FORMAT, CompiledPredictor, graph_path, sidecar_path
+
+TOLERANCE = 1e-4  # largest probability difference from learn.predict accepted
+GENERATED_SHAPES = ((64, 48), (48, 64), (37, 91), (300, 200), (20, 20))  # (width, height)
+
+
+class CompileError(RuntimeError):
+    """The model cannot be compiled for the torch-free predictor; one line saying why."""
+
+
+def export_graph(model, image_size) -> bytes:
+    """The network as ONNX bytes: input (batch, 3, height, width) float32 -> logits."""
+    import torch
+
+    height, width = image_size
+    sample = torch.rand(2, 3, height, width)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (sample,), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return buf.getvalue()
+
+
+def _resample(tfm) -> int:
+    return int(getattr(tfm, "mode", Image.BILINEAR))
+
+
+def preprocessing(learner) -> dict:
+    """The learner's validation-time transforms as data, or CompileError for one we lack."""
+    from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
+    from fastai.vision.augment import RandomResizedCrop, Resize
+
+    steps = []
+    for tfm in learner.dls.valid.after_item.fs:
+        if getattr(tfm, "split_idx", None) == 0 or isinstance(tfm, ToTensor):
+            continue  # training-only augmentation, or the PIL -> tensor step done in numpy
+        size = [int(s) for s in tfm.size] if hasattr(tfm, "size") else None
+        if isinstance(tfm, Resize):
+            steps.append({"op": "resize", "size": size, "method": str(tfm.method),
+                          "pad_mode": str(tfm.pad_mode), "resample": _resample(tfm)})
+        elif isinstance(tfm, RandomResizedCrop):
+            steps.append({"op": "random_resized_crop", "size": size,
+                          "val_xtra": float(tfm.val_xtra), "resample": _resample(tfm)})
+        else:
+            raise CompileError(f"item transform {type(tfm).__name__} is not supported by the "
+                               "torch-free predictor; serve this model with the default image")
+    scale, mean, std = 1.0, None, None
+    for tfm in learner.dls.valid.after_batch.fs:
+        if getattr(tfm, "split_idx", None) == 0:
+            continue
+        if isinstance(tfm, IntToFloatTensor):
+            scale = float(tfm.div)
+        elif isinstance(tfm, Normalize) and tfm.mean is not None:
+            mean = [float(v) for v in np.asarray(tfm.mean.cpu()).reshape(-1)]
+            std = [float(v) for v in np.asarray(tfm.std.cpu()).reshape(-1)]
+        else:
+            raise CompileError(f"batch transform {type(tfm).__name__} is not supported by the "
+                               "torch-free predictor; serve this model with the default image")
+    return {"steps": steps, "scale": scale, "mean": mean, "std": std}
+
+
+def check_images(model_path: Path, workdir: Path) -> list[Path]:
+    """The model's example images, and generated ones of shapes that need cropping or padding."""
+    examples = model_path.parent / "examples"
+    found = sorted(p for p in examples.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) \
+        if examples.is_dir() else []
+    rng = np.random.default_rng(0)
+    for width, height in GENERATED_SHAPES:
+        path = workdir / f"generated_{width}x{height}.png"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+        found.append(path)
+    return found
+
+
+def largest_difference(learner, predictor: CompiledPredictor, images: list[Path]) -> float:
+    """Largest |p_compiled - p_learn.predict| over the images and classes."""
+    gap = 0.0
+    for path in images:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with learner.no_bar():
+                expected = learner.predict(path)[2].double().numpy()
+        got = predictor.probabilities([load_rgb(path)])[0]
+        gap = max(gap, float(np.abs(got - expected).max()))
+    return gap
+
+
+def compile_model(model_path) -> float:
+    """Write export.onnx and export.onnx.json for `model_path`; returns the checked gap."""
+    model_path = Path(model_path)
+    learner, metadata = load_learner_checked(model_path)
+    pre = preprocessing(learner)
+    sizes = [step["size"] for step in pre["steps"]]
+    if not sizes:
+        raise CompileError("the learner has no Resize item transform, so its input size is "
+                           "unknown; serve this model with the default image")
+    image_size = [sizes[-1][1], sizes[-1][0]]  # (height, width)
+    graph = export_graph(learner.model, image_size)
+    meta = metadata or {}
+    created = meta.get("created_at") or dt.datetime.fromtimestamp(
+        os.path.getmtime(model_path), dt.timezone.utc).isoformat(timespec="seconds")
+    sidecar = {
+        "format": FORMAT,
+        "pkl_sha256": sha256_file(model_path),
+        "vocab": [str(v) for v in learner.dls.vocab],
+        "image_size": image_size,
+        "arch": meta.get("arch") or getattr(getattr(learner, "arch", None), "__name__", None)
+        or type(learner.model).__name__,
+        "created_at": str(created),
+        "preprocessing": pre,
+    }
+    predictor = CompiledPredictor(graph, sidecar, threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        gap = largest_difference(learner, predictor, check_images(model_path, Path(tmp)))
+    if not gap <= TOLERANCE:
+        raise CompileError(f"the compiled model differs from learn.predict by {gap:.2e} "
+                           f"(more than {TOLERANCE:g})")
+    with atomic_path(graph_path(model_path)) as tmp:
+        tmp.write_bytes(graph)
+    write_json_atomic(sidecar_path(model_path), dict(sidecar, checked_gap=gap))
+    return gap
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="the fastai export, e.g. models/export.pkl")
+    args = parser.parse_args(argv)
+    try:
+        gap = compile_model(args.model)
+    except (CompileError, ModelLoadError) as exc:
+        print(f"error: cannot compile {args.model}: {exc}", file=sys.stderr)
+        return 1
+    print(f"compiled {args.model} -> {graph_path(args.model).name}, "
+          f"{sidecar_path(args.model).name} (largest difference from learn.predict {gap:.1e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
