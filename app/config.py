@@ -18,7 +18,8 @@ MB = 1024 * 1024
 # The environment variables read here (create_app's config accepts the same names).
 ENV_NAMES = ("MODEL_PATH", "PORT", "WEB_CONCURRENCY", "THREADS", "INFERENCE_THREADS",
              "INFERENCE_RUNTIME", "MAX_UPLOAD_MB", "MAX_IMAGE_PIXELS", "MAX_BATCH", "API_KEY",
-             "CORS_ORIGINS", "READ_TIMEOUT")
+             "CORS_ORIGINS", "READ_TIMEOUT", "ALLOW_URL_FETCH", "ALLOW_URL_FETCH_LOOPBACK",
+             "FEEDBACK_DIR")
 
 
 class ConfigError(RuntimeError):
@@ -53,6 +54,12 @@ class Settings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     read_timeout: float = 10.0
+    # {"url": ...} on /predict makes the server fetch it (app/url_fetch.py): off by default.
+    allow_url_fetch: bool = False
+    # Lets URL fetching reach 127.0.0.0/8 and ::1 only; exists for the tests' local server.
+    allow_url_fetch_loopback: bool = False
+    # Where POST /feedback keeps corrected images (<label>/<sha256>.<ext>); None: off.
+    feedback_dir: Path | None = None
 
     @property
     def max_content_length(self) -> int:
@@ -83,6 +90,15 @@ def _float(name: str, raw) -> float:
     return value
 
 
+def _flag(name: str, raw) -> bool:
+    text = str(raw or "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off, not {raw!r}.")
+
+
 def load_settings(environ=None, overrides=None) -> Settings:
     """Settings from `environ` (default os.environ), then `overrides` (same names) on top."""
     source = dict(os.environ if environ is None else environ)
@@ -102,6 +118,10 @@ def load_settings(environ=None, overrides=None) -> Settings:
     model_path = Path(get("MODEL_PATH") or Settings.model_path)
     if not model_path.is_absolute():
         model_path = Path.cwd() / model_path
+    feedback_dir = get("FEEDBACK_DIR")
+    if feedback_dir is not None:
+        feedback_dir = Path(feedback_dir)
+        feedback_dir = feedback_dir if feedback_dir.is_absolute() else Path.cwd() / feedback_dir
     origins = get("CORS_ORIGINS") or ""
     if isinstance(origins, str):
         origins = origins.split(",")
@@ -119,4 +139,8 @@ def load_settings(environ=None, overrides=None) -> Settings:
         api_key=get("API_KEY"),
         cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
         read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT") or Settings.read_timeout),
+        allow_url_fetch=_flag("ALLOW_URL_FETCH", get("ALLOW_URL_FETCH")),
+        allow_url_fetch_loopback=_flag("ALLOW_URL_FETCH_LOOPBACK",
+                                       get("ALLOW_URL_FETCH_LOOPBACK")),
+        feedback_dir=feedback_dir,
     )

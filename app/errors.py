@@ -32,6 +32,23 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
               405: "method_not_allowed", 413: "payload_too_large",
               415: "unsupported_media_type", 503: "model_unavailable"}
 IMAGE_STATUS = {"invalid_image": 400, "image_too_large": 413}
+# Codes of the JSON and URL inputs (app/json_uploads.py, app/url_fetch.py) and of
+# POST /feedback (app/feedback.py), with their status and what they mean.
+INPUT_CODES = {
+    "invalid_json": (400, "the body is not JSON: malformed, not UTF-8, or nested too deeply"),
+    "invalid_field": (400, "a JSON field is missing, unknown or of the wrong type"),
+    "invalid_base64": (400, "an image is not valid base64 (or a data: URL without base64)"),
+    "url_fetch_disabled": (400, "{\"url\": ...} sent but ALLOW_URL_FETCH is off"),
+    "url_not_allowed": (400, "the URL is not http(s), has credentials, or cannot be parsed"),
+    "url_blocked_address": (400, "the URL's host resolves to a non-public address"),
+    "url_too_many_redirects": (400, "the URL redirected more than 3 times"),
+    "url_fetch_failed": (400, "the URL could not be fetched: DNS, connection, timeout or "
+                              "an HTTP error status"),
+    "url_too_large": (400, "the image at the URL is over MAX_UPLOAD_MB"),
+    "url_not_image": (400, "the URL answered with something that is not an image"),
+    "feedback_disabled": (404, "POST /feedback with no FEEDBACK_DIR set"),
+    "invalid_label": (400, "the corrected label is not one of the model's classes"),
+}
 
 
 class ApiError(Exception):

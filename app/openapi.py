@@ -1,9 +1,11 @@
 """The OpenAPI 3 document of the JSON API (GET /openapi.json), checked against real answers."""
 from __future__ import annotations
 
+from app.errors import INPUT_CODES
+
 ERROR_CODES = ["missing_file", "invalid_image", "payload_too_large", "image_too_large",
                "unsupported_media_type", "unauthorized", "not_found", "method_not_allowed",
-               "model_unavailable", "bad_request", "internal_error"]
+               "model_unavailable", "bad_request", "internal_error", *INPUT_CODES]
 
 
 def _error(description: str) -> dict:
@@ -65,6 +67,22 @@ SCHEMAS = {
 }
 
 
+def json_request_schema(settings) -> dict:
+    """The JSON body of POST /predict (app/json_uploads.py): exactly one of three fields."""
+    base64_image = {"type": "string", "format": "byte", "description": "Standard or URL-safe "
+                    "base64, or a data: URL (data:image/png;base64,...)."}
+    url = {"type": "string", "format": "uri", "description": "http(s) URL of an image, "
+           "fetched by the server" + ("." if settings.allow_url_fetch else
+                                      ": off on this server (ALLOW_URL_FETCH).")}
+    return {"description": f"At most {settings.max_upload_mb:g} MB of decoded images in all.",
+            "oneOf": [
+                {"type": "object", "required": ["image"], "properties": {"image": base64_image}},
+                {"type": "object", "required": ["images"], "properties": {"images": {
+                    "type": "array", "minItems": 1, "maxItems": settings.max_batch,
+                    "items": base64_image}}},
+                {"type": "object", "required": ["url"], "properties": {"url": url}}]}
+
+
 def openapi_document(service) -> dict:
     settings = service.settings
     predict = {
@@ -75,13 +93,15 @@ def openapi_document(service) -> dict:
                 "properties": {"file": {"type": "array", "maxItems": settings.max_batch,
                                         "items": {"type": "string", "format": "binary"}}}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": json_request_schema(settings)},
         }},
         "responses": {
-            "200": {"description": "One `file` or a raw body: a Prediction. Several `file` "
-                    "fields: a BatchPrediction.", "content": {"application/json": {"schema": {
+            "200": {"description": "One `file`, a raw body, `image` or `url`: a Prediction. "
+                    "Two or more images (`file` fields or `images`): a BatchPrediction.", "content": {"application/json": {"schema": {
                         "oneOf": [{"$ref": "#/components/schemas/Prediction"},
                                   {"$ref": "#/components/schemas/BatchPrediction"}]}}}},
-            "400": _error("missing_file or invalid_image"),
+            "400": _error("missing_file, invalid_image, invalid_json, invalid_field, "
+                          "invalid_base64, or a url_* refusal"),
             "401": _error("unauthorized (only when the server has an API_KEY)"),
             "413": _error(f"payload_too_large (over {settings.max_upload_mb:g} MB or "
                           f"{settings.max_batch} files) or image_too_large (over "
