@@ -39,7 +39,7 @@ def read_json_body(max_bytes: int):
     """The parsed body; ApiError 413 when too large, 400 invalid_json when not JSON."""
     limit = json_body_limit(max_bytes)
     too_large = ApiError(413, "payload_too_large",
-                         f"The JSON body is too large: at most {max_bytes / 2**20:g} MB of "
+                         f"The JSON body is too large: at most {max_bytes / 2**20:.3g} MB of "
                          f"images in all (about {limit / 2**20:.1f} MB of JSON in base64).")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
@@ -121,7 +121,7 @@ def uploads_from_json(max_batch: int, max_bytes: int, fetch_url=None) -> list[Up
                    for i, item in enumerate(images)]
     if sum(len(u.data) for u in uploads) > max_bytes:
         raise ApiError(413, "payload_too_large",
-                       f"The images are too large: at most {max_bytes / 2**20:g} MB in all.")
+                       f"The images are too large: at most {max_bytes / 2**20:.3g} MB in all.")
     return uploads
 
 
