@@ -190,8 +190,9 @@ def load_learner_checked(model_path: str | os.PathLike, verify_checksum: bool = 
     except MissingNotebookFunction as exc:  # a notebook function called while unpickling
         raise ModelLoadError(f"{path}: {exc}") from None
     except Exception as exc:  # unpickling untrusted/corrupt data can raise anything
+        reason = " ".join(str(exc).split())[:200]  # one line, whatever pickle said
         raise ModelLoadError(f"{path} is not a loadable fastai export: "
-                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                             f"{type(exc).__name__}: {reason}") from None
     if pickle_module.placeholders:
         log.warning("%s refers to %s, defined in the notebook that exported it; loaded as "
                     "placeholders (inference does not call them)", path,
