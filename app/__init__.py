@@ -66,7 +66,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.wsgi_app = with_read_timeout(app.wsgi_app, settings.read_timeout)
     app.extensions["classifier"] = service
 
-    from app import api, health, web
+    from app import api, feedback, health, web
     from app.errors import register_error_handlers
     from app.metrics import init_metrics
     from app.request_id import init_request_id
@@ -77,4 +77,5 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(feedback.bp)
     return app

@@ -83,6 +83,34 @@ def json_request_schema(settings) -> dict:
                 {"type": "object", "required": ["url"], "properties": {"url": url}}]}
 
 
+def feedback_operation(settings) -> dict:
+    """POST /feedback (app/feedback.py): a corrected label for an image, kept for training."""
+    image = {"type": "string", "format": "binary"}
+    return {
+        "summary": "Store an image under its right class (FEEDBACK_DIR/<label>/) and log it"
+                   + ("." if settings.feedback_dir else ": off on this server (FEEDBACK_DIR)."),
+        "parameters": [{"name": "label", "in": "query", "required": False,
+                        "schema": {"type": "string"},
+                        "description": "The right class, when not sent as a form field."}],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["label"],
+                                               "properties": {"file": image,
+                                                              "label": {"type": "string"}}}},
+            "image/*": {"schema": image},
+            "application/json": {"schema": json_request_schema(settings)},
+        }},
+        "responses": {
+            "201": {"description": "Stored: the JSON line appended to feedback.jsonl.",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            "400": _error("invalid_label, missing_file, invalid_image or a JSON error"),
+            "401": _error("unauthorized (only when the server has an API_KEY)"),
+            "404": _error("feedback_disabled (no FEEDBACK_DIR)"),
+            "413": _error("payload_too_large or image_too_large"),
+            "415": _error("unsupported_media_type"),
+        },
+    }
+
+
 def openapi_document(service) -> dict:
     settings = service.settings
     predict = {
@@ -118,6 +146,7 @@ def openapi_document(service) -> dict:
                  "description": f"A fastai image classifier ({', '.join(service.info['vocab'])})."},
         "paths": {
             "/predict": {"post": predict},
+            "/feedback": {"post": feedback_operation(settings)},
             "/model": {"get": {"summary": "The served model.",
                                "responses": {"200": _json("ModelInfo", "Model description")}}},
             "/healthz": {"get": {"summary": "Liveness.",

@@ -59,6 +59,9 @@ def render_page(result=None, error=None, status: int = 200):
     html = render_template("index.html", result=result, error=error, examples=_examples(),
                            vocab=service.info.get("vocab", []),
                            max_upload_mb=service.settings.max_upload_mb,
+                           # "Wrong? The right answer is ..." (app/feedback.py), keyless only
+                           feedback=service.settings.feedback_dir is not None
+                           and not service.settings.api_key,
                            # With an API key the script leaves submission to the plain form.
                            predict_url=None if service.settings.api_key
                            else url_for("api.predict"))
