@@ -48,6 +48,7 @@ INPUT_CODES = {
     "url_not_image": (400, "the URL answered with something that is not an image"),
     "feedback_disabled": (404, "POST /feedback with no FEEDBACK_DIR set"),
     "invalid_label": (400, "the corrected label is not one of the model's classes"),
+    "feedback_unavailable": (503, "FEEDBACK_DIR is not writable (the error is logged)"),
 }
 
 

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -31,6 +32,7 @@ from app.uploads import Upload, uploads_from_request
 from classifier.images import ALLOWED_FORMATS
 from classifier.model_files import atomic_path
 
+log = logging.getLogger(__name__)
 bp = Blueprint("feedback", __name__)
 LOG_NAME = "feedback.jsonl"
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
@@ -102,13 +104,22 @@ def feedback():
     item, _ = service.prepare(upload.data)  # the same checks as /predict
     (prediction,) = service.predict([item])
     digest = hashlib.sha256(upload.data).hexdigest()
-    path = store_image(settings.feedback_dir / label, upload.data, digest)
-    record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "image": path.relative_to(settings.feedback_dir).as_posix(), "sha256": digest,
-              "label": label, "predicted": prediction.label,
-              "confidence": prediction.confidence, "model_sha256": service.info["sha256"],
-              "request_id": g.get("request_id")}
-    append_line(settings.feedback_dir / LOG_NAME, record)
+    try:
+        path = store_image(settings.feedback_dir / label, upload.data, digest)
+        record = _record(settings.feedback_dir, path, digest, label, prediction, service)
+        append_line(settings.feedback_dir / LOG_NAME, record)
+    except OSError as exc:  # e.g. a new, root-owned volume (docs/incoming/ways.md)
+        log.error("cannot save a correction under %s: %s", settings.feedback_dir, exc)
+        raise ApiError(503, "feedback_unavailable", "The correction could not be saved on "
+                       "this server (its FEEDBACK_DIR is not writable); it has been logged.") from None
     if request.mimetype == "multipart/form-data" and request.form.get("from_page"):
         return redirect(url_for("web.index", feedback="saved"), 303)  # the form, without JS
     return jsonify(record), 201
+
+
+def _record(folder: Path, path: Path, digest: str, label: str, prediction, service) -> dict:
+    return {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "image": path.relative_to(folder).as_posix(), "sha256": digest,
+            "label": label, "predicted": prediction.label,
+            "confidence": prediction.confidence, "model_sha256": service.info["sha256"],
+            "request_id": g.get("request_id")}

@@ -107,6 +107,7 @@ def feedback_operation(settings) -> dict:
             "404": _error("feedback_disabled (no FEEDBACK_DIR)"),
             "413": _error("payload_too_large or image_too_large"),
             "415": _error("unsupported_media_type"),
+            "503": _error("feedback_unavailable or model_unavailable"),
         },
     }
 

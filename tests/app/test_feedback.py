@@ -107,3 +107,11 @@ def test_api_key_guards_feedback_too(make_app, feedback_dir):
     client = make_app(FEEDBACK_DIR=str(feedback_dir), API_KEY="s3cret").test_client()
     r = client.post("/feedback?label=red", data=encode(photo()), content_type="image/png")
     assert r.status_code == 401
+
+
+def test_unwritable_folder_is_a_503_with_its_code(make_app, tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("a file where the folder should be")
+    client = make_app(FEEDBACK_DIR=str(blocked)).test_client()
+    r = client.post("/feedback?label=red", data=encode(photo()), content_type="image/png")
+    assert (r.status_code, r.get_json()["error"]["code"]) == (503, "feedback_unavailable")
