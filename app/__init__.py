@@ -68,7 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
                                         settings.min_upload_kbps * 1024)
     service.install(app)
 
-    from app import api, health, pages, web
+    from app import api, feedback, health, pages, web
     from app.errors import register_error_handlers
     from app.metrics import init_metrics
     from app.request_id import init_request_id
@@ -80,4 +80,5 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(feedback.bp)
     return app

@@ -115,6 +115,12 @@ class Settings:
     header_timeout: int = 10
     min_upload_kbps: float = 20.0
     max_connections: int = 1000
+    # {"url": ...} on /predict makes the server fetch it (app/url_fetch.py): off by default.
+    allow_url_fetch: bool = False
+    # Lets URL fetching reach 127.0.0.0/8 and ::1 only; exists for the tests' local server.
+    allow_url_fetch_loopback: bool = False
+    # Where POST /feedback keeps corrected images (<label>/<sha256>.<ext>); None: off.
+    feedback_dir: Path | None = None
 
     @property
     def max_content_length(self) -> int:
@@ -135,7 +141,10 @@ ENV_FIELDS = {"MODEL_PATH": "model_path", "PORT": "port", "WEB_CONCURRENCY": "wo
               "READ_TIMEOUT": "read_timeout", "UNSURE_THRESHOLD": "unsure_threshold",
               "EXPLANATIONS": "explanations", "MAX_DECLARED_PIXELS": "max_declared_pixels",
               "EXACT_DECODE": "exact_decode", "HEADER_TIMEOUT": "header_timeout",
-              "MIN_UPLOAD_KBPS": "min_upload_kbps", "MAX_CONNECTIONS": "max_connections"}
+              "MIN_UPLOAD_KBPS": "min_upload_kbps", "MAX_CONNECTIONS": "max_connections",
+              "ALLOW_URL_FETCH": "allow_url_fetch",
+              "ALLOW_URL_FETCH_LOOPBACK": "allow_url_fetch_loopback",
+              "FEEDBACK_DIR": "feedback_dir"}
 ENV_NAMES = tuple(ENV_FIELDS)
 
 
@@ -173,9 +182,9 @@ def _fraction(name: str, raw) -> float | None:
 
 def _switch(name: str, raw) -> bool:
     value = str(raw).strip().lower()
-    if value not in ("1", "0", "true", "false", "on", "off"):
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
         raise ConfigError(f"{name} must be on or off, not {raw!r}.")
-    return value in ("1", "true", "on")
+    return value in ("1", "true", "yes", "on")
 
 
 def load_settings(environ=None, overrides=None) -> Settings:
@@ -205,6 +214,10 @@ def load_settings(environ=None, overrides=None) -> Settings:
     model_path = Path(get("MODEL_PATH"))
     if not model_path.is_absolute():
         model_path = Path.cwd() / model_path
+    feedback_dir = given("FEEDBACK_DIR")
+    if feedback_dir is not None:
+        feedback_dir = Path(feedback_dir)
+        feedback_dir = feedback_dir if feedback_dir.is_absolute() else Path.cwd() / feedback_dir
     origins = given("CORS_ORIGINS") or ""
     if isinstance(origins, str):
         origins = origins.split(",")
@@ -228,4 +241,8 @@ def load_settings(environ=None, overrides=None) -> Settings:
         header_timeout=_int("HEADER_TIMEOUT", get("HEADER_TIMEOUT")),
         min_upload_kbps=_float("MIN_UPLOAD_KBPS", get("MIN_UPLOAD_KBPS")),
         max_connections=_int("MAX_CONNECTIONS", get("MAX_CONNECTIONS")),
+        allow_url_fetch=_switch("ALLOW_URL_FETCH", get("ALLOW_URL_FETCH")),
+        allow_url_fetch_loopback=_switch("ALLOW_URL_FETCH_LOOPBACK",
+                                         get("ALLOW_URL_FETCH_LOOPBACK")),
+        feedback_dir=feedback_dir,
     )

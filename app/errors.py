@@ -32,6 +32,21 @@ ERRORS = {
     "unsupported_media_type": 415,
     "internal_error": 500,
     "model_unavailable": 503,
+    # JSON and URL inputs (app/json_uploads.py, app/url_fetch.py)
+    "invalid_json": 400,            # not JSON: malformed, not UTF-8, or nested too deeply
+    "invalid_field": 400,           # a JSON field missing, unknown or of the wrong type
+    "invalid_base64": 400,          # an image that is not valid base64
+    "url_fetch_disabled": 400,      # {"url": ...} sent but ALLOW_URL_FETCH is off
+    "url_not_allowed": 400,         # not http(s), has credentials, or cannot be parsed
+    "url_blocked_address": 400,     # the host resolves to a non-public address
+    "url_too_many_redirects": 400,  # more than 3 redirects
+    "url_fetch_failed": 400,        # DNS, connection, timeout or an HTTP error status
+    "url_too_large": 400,           # the image at the URL is over MAX_UPLOAD_MB
+    "url_not_image": 400,           # the URL answered with something that is not an image
+    # POST /feedback (app/feedback.py)
+    "feedback_disabled": 404,       # no FEEDBACK_DIR set
+    "invalid_label": 400,           # the corrected label is not one of the model's classes
+    "feedback_unavailable": 503,    # FEEDBACK_DIR is not writable (the error is logged)
 }
 # werkzeug's HTTP errors get the code of their status; others become their lower_snake name.
 HTTP_CODES = {ERRORS[code]: code for code in (

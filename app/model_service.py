@@ -89,6 +89,8 @@ class ModelService:
             predictor = Predictor(learner, runtime=self.settings.runtime,
                                   threads=self.settings.inference_threads,
                                   onnx_graph=compiled[0] if compiled else None)
+        except ModelLoadError:  # says why itself (a notebook function the model calls)
+            raise
         except Exception as exc:  # e.g. runtime="onnx" demanded but the export fails parity
             raise ModelLoadError(f"{path} cannot run with INFERENCE_RUNTIME="
                                  f"{self.settings.runtime}: {type(exc).__name__}: "

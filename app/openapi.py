@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from app.errors import ERRORS
 from app.options import PARAMETERS
+# The error codes of the JSON and URL inputs (app/json_uploads.py, app/url_fetch.py).
+JSON_CODES = ("invalid_json", "invalid_field", "invalid_base64")
+URL_CODES = ("url_fetch_disabled", "url_not_allowed", "url_blocked_address",
+             "url_too_many_redirects", "url_fetch_failed", "url_too_large", "url_not_image")
 
 
 def _errors(*codes: str, notes: dict | None = None) -> dict:
@@ -135,6 +139,53 @@ def code_samples(method: str, url: str, api_key: bool = False, upload: bool = Fa
             {"lang": "Python", "label": "Python", "source": python}]
 
 
+def json_request_schema(settings) -> dict:
+    """The JSON body of POST /predict (app/json_uploads.py): exactly one of three fields."""
+    base64_image = {"type": "string", "format": "byte", "description": "Standard or URL-safe "
+                    "base64, or a data: URL (data:image/png;base64,...)."}
+    url = {"type": "string", "format": "uri", "description": "http(s) URL of an image, "
+           "fetched by the server" + ("." if settings.allow_url_fetch else
+                                      ": off on this server (ALLOW_URL_FETCH).")}
+    return {"description": f"At most {settings.max_upload_mb:g} MB of decoded images in all.",
+            "oneOf": [
+                {"type": "object", "required": ["image"], "properties": {"image": base64_image}},
+                {"type": "object", "required": ["images"], "properties": {"images": {
+                    "type": "array", "minItems": 1, "maxItems": settings.max_batch,
+                    "items": base64_image}}},
+                {"type": "object", "required": ["url"], "properties": {"url": url}}]}
+
+
+def feedback_operation(settings, base_url: str) -> dict:
+    """POST /feedback (app/feedback.py): a corrected label for an image, kept for training."""
+    image = {"type": "string", "format": "binary"}
+    return {
+        "x-codeSamples": code_samples("post", f"{base_url}/feedback?label=LABEL",
+                                      api_key=bool(settings.api_key), upload=True),
+        "summary": "Store an image under its right class (FEEDBACK_DIR/<label>/) and log it"
+                   + ("." if settings.feedback_dir else ": off on this server (FEEDBACK_DIR)."),
+        "parameters": [{"name": "label", "in": "query", "required": False,
+                        "schema": {"type": "string"},
+                        "description": "The right class, when not sent as a form field."}],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["label"],
+                                               "properties": {"file": image,
+                                                              "label": {"type": "string"}}}},
+            "image/*": {"schema": image},
+            "application/json": {"schema": json_request_schema(settings)},
+        }},
+        "responses": {
+            "201": {"description": "Stored: the JSON line appended to feedback.jsonl.",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            **_errors("invalid_label", "missing_file", "invalid_image", *JSON_CODES,
+                      "unauthorized", "feedback_disabled", "payload_too_large",
+                      "image_too_large", "unsupported_media_type", "feedback_unavailable",
+                      "model_unavailable", notes={
+                          "unauthorized": "only when the server has an API_KEY",
+                          "feedback_disabled": "no FEEDBACK_DIR"}),
+        },
+    }
+
+
 def openapi_document(service, base_url: str = "http://localhost:8000") -> dict:
     settings = service.settings
     base_url = base_url.rstrip("/")
@@ -158,13 +209,15 @@ def openapi_document(service, base_url: str = "http://localhost:8000") -> dict:
                 "properties": {"file": {"type": "array", "maxItems": settings.max_batch,
                                         "items": {"type": "string", "format": "binary"}}}}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": json_request_schema(settings)},
         }},
         "responses": {
-            "200": {"description": "One `file` or a raw body: a Prediction. Several `file` "
-                    "fields: a BatchPrediction.", "content": {"application/json": {"schema": {
+            "200": {"description": "One `file`, a raw body, `image` or `url`: a Prediction. "
+                    "Two or more images (`file` fields or `images`): a BatchPrediction.", "content": {"application/json": {"schema": {
                         "oneOf": [{"$ref": "#/components/schemas/Prediction"},
                                   {"$ref": "#/components/schemas/BatchPrediction"}]}}}},
-            **_errors("missing_file", "invalid_image", "invalid_parameter", "unauthorized",
+            **_errors("missing_file", "invalid_image", "invalid_parameter", *JSON_CODES,
+                      *URL_CODES, "unauthorized",
                       "explanation_unavailable", "payload_too_large", "image_too_large",
                       "unsupported_media_type", "model_unavailable", notes={
                           "invalid_parameter": "top_k, threshold or explain out of range",
@@ -192,6 +245,7 @@ def openapi_document(service, base_url: str = "http://localhost:8000") -> dict:
         "servers": [{"url": base_url}],
         "paths": {
             "/predict": {"post": predict},
+            "/feedback": {"post": feedback_operation(settings, base_url)},
             "/model": get("The served model: classes, metrics, threshold (the page's model "
                           "card).", "/model", {"200": _json("ModelInfo", "Model description")}),
             "/healthz": get("Liveness.", "/healthz", {"200": _json("Status", "Alive")}),

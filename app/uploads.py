@@ -25,7 +25,10 @@ def _missing(message: str = "Send an image: a multipart form field named 'file',
 
 
 def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]:
-    """The request's images as bytes; raises ApiError for the request's shape."""
+    """The request's images as bytes; raises ApiError for the request's shape.
+
+    `allow_raw`: the API's other shapes too, an image/* body and JSON (app/json_uploads.py).
+    """
     mimetype = request.mimetype or ""
     if mimetype == "multipart/form-data":
         files = [f for f in request.files.getlist(FIELD) if f.filename or f.content_length]
@@ -41,6 +44,9 @@ def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]
         return [Upload(f.filename or f"{FIELD}{i}", f.read()) for i, f in enumerate(files)]
     if allow_raw and mimetype.startswith("image/"):
         return [Upload("body", read_body(request.max_content_length))]
+    if allow_raw and mimetype == "application/json":
+        from app.json_uploads import json_uploads_for_request  # it builds on Upload
+        return json_uploads_for_request(max_batch)
     if not mimetype and not request.content_length:  # an empty POST
         raise _missing()
     if mimetype == "application/x-www-form-urlencoded":  # a form, but one that cannot hold files
@@ -48,7 +54,7 @@ def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]
                        "(enctype=\"multipart/form-data\") with the image in 'file'.")
     raise ApiError("unsupported_media_type",
                    f"Content-Type {mimetype or '(none)'} is not accepted: send "
-                   "multipart/form-data with a 'file' field, or an image/* body.")
+                   "multipart/form-data with a 'file' field, an image/* body, or JSON.")
 
 
 def read_body(limit: int | None) -> bytes:

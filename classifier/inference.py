@@ -81,6 +81,7 @@ class Predictor:
         self.runtime = "torch"
         if runtime not in ("auto", "onnx", "torch"):
             raise ValueError(f"runtime must be auto, onnx or torch, not {runtime!r}")
+        self._check_transforms()
         if runtime != "torch" and self.image_size is not None:
             self._try_onnx(required=runtime == "onnx", graph=onnx_graph)
 
@@ -137,6 +138,14 @@ class Predictor:
                                  f"{len(self.vocab)} classes; the export is inconsistent.")
 
     # -- internals --------------------------------------------------------
+    def _check_transforms(self) -> None:
+        """Run the inference transforms once on a blank image, so one that cannot run
+        (a notebook function this process lacks: MissingNotebookFunction) fails at load,
+        not on the first request."""
+        from PIL import Image
+
+        self._collate([self.prepare(Image.new("RGB", (64, 64), (128, 128, 128)))])
+
     def _collate(self, items) -> torch.Tensor:
         batch = self._tensor_type(torch.stack(items))
         return torch.Tensor(self._after_batch(batch)).as_subclass(torch.Tensor)

@@ -9,14 +9,95 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 
 class ModelLoadError(RuntimeError):
     """The model cannot be served; the message is one line meant for a person."""
+
+
+class MissingNotebookFunction(ModelLoadError):
+    """The model called a function that only existed in the notebook that exported it."""
+
+
+class NotebookPlaceholder:
+    """Stands in for a function the exporting notebook defined (in its `__main__`).
+
+    A DataBlock's get_items/get_x/get_y (the fastai book's `is_cat`) are pickled by
+    name, so loading fails in any other process with "Can't get attribute 'is_cat' on
+    <module '__main__'>". Inference never calls them, so a placeholder lets the model
+    load; calling one raises MissingNotebookFunction, which says how to provide it.
+    """
+
+    def __init__(self, name: str):
+        self.__name__ = self.__qualname__ = name
+        self.__module__ = "__main__"
+
+    def __call__(self, *args, **kwargs):
+        raise MissingNotebookFunction(
+            f"The model calls {self.__name__}(), a function defined in the notebook that "
+            f"exported it, which this process does not have. Export the model again "
+            f"with fastai's default learn.export() (cloudpickle stores notebook functions "
+            f"with the model), or define {self.__name__} in __main__ before loading it.")
+
+    def __repr__(self) -> str:
+        return f"<placeholder for __main__.{self.__name__}>"
+
+
+class _PlaceholderUnpickler(pickle.Unpickler):
+    """An Unpickler that loads unknown `__main__` names as NotebookPlaceholders."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.placeholders: dict[str, NotebookPlaceholder] = {}
+
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except AttributeError:
+            if module != "__main__" or not name.isidentifier():
+                raise
+            found = self.placeholders.get(name)
+            if found is None:
+                found = self.placeholders[name] = NotebookPlaceholder(name)
+            return found
+
+
+class _PlaceholderPickle:
+    """The `pickle_module` handed to torch.load: pickle, with the Unpickler above.
+
+    torch.load subclasses `pickle_module.Unpickler`, so the names its unpickler
+    replaced are collected in `placeholders` through this class.
+    """
+
+    __name__ = "pickle"
+    placeholders: set[str]
+
+    def __init__(self):
+        self.placeholders = set()
+        outer = self
+
+        class Unpickler(_PlaceholderUnpickler):
+            def load(self):
+                try:
+                    return super().load()
+                finally:
+                    outer.placeholders.update(self.placeholders)
+
+        self.Unpickler = Unpickler
+
+    def load(self, file, **kwargs):
+        return self.Unpickler(file, **kwargs).load()
+
+    def __getattr__(self, name):
+        return getattr(pickle, name)
 
 
 def metadata_path(model_path: str | os.PathLike) -> Path:
@@ -95,14 +176,22 @@ def load_learner_checked(model_path: str | os.PathLike, verify_checksum: bool = 
                 f"{path} does not match {metadata_path(path)} (sha256 {actual[:12]}... "
                 f"!= {metadata['sha256'][:12]}...): the model file was replaced or corrupted. "
                 "Re-export it, or remove the stale export.json.")
+    pickle_module = _PlaceholderPickle()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from fastai.learner import load_learner
-            learner = load_learner(path, cpu=True)
+            learner = load_learner(path, cpu=True, pickle_module=pickle_module)
+    except MissingNotebookFunction as exc:  # a notebook function called while unpickling
+        raise ModelLoadError(f"{path}: {exc}") from None
     except Exception as exc:  # unpickling untrusted/corrupt data can raise anything
+        reason = " ".join(str(exc).split())[:200]  # one line, whatever pickle said
         raise ModelLoadError(f"{path} is not a loadable fastai export: "
-                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                             f"{type(exc).__name__}: {reason}") from None
+    if pickle_module.placeholders:
+        log.warning("%s refers to %s, defined in the notebook that exported it; loaded as "
+                    "placeholders (inference does not call them)", path,
+                    ", ".join(sorted(pickle_module.placeholders)))
     check_image_classifier(learner, path)
     return learner, metadata
 

@@ -1,6 +1,7 @@
 """GET /model, /healthz, /readyz, /metrics, /openapi.json, X-Request-ID; responses match OpenAPI."""
 from __future__ import annotations
 
+import base64
 import io
 import re
 
@@ -107,6 +108,10 @@ def test_metrics_count_requests_latency_and_labels(client):
     assert client.get("/metrics").mimetype == "text/plain"
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def test_real_responses_match_openapi(client, doc):
     image = encode(photo())
     cases = [
@@ -118,7 +123,10 @@ def test_real_responses_match_openapi(client, doc):
         ("/predict", "POST", client.post("/predict", data=png_declaring(100_000, 100_000),
                                          content_type="image/png")),
         ("/predict", "POST", client.post("/predict", data=b"{}",
-                                         content_type="application/json")),
+                                         content_type="text/plain")),
+        ("/predict", "POST", client.post("/predict", json={"image": b64(image)})),
+        ("/predict", "POST", client.post("/predict", json={"images": [b64(image)] * 2})),
+        ("/predict", "POST", client.post("/predict", json={"image": "%%%"})),
         ("/model", "GET", client.get("/model")),
         ("/healthz", "GET", client.get("/healthz")),
         ("/readyz", "GET", client.get("/readyz")),

@@ -1,0 +1,197 @@
+"""Classify a folder of photos offline: `python -m classifier.predict MODEL PATH... [--out F]`.
+
+    python -m classifier.predict models/export.pkl ~/photos --out results.csv
+
+PATHs are image files or folders (searched recursively for .jpg, .png, ...). Each
+row: path, label, confidence, unsure (when the model's export.json has a threshold),
+one probability per class, and error (why a file could not be read; such files never
+stop the run). The output is CSV, or JSON lines for a .jsonl name, written to stdout
+without --out, and atomically (all or nothing) with it. Decoding and inference are the
+server's own (classifier.images.open_checked, classifier.inference.Predictor).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageError, \
+    open_checked
+
+BATCH = 16  # images per forward pass; decoding, not the model, dominates for photos
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def find_images(paths: list[Path]) -> list[Path]:
+    """Files named directly (whatever their extension) and images found under folders."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in
+                                        p.relative_to(path).parts) and p.is_file())
+        elif path.exists():
+            found.append(path)
+        else:
+            raise UsageError(f"{path} does not exist.")
+    return list(dict.fromkeys(found))
+
+
+def unsure_threshold(model_path: Path) -> float | None:
+    """export.json's "unsure" threshold, or None (a notebook export, or an older one)."""
+    from classifier.model_files import read_metadata
+
+    value = ((read_metadata(model_path) or {}).get("unsure") or {}).get("threshold")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+class Progress:
+    """A bar redrawn in place on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, total: int, stream=sys.stderr, every: float = 5.0):
+        self.total, self.stream, self.every = total, stream, every
+        self.tty = stream.isatty()
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        rate = done / max(now - self.start, 1e-9)
+        if self.tty:
+            filled = int(30 * done / max(self.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} "
+                              f"{rate:.1f} images/s")
+            if done == self.total:
+                self.stream.write("\n")
+        elif now - self.last >= self.every or done == self.total:
+            self.stream.write(f"{done}/{self.total} images, {rate:.1f} images/s\n")
+            self.last = now
+        self.stream.flush()
+
+
+def _load(path: Path, predictor, max_pixels: int):
+    """(model input, None) or (None, why the file cannot be used)."""
+    try:
+        return predictor.prepare(open_checked(path.read_bytes(), max_pixels)), None
+    except ImageError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}"
+
+
+def predict_files(predictor, files: list[Path], threshold: float | None,
+                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, workers: int | None = None,
+                  on_progress=None):
+    """Yield one result dict per file, in order; decoding runs `workers` files at a time."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    done = 0
+    with ThreadPoolExecutor(workers) as pool:  # Pillow decodes with the GIL released
+        for start in range(0, len(files), BATCH):
+            chunk = files[start:start + BATCH]
+            loaded = list(pool.map(lambda p: _load(p, predictor, max_pixels), chunk))
+            good = [item for item, _ in loaded if item is not None]
+            predictions = iter(predictor.predict_prepared(good))
+            for path, (item, error) in zip(chunk, loaded):
+                row = {"path": str(path), "error": error}
+                if item is not None:
+                    p = next(predictions)
+                    row.update(label=p.label, confidence=p.confidence,
+                               probabilities=p.probabilities)
+                    if threshold is not None:
+                        row["unsure"] = p.confidence < threshold
+                yield row
+            done += len(chunk)
+            if on_progress:
+                on_progress(done)
+
+
+def write_rows(rows, out, fmt: str, vocab: list[str], threshold: float | None) -> None:
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+        return
+    columns = ["path", "label", "confidence"] + (["unsure"] if threshold is not None else [])
+    writer = csv.writer(out)
+    writer.writerow(columns + vocab + ["error"])
+    for row in rows:
+        probs = row.get("probabilities") or {}
+        writer.writerow([row.get(c, "") for c in columns]
+                        + [probs.get(label, "") for label in vocab] + [row["error"] or ""])
+
+
+def _output_format(out: Path | None) -> str:
+    if out is None or out.suffix.lower() == ".csv":
+        return "csv"
+    if out.suffix.lower() == ".jsonl":
+        return "jsonl"
+    raise UsageError(f"--out {out}: name it .csv or .jsonl.")
+
+
+def main(argv=None) -> int:
+    parser = _Parser(prog="python -m classifier.predict",
+                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="an exported learner (export.pkl)")
+    parser.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                        help="image files or folders (searched recursively)")
+    parser.add_argument("--out", type=Path, help="results.csv or results.jsonl "
+                        "(default: CSV on stdout)")
+    parser.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="refuse larger images, as the server does (default %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        fmt = _output_format(args.out)
+        if args.out is not None and args.out.is_dir():
+            raise UsageError(f"--out {args.out} is a folder; name a file.")
+        files = find_images(args.paths)
+        if not files:
+            raise UsageError(f"No images found in {', '.join(map(str, args.paths))}.")
+        from classifier.inference import Predictor
+        from classifier.model_files import ModelLoadError, atomic_path, load_learner_checked
+        try:
+            learner, _ = load_learner_checked(args.model)
+            predictor = Predictor(learner, runtime=args.runtime)
+            threshold = unsure_threshold(args.model)
+        except ModelLoadError as exc:
+            raise UsageError(str(exc)) from None
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    progress = Progress(len(files))
+    failed = []
+
+    def tracked(rows):
+        for row in rows:
+            if row["error"]:
+                failed.append(row)
+            yield row
+
+    rows = tracked(predict_files(predictor, files, threshold, args.max_pixels,
+                                 on_progress=progress.update))
+    if args.out is None:
+        write_rows(rows, sys.stdout, fmt, predictor.vocab, threshold)
+    else:
+        with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as fh:
+            write_rows(rows, fh, fmt, predictor.vocab, threshold)
+    for row in failed:
+        print(f"unreadable {row['path']}: {row['error']}", file=sys.stderr)
+    print(f"{len(files) - len(failed)} of {len(files)} images classified"
+          + (f", results in {args.out}" if args.out else "") + ".", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

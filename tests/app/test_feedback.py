@@ -1,0 +1,117 @@
+"""POST /feedback (FEEDBACK_DIR): corrections stored once by content under <label>/, one JSON
+line each; off (404, its own code) without the setting; /predict's limits and formats."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+
+import pytest
+
+from tests.app.samples import encode, photo
+
+VOCAB = ["blue", "green", "red"]
+
+
+@pytest.fixture(scope="module")
+def feedback_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("feedback")
+
+
+@pytest.fixture(scope="module")
+def fb_app(make_app, feedback_dir):
+    return make_app(FEEDBACK_DIR=str(feedback_dir), MAX_UPLOAD_MB="1")
+
+
+def lines(folder):
+    path = folder / "feedback.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_correction_is_stored_once_and_logged(fb_app, feedback_dir):
+    client = fb_app.test_client()
+    data = encode(photo(seed=11), "JPEG")
+    digest = hashlib.sha256(data).hexdigest()
+    before = len(lines(feedback_dir))
+    predicted = client.post("/predict", data=data, content_type="image/jpeg").get_json()
+    for _ in range(2):
+        r = client.post("/feedback", data={"file": (io.BytesIO(data), "x.jpg"), "label": "green"},
+                        headers={"X-Request-ID": "req-42"})
+        assert r.status_code == 201, r.get_json()
+    stored = feedback_dir / "green" / f"{digest}.jpg"
+    assert stored.read_bytes() == data
+    assert sorted(p.name for p in (feedback_dir / "green").iterdir()) == [f"{digest}.jpg"]
+    records = lines(feedback_dir)[before:]
+    assert len(records) == 2
+    record = records[0]
+    assert record["label"] == "green" and record["image"] == f"green/{digest}.jpg"
+    assert record["predicted"] == predicted["label"]
+    assert record["confidence"] == pytest.approx(predicted["confidence"])
+    assert record["model_sha256"] == fb_app.extensions["classifier"].info["sha256"]
+    assert record["request_id"] == "req-42" and record["time"].endswith("+00:00")
+
+
+def test_same_formats_as_predict(fb_app, feedback_dir):
+    client = fb_app.test_client()
+    png = encode(photo(seed=12), "PNG")
+    r = client.post("/feedback?label=red", data=png, content_type="image/png")
+    assert r.status_code == 201 and r.get_json()["image"].endswith(".png")
+    r = client.post("/feedback?label=blue", json={"image": base64.b64encode(png).decode()})
+    assert r.status_code == 201 and r.get_json()["image"].startswith("blue/")
+    # The result page's own copy, as a data: URL in a form field, then back to the page.
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    r = client.post("/feedback", data={"image": url, "label": "red", "from_page": "1"},
+                    content_type="multipart/form-data")
+    assert r.status_code == 303 and r.headers["Location"].endswith("/?feedback=saved")
+    assert "correction was saved" in client.get("/?feedback=saved").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("kwargs, status, code", [
+    ({"data": {"file": (io.BytesIO(b"x"), "a.png"), "label": "purple"}}, 400, "invalid_label"),
+    ({"data": {"file": (io.BytesIO(b"x"), "a.png")}}, 400, "invalid_label"),
+    ({"data": {"label": "red"}, "content_type": "multipart/form-data"}, 400, "missing_file"),
+    ({"data": {"file": (io.BytesIO(b"not an image"), "a.png"), "label": "red"}}, 400,
+     "invalid_image"),
+    ({"data": {"file": (io.BytesIO(bytes(2 * 2**20)), "a.png"), "label": "red"}}, 413,
+     "payload_too_large"),
+    ({"data": {"image": "data:image/png;base64,@@@", "label": "red"},
+      "content_type": "multipart/form-data"}, 400, "invalid_base64"),
+    ({"data": b"<x/>", "content_type": "application/xml"}, 415, "unsupported_media_type"),
+])
+def test_bad_corrections_store_nothing(fb_app, feedback_dir, kwargs, status, code):
+    before = (len(lines(feedback_dir)), sorted(p.name for p in feedback_dir.rglob("*")))
+    r = fb_app.test_client().post("/feedback", **kwargs)
+    assert (r.status_code, r.get_json()["error"]["code"]) == (status, code)
+    assert (len(lines(feedback_dir)), sorted(p.name for p in feedback_dir.rglob("*"))) == before
+
+
+def test_off_without_the_setting(client):
+    r = client.post("/feedback", data={"file": (io.BytesIO(encode(photo())), "a.png"),
+                                       "label": "red"})
+    assert (r.status_code, r.get_json()["error"]["code"]) == (404, "feedback_disabled")
+    assert "FEEDBACK_DIR" in r.get_json()["error"]["message"]
+    assert b"feedback-form" not in client.get("/").data
+
+
+def test_result_page_offers_every_class(fb_app):
+    page = fb_app.test_client().post(
+        "/", data={"file": (io.BytesIO(encode(photo())), "a.png")}).get_data(as_text=True)
+    assert "Wrong? The right answer is" in page
+    for label in VOCAB:
+        assert f"<option>{label}</option>" in page
+    assert 'name="image" id="feedback-image" value="data:image/jpeg;base64,' in page
+
+
+def test_api_key_guards_feedback_too(make_app, feedback_dir):
+    client = make_app(FEEDBACK_DIR=str(feedback_dir), API_KEY="s3cret").test_client()
+    r = client.post("/feedback?label=red", data=encode(photo()), content_type="image/png")
+    assert r.status_code == 401
+
+
+def test_unwritable_folder_is_a_503_with_its_code(make_app, tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("a file where the folder should be")
+    client = make_app(FEEDBACK_DIR=str(blocked)).test_client()
+    r = client.post("/feedback?label=red", data=encode(photo()), content_type="image/png")
+    assert (r.status_code, r.get_json()["error"]["code"]) == (503, "feedback_unavailable")

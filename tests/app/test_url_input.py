@@ -1,0 +1,299 @@
+"""{"url": ...} on /predict (ALLOW_URL_FETCH): fetched from a local server, and every guard
+against server-side request forgery refusing with its own code.
+
+Safety: no test sends traffic anywhere but 127.0.0.1. Non-loopback addresses come from a
+patched resolver and must be refused before any connection; `guard` makes sure of it by
+failing any attempt to connect elsewhere.
+"""
+from __future__ import annotations
+
+import base64
+import http.server
+import ipaddress
+import socket
+import threading
+import time
+
+import pytest
+
+from app import url_fetch
+from app.errors import ApiError
+from app.url_fetch import UrlFetcher, address_problem
+from tests.app.samples import encode, photo
+
+PNG = encode(photo(seed=7))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    hosts: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, body=b"", ctype="image/png", headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        Handler.hosts.append(self.headers.get("Host"))
+        path = self.path
+        if path == "/img.png":
+            self._send(200, PNG)
+        elif path.startswith("/redirect/"):
+            n = int(path.rsplit("/", 1)[1])
+            self._send(302, headers=[("Location", f"/redirect/{n - 1}" if n else "/img.png")])
+        elif path.startswith("/to?"):
+            self._send(302, headers=[("Location", path[4:])])
+        elif path == "/page":
+            self._send(200, b"<html>hello</html>", "text/html")
+        elif path == "/no-location":
+            self._send(302)
+        elif path == "/big":  # no Content-Length: the body ends when the connection closes
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"\0" * 16384)
+        elif path == "/big-declared":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+        elif path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(3)
+        elif path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(30):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.1)
+        else:
+            self._send(404, b"nothing", "text/plain")
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def guard(monkeypatch):
+    """Fail any connection to anything but loopback, and record where fetches connect."""
+    real = socket.create_connection
+    seen = []
+
+    def create_connection(address, timeout=None, source_address=None):
+        ip = ipaddress.ip_address(address[0])
+        assert ip.is_loopback, f"test tried to connect to {address}"
+        seen.append((address, timeout))
+        return real(address, timeout, source_address)
+
+    monkeypatch.setattr(url_fetch.socket, "create_connection", create_connection)
+    return seen
+
+
+def resolve_to(monkeypatch, *addresses):
+    calls = []
+
+    def resolve(host, port):
+        calls.append(host)
+        return list(addresses)
+
+    monkeypatch.setattr(url_fetch, "resolve", resolve)
+    return calls
+
+
+def refusal(fetch, url) -> tuple[int, str, str]:
+    with pytest.raises(ApiError) as info:
+        fetch(url)
+    return info.value.status, info.value.code, info.value.message
+
+
+@pytest.fixture()
+def fetch():
+    return UrlFetcher(max_bytes=100_000, allow_loopback=True)
+
+
+@pytest.fixture(scope="module")
+def url_client(make_app):
+    return make_app(ALLOW_URL_FETCH="1", ALLOW_URL_FETCH_LOOPBACK="1").test_client()
+
+
+def test_url_answers_like_an_upload(url_client, server):
+    r = url_client.post("/predict", json={"url": server + "/img.png"})
+    assert r.status_code == 200, r.get_json()
+    same = url_client.post("/predict", json={"image": base64.b64encode(PNG).decode()})
+    assert r.get_json() == same.get_json()
+
+
+def test_refusals_are_400s_with_codes(url_client, server):
+    for url, code in [(server + "/page", "url_not_image"), ("ftp://x/a.png", "url_not_allowed"),
+                      (server + "/redirect/5", "url_too_many_redirects"), (42, "invalid_field")]:
+        r = url_client.post("/predict", json={"url": url})
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == code, url
+
+
+def test_loopback_is_refused_without_the_test_only_setting(make_app, server, guard):
+    client = make_app(ALLOW_URL_FETCH="1").test_client()
+    r = client.post("/predict", json={"url": server + "/img.png"})
+    assert r.status_code == 400
+    assert r.get_json()["error"]["code"] == "url_blocked_address"
+    assert "loopback" in r.get_json()["error"]["message"] and not guard
+
+
+@pytest.mark.parametrize("address, kind", [
+    ("127.0.0.1", "loopback"), ("127.53.0.9", "loopback"), ("::1", "loopback"),
+    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
+    ("fc00::1", "private"), ("fd12:3456::1", "private"),
+    ("169.254.169.254", "link-local"), ("fe80::1", "link-local"), ("fe80::1%eth0", "link-local"),
+    ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
+    ("240.0.0.1", "reserved"), ("0.0.0.0", "unspecified"), ("::", "unspecified"),
+    ("::ffff:127.0.0.1", "loopback"), ("::ffff:10.0.0.1", "private"),
+    ("::ffff:169.254.169.254", "link-local"), ("100.64.0.1", "not a public address"),
+    ("192.0.2.1", "private"),
+])
+def test_every_non_public_address_is_refused_before_connecting(monkeypatch, guard, address,
+                                                                 kind):
+    resolve_to(monkeypatch, address)
+    status, code, message = refusal(UrlFetcher(100_000), "http://photos.example/a.jpg")
+    assert (status, code) == (400, "url_blocked_address")
+    assert kind in message and address in message and not guard
+
+
+def test_public_addresses_pass_the_check():
+    for address in ("93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8"):
+        assert address_problem(address) is None
+
+
+def test_loopback_setting_allows_loopback_only():
+    assert address_problem("127.0.0.1", allow_loopback=True) is None
+    assert address_problem("::1", allow_loopback=True) is None
+    assert address_problem("10.0.0.1", allow_loopback=True) == "a private address"
+    assert address_problem("169.254.169.254", allow_loopback=True) == "a link-local address"
+
+
+def test_one_bad_address_among_good_ones_is_refused(monkeypatch, guard):
+    resolve_to(monkeypatch, "93.184.216.34", "10.0.0.1")
+    assert refusal(UrlFetcher(100_000), "http://photos.example/")[1] == "url_blocked_address"
+    assert not guard
+
+
+def test_connects_to_the_checked_address_resolving_once(monkeypatch, server, guard, fetch):
+    port = int(server.rsplit(":", 1)[1])
+    calls = resolve_to(monkeypatch, "127.0.0.1")
+    Handler.hosts.clear()
+    assert fetch(f"http://photos.example:{port}/img.png") == PNG
+    assert calls == ["photos.example"]  # one lookup
+    assert [a for a, _ in guard] == [("127.0.0.1", port)]  # to the address checked
+    assert Handler.hosts == [f"photos.example:{port}"]  # the URL's host, for virtual hosts
+    assert guard[0][1] == url_fetch.CONNECT_TIMEOUT
+
+
+@pytest.mark.parametrize("url, says", [
+    ("ftp://127.0.0.1/a.png", "Only http and https"),
+    ("file:///etc/passwd", "Only http and https"),
+    ("gopher://127.0.0.1:70/", "Only http and https"),
+    ("javascript:alert(1)", "Only http and https"),
+    ("//127.0.0.1/a.png", "Only http and https"),
+    ("http://user:secret@127.0.0.1/a.png", "user name or password"),
+    ("http:///a.png", "no host"),
+    ("http://127.0.0.1:99999/", "cannot be parsed"),
+    ("http://[::1/", "cannot be parsed"),
+    ("http://127.0.0.1/" + "a" * 3000, "longer than 2048"),
+])
+def test_urls_that_are_not_plain_http_are_refused(fetch, guard, url, says):
+    status, code, message = refusal(fetch, url)
+    assert (status, code) == (400, "url_not_allowed") and says in message
+    assert not guard
+
+
+def test_redirects_are_followed_three_times_at_most(fetch, server):
+    assert fetch(server + "/redirect/2") == PNG  # 3 redirects
+    status, code, message = refusal(fetch, server + "/redirect/3")
+    assert code == "url_too_many_redirects" and "more than 3" in message
+
+
+@pytest.mark.parametrize("target, code", [
+    ("http://10.0.0.1/a.png", "url_blocked_address"),
+    ("http://169.254.169.254/latest/meta-data/", "url_blocked_address"),
+    ("http://[::ffff:192.168.0.1]/", "url_blocked_address"),
+    ("file:///etc/passwd", "url_not_allowed"),
+])
+def test_each_redirect_is_checked_again(fetch, server, guard, target, code):
+    assert refusal(fetch, f"{server}/to?{target}")[1] == code
+    assert len(guard) == 1  # only the first, local, hop was connected
+
+
+def test_redirect_without_location(fetch, server):
+    assert refusal(fetch, server + "/no-location")[1] == "url_fetch_failed"
+
+
+def test_byte_cap_while_streaming_and_when_declared(fetch, server):
+    assert refusal(fetch, server + "/big")[1] == "url_too_large"  # 1 MB streamed, cap 100 kB
+    assert refusal(fetch, server + "/big-declared")[1] == "url_too_large"
+
+
+def test_read_timeout(monkeypatch, fetch, server):
+    monkeypatch.setattr(url_fetch, "READ_TIMEOUT", 0.5)
+    started = time.monotonic()
+    code, message = refusal(fetch, server + "/stall")[1:]
+    assert code == "url_fetch_failed" and "timed out" in message
+    assert time.monotonic() - started < 2.5  # the stall lasts 3 s
+
+
+def test_total_time_is_bounded(monkeypatch, fetch, server):
+    monkeypatch.setattr(url_fetch, "TOTAL_TIMEOUT", 0.5)  # the drip takes 3 s
+    code, message = refusal(fetch, server + "/drip")[1:]
+    assert code == "url_fetch_failed" and "longer than 0.5 s" in message
+
+
+def test_http_errors_and_non_images(fetch, server):
+    code, message = refusal(fetch, server + "/missing")[1:]
+    assert code == "url_fetch_failed" and "HTTP 404" in message
+    code, message = refusal(fetch, server + "/page")[1:]
+    assert code == "url_not_image" and "text/html" in message
+
+
+def test_dns_failure_and_closed_port(monkeypatch, fetch):
+    def fail(host, port):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(url_fetch, "resolve", fail)
+    assert refusal(fetch, "http://no-such-host.invalid/")[1] == "url_fetch_failed"
+    monkeypatch.undo()
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, message = refusal(fetch, f"http://127.0.0.1:{port}/")[1:]
+    assert code == "url_fetch_failed" and "could not be fetched" in message
+
+
+def test_stream_reads_are_chunked(monkeypatch, server):
+    # A body far over the cap is cut after about one chunk past it, not read whole.
+    reads = []
+    real = url_fetch.http.client.HTTPResponse.read1
+
+    def read1(self, n=-1):
+        data = real(self, n)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(url_fetch.http.client.HTTPResponse, "read1", read1)
+    with pytest.raises(ApiError):
+        UrlFetcher(max_bytes=50_000, allow_loopback=True)(server + "/big")
+    assert sum(reads) < 50_000 + 2 * url_fetch.CHUNK
