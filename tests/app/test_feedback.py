@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 
 VOCAB = ["blue", "green", "red"]
 

@@ -99,6 +99,18 @@ def test_both_workers_serve_and_metrics_merge_them(server):
                  status="200") == before + sent
 
 
+def test_forked_workers_explain_and_flag_unsure(server):
+    """Grad-CAM runs a backward pass in workers forked from the preloading master."""
+    image = encode(photo())
+    for _ in range(4):  # both workers, most likely
+        r = requests.post(server.url + "/predict?explain=1&top_k=2&threshold=1",
+                          files={"file": ("a.png", image)}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["explanation"]["method"] == "grad-cam" and body["unsure"] is True
+        assert len(body["top"]) == 2
+
+
 def test_sigterm_drains_a_request_in_flight_and_exits_zero(server):
     """Last in this module: it stops the module's server. An upload under the size limit is
     half-sent, SIGTERM lands while a worker waits for the rest, the rest follows: the answer

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from app.json_uploads import json_body_limit
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 
 
 def b64(data: bytes) -> str:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # three exports, each made in its own subprocess
 
 from app import ModelLoadError, create_app
 from classifier.model_files import load_learner_checked
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 from tests.conftest import ROOT
 
 # Exported the notebook way: `python -c`, so these functions live in __main__. The model

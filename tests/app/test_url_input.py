@@ -19,7 +19,7 @@ import pytest
 from app import url_fetch
 from app.errors import ApiError
 from app.url_fetch import UrlFetcher, address_problem
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 
 PNG = encode(photo(seed=7))
 
