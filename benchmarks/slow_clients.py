@@ -30,8 +30,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.proof import slow_clients  # noqa: E402
-from tests.servers import GunicornServer, benchmark_args, free_port  # noqa: E402
+from harness import slow_clients  # noqa: E402
+from harness.servers import GunicornServer, benchmark_args, free_port  # noqa: E402
 
 # The nginx candidate, as measured in docs/reliability.md: request buffering on, the same
 # head deadline and per-pause body timeout as the service. nginx has no total body deadline.

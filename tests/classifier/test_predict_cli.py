@@ -15,7 +15,7 @@ from classifier import predict as cli
 from classifier.images import load_rgb
 from classifier.inference import Predictor
 from classifier.model_files import load_learner_checked
-from tests.app.samples import encode, photo
+from harness.images import encode, photo
 from tests.conftest import ROOT
 
 VOCAB = ["blue", "green", "red"]

@@ -18,9 +18,9 @@ import time
 import pytest
 import requests
 
-from tests.proof import slow_clients
-from tests.proof.conftest import record_figures, require_app
-from tests.servers import GunicornServer
+from harness import slow_clients
+from tests.proof.conftest import record_figures
+from harness.servers import GunicornServer
 
 COUNT = int(os.environ.get("PROOF_SLOW_COUNT", "200"))
 PHASE_SECONDS = float(os.environ.get("PROOF_SLOW_SECONDS", "6"))
@@ -44,7 +44,6 @@ def enough_file_descriptors():
 
 
 def test_service_keeps_answering_under_slow_and_idle_connections(proof_model, tmp_path):
-    require_app()
     env = {"WEB_CONCURRENCY": "2"}
     with GunicornServer(proof_model, env=env, log_path=tmp_path / "gunicorn.log") as server:
         figures = slow_clients.measure(server, count=COUNT, clients=4, seconds=PHASE_SECONDS,
@@ -72,7 +71,6 @@ def test_service_keeps_answering_under_slow_and_idle_connections(proof_model, tm
 def test_connections_past_the_cap_get_a_clear_answer(proof_model, tmp_path):
     """MAX_CONNECTIONS (per worker): past it a new connection gets 503 JSON at once; once
     connections close, requests are served again."""
-    require_app()
     cap = 20
     env = {"WEB_CONCURRENCY": "1", "MAX_CONNECTIONS": str(cap)}
     with GunicornServer(proof_model, env=env, log_path=tmp_path / "gunicorn.log") as server:

@@ -281,7 +281,7 @@ def measure(server, count: int, clients: int, seconds: float, rounds: int,
     figures (see benchmarks/slow_clients.py). An attack phase lasts at least the longest
     deadline plus its tolerance, so every kind of attacker gets closed at least once in it."""
     from tests.proof import load
-    from tests.servers import MemoryWatch
+    from harness.servers import MemoryWatch
 
     limits = deadlines(env)
     longest = max(limits.values()) + tolerance(max(limits.values()))
