@@ -280,7 +280,7 @@ def measure(server, count: int, clients: int, seconds: float, rounds: int,
     of `seconds` each; send `upload` at `upload_rate` bytes/s during the last attack. Returns the
     figures (see benchmarks/slow_clients.py). An attack phase lasts at least the longest
     deadline plus its tolerance, so every kind of attacker gets closed at least once in it."""
-    from tests.proof import load
+    from harness import load
     from harness.servers import MemoryWatch
 
     limits = deadlines(env)
