@@ -22,10 +22,11 @@ import os
 import threading
 from pathlib import Path
 
-from flask import Blueprint, current_app, g, jsonify, redirect, request, url_for
+from flask import Blueprint, g, jsonify, redirect, request, url_for
 from PIL import Image
 
 from app.errors import ApiError
+from app.model_service import model_service
 from app.json_uploads import decode_base64
 from app.security import check_api_key
 from app.uploads import Upload, uploads_from_request
@@ -92,7 +93,7 @@ def append_line(log_path: Path, record: dict) -> None:
 
 @bp.route("/feedback", methods=["POST"])
 def feedback():
-    service = current_app.extensions["classifier"]
+    service = model_service()
     settings = service.settings
     if settings.feedback_dir is None:
         raise ApiError("feedback_disabled", "Corrections are not collected on this "

@@ -13,11 +13,10 @@ import json
 import math
 import re
 
-from flask import current_app, request
+from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
-from app.uploads import Upload
 
 FIELDS = ("image", "images", "url")
 # Room for the JSON around the base64 text (keys, quotes, a data: URL's prefix).
@@ -84,8 +83,8 @@ def _json_type(value) -> str:
             type(None): "null", int: "a number", float: "a number"}.get(type(value), "a value")
 
 
-def uploads_from_json(max_batch: int, max_bytes: int, fetch_url=None) -> list[Upload]:
-    """The images of a JSON request as bytes; raises ApiError for its shape.
+def uploads_from_json(max_batch: int, max_bytes: int, fetch_url=None) -> list[tuple[str, bytes]]:
+    """The images of a JSON request as (name, bytes); raises ApiError for its shape.
 
     `fetch_url(url)` -> bytes serves {"url": ...}; None when URL input is off.
     """
@@ -106,7 +105,7 @@ def uploads_from_json(max_batch: int, max_bytes: int, fetch_url=None) -> list[Up
     if "url" in body:
         return [_url_upload(body["url"], fetch_url)]
     if "image" in body:
-        uploads = [Upload("image", decode_base64(body["image"], "image"))]
+        uploads = [("image", decode_base64(body["image"], "image"))]
     else:
         images = body["images"]
         if not isinstance(images, list):
@@ -117,29 +116,19 @@ def uploads_from_json(max_batch: int, max_bytes: int, fetch_url=None) -> list[Up
         if len(images) > max_batch:
             raise ApiError("payload_too_large",
                            f"{len(images)} images sent; at most {max_batch} per request.")
-        uploads = [Upload(f"images[{i}]", decode_base64(item, f"images[{i}]"))
+        uploads = [(f"images[{i}]", decode_base64(item, f"images[{i}]"))
                    for i, item in enumerate(images)]
-    if sum(len(u.data) for u in uploads) > max_bytes:
+    if sum(len(data) for _, data in uploads) > max_bytes:
         raise ApiError("payload_too_large",
                        f"The images are too large: at most {max_bytes / 2**20:.3g} MB in all.")
     return uploads
 
 
-def _url_upload(url, fetch_url) -> Upload:
+def _url_upload(url, fetch_url) -> tuple[str, bytes]:
     if fetch_url is None:
         raise ApiError("url_fetch_disabled",
                        "This server does not fetch images from URLs (ALLOW_URL_FETCH is off): "
                        "send the image itself, as base64 in \"image\".")
     if not isinstance(url, str):
         raise _invalid(f"url must be a string, not {_json_type(url)}.")
-    return Upload(url[:200], fetch_url(url))
-
-
-def json_uploads_for_request(max_batch: int) -> list[Upload]:
-    """uploads_from_json with this app's settings (URL fetching when ALLOW_URL_FETCH)."""
-    settings = current_app.extensions["classifier"].settings
-    fetch_url = None
-    if settings.allow_url_fetch:
-        from app.url_fetch import fetcher_for
-        fetch_url = fetcher_for(settings)
-    return uploads_from_json(max_batch, settings.max_content_length, fetch_url)
+    return url[:200], fetch_url(url)

@@ -50,7 +50,7 @@ class MinimumRateInput:
         parts, left = [], (-1 if size is None else size)
         while left != 0:
             want = CHUNK if left < 0 else min(left, CHUNK)
-            part = self._bounded(lambda: self.inner.read(want), want)
+            part = self._bounded(lambda n=want: self.inner.read(n), want)
             if not part:
                 break
             parts.append(part)

@@ -1,4 +1,5 @@
-"""Getting the uploaded images out of a request: multipart `file` fields or a raw image body.
+"""Getting the uploaded images out of a request: multipart `file` fields, a raw image body,
+or JSON (app/json_uploads.py).
 
 Bytes only here; decoding (and every check on the pixels) is classifier.images.
 """
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from flask import request
 
 from app.errors import ApiError
+from app.json_uploads import uploads_from_json
 
 FIELD = "file"
 
@@ -24,10 +26,11 @@ def _missing(message: str = "Send an image: a multipart form field named 'file',
     return ApiError("missing_file", message)
 
 
-def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]:
+def uploads_from_request(max_batch: int, allow_raw: bool = True, fetch_url=None) -> list[Upload]:
     """The request's images as bytes; raises ApiError for the request's shape.
 
     `allow_raw`: the API's other shapes too, an image/* body and JSON (app/json_uploads.py).
+    `fetch_url(url) -> bytes` serves JSON's {"url": ...}; None when URL input is off.
     """
     mimetype = request.mimetype or ""
     if mimetype == "multipart/form-data":
@@ -45,8 +48,8 @@ def uploads_from_request(max_batch: int, allow_raw: bool = True) -> list[Upload]
     if allow_raw and mimetype.startswith("image/"):
         return [Upload("body", read_body(request.max_content_length))]
     if allow_raw and mimetype == "application/json":
-        from app.json_uploads import json_uploads_for_request  # it builds on Upload
-        return json_uploads_for_request(max_batch)
+        return [Upload(name, data) for name, data in
+                uploads_from_json(max_batch, request.max_content_length, fetch_url)]
     if not mimetype and not request.content_length:  # an empty POST
         raise _missing()
     if mimetype == "application/x-www-form-urlencoded":  # a form, but one that cannot hold files

@@ -135,6 +135,11 @@ def atomic_path(final: str | os.PathLike):
         tmp.unlink(missing_ok=True)
 
 
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
 def fsync_file(path: str | os.PathLike) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from app.model_service import model_service
 from harness.images import encode, photo
 
 VOCAB = ["blue", "green", "red"]
@@ -48,7 +49,7 @@ def test_correction_is_stored_once_and_logged(fb_app, feedback_dir):
     assert record["label"] == "green" and record["image"] == f"green/{digest}.jpg"
     assert record["predicted"] == predicted["label"]
     assert record["confidence"] == pytest.approx(predicted["confidence"])
-    assert record["model_sha256"] == fb_app.extensions["classifier"].info["sha256"]
+    assert record["model_sha256"] == model_service(fb_app).info["sha256"]
     assert record["request_id"] == "req-42" and record["time"].endswith("+00:00")
 
 

@@ -13,11 +13,12 @@ from app.config import ROOT
 APP = ROOT / "app"
 # Each module may import only modules of an earlier layer.
 LAYERS = [
-    {"config"},
-    {"errors", "request_id"},
-    {"metrics", "uploads", "security", "options"},
+    {"config", "event_loop", "worker"},
+    {"errors", "request_id", "upload_deadline"},
+    {"metrics", "security", "options", "url_fetch", "json_uploads"},
+    {"uploads"},
     {"openapi", "model_service"},
-    {"api", "web", "health", "pages"},
+    {"api", "web", "health", "pages", "feedback"},
     {"__init__"},
 ]
 

@@ -17,7 +17,7 @@ def test_form_is_labelled_and_accessible(client):
     page = r.get_data(as_text=True)
     assert re.search(r'<form id="upload-form" method="post" action="/"\s+'
                      r'enctype="multipart/form-data"', page)
-    assert re.search(r'<input id="file" name="file" type="file" accept="image/\*"', page)
+    assert re.search(r'<input id="file" name="file" type="file" accept="image/\*,\.heic,\.heif,\.avif"', page)
     assert '<label for="file"' in page
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     assert 'aria-live="polite"' in page and 'role="alert"' in page
