@@ -6,11 +6,11 @@ import re
 
 import pytest
 from jsonschema import ValidationError
-from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 
 from harness.hostile import png_declaring
 from harness.images import TEXT, encode, photo
+from tests.app.openapi_check import check_response, validate
 
 
 @pytest.fixture(scope="module")
@@ -20,21 +20,6 @@ def doc(app):
     body = r.get_json()
     assert body["openapi"].startswith("3.")
     return body
-
-
-def validate(value, schema: dict, doc: dict) -> None:
-    """`value` against an OpenAPI 3.0 schema whose $refs point into `doc`'s components."""
-    OAS30Validator({**schema, "components": doc["components"]}).validate(value)
-
-
-def check_response(doc: dict, path: str, method: str, response) -> None:
-    """The status is documented for this operation, and a JSON body matches its schema."""
-    operation = doc["paths"][path][method.lower()]
-    status = str(response.status_code)
-    assert status in operation["responses"], f"{method} {path} -> {status} is not documented"
-    content = operation["responses"][status].get("content", {})
-    if "application/json" in content:
-        validate(response.get_json(), content["application/json"]["schema"], doc)
 
 
 def test_document_is_valid_openapi(doc):
