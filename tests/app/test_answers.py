@@ -17,7 +17,7 @@ from PIL import Image
 from app.config import ConfigError, load_settings
 from app.model_service import model_service
 from classifier.explain import grad_cam
-from harness.openapi import check_response
+from tests.app.openapi_check import check_response
 from harness.images import encode, photo
 
 PNG = encode(photo(seed=5))

@@ -11,8 +11,8 @@ from openapi_spec_validator import validate as validate_spec
 
 from harness.hostile import png_declaring
 from harness.images import TEXT, encode, photo
-from harness.openapi import check_response, validate
 from app.model_service import model_service
+from tests.app.openapi_check import check_response, validate
 
 
 @pytest.fixture(scope="module")
