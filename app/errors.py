@@ -60,7 +60,8 @@ class ApiError(Exception):
 
 def wants_html() -> bool:
     """The form's pages (and browsers lost on unknown URLs) get HTML; everything else JSON."""
-    if request.blueprint == "web":
+    if request.blueprint == "web" or (request.blueprint == "feedback"
+                                      and request.args.get("from_page")):
         return True
     if request.url_rule is None:
         best = request.accept_mimetypes.best_match(["application/json", "text/html"])
