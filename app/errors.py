@@ -83,9 +83,10 @@ class ModelUnavailable(ApiError):
 
 
 def wants_html() -> bool:
-    """The form's pages get HTML; browsers on the docs and report pages, or lost on unknown
-    URLs, too; everything else JSON."""
-    if request.blueprint == "web":
+    """The form's pages (and the feedback form's posts) get HTML; browsers on the docs and
+    report pages, or lost on unknown URLs, too; everything else JSON."""
+    if request.blueprint == "web" or (request.blueprint == "feedback"
+                                      and request.args.get("from_page")):
         return True
     if request.url_rule is None or request.blueprint == "pages":
         best = request.accept_mimetypes.best_match(["application/json", "text/html"])

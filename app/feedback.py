@@ -9,7 +9,8 @@ made here, from the image, so the log never depends on what a client claims.
 The image comes as /predict takes it (a multipart `file`, a raw image/* body or JSON
 {"image": ...}), or as an `image` form field holding a data: URL (the result page's
 own photo); the label as a `label` form field or `?label=`. Off (404) without
-FEEDBACK_DIR.
+FEEDBACK_DIR. `?from_page=1` (the page's form without JavaScript) answers with the page:
+a redirect back on success, the error page otherwise.
 """
 from __future__ import annotations
 
@@ -99,9 +100,8 @@ def feedback():
         raise ApiError("feedback_disabled", "Corrections are not collected on this "
                        "server (set FEEDBACK_DIR to turn them on).")
     check_api_key(settings.api_key)
+    label = _label(list(service.info["vocab"]), settings.feedback_dir)
     upload = _image_upload(settings)
-    vocab = list(service.info["vocab"])
-    label = _label(vocab, settings.feedback_dir)
     item, _ = service.prepare(upload.data)  # the same checks as /predict
     (prediction,) = service.predict([item])
     digest = hashlib.sha256(upload.data).hexdigest()
@@ -113,8 +113,8 @@ def feedback():
         log.error("cannot save a correction under %s: %s", settings.feedback_dir, exc)
         raise ApiError("feedback_unavailable", "The correction could not be saved on "
                        "this server (its FEEDBACK_DIR is not writable); it has been logged.") from None
-    if request.mimetype == "multipart/form-data" and request.form.get("from_page"):
-        return redirect(url_for("web.index", feedback="saved"), 303)  # the form, without JS
+    if request.args.get("from_page"):  # the result page's form, without JavaScript
+        return redirect(url_for("web.index", feedback="saved"), 303)
     return jsonify(record), 201
 
 

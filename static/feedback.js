@@ -15,7 +15,8 @@
       const body = new FormData();
       body.append("file", photo, "photo");
       body.append("label", label);
-      const res = await fetch(form.action, { method: "POST", body: body,
+      // Without ?from_page the server answers JSON (errors included), not the page.
+      const res = await fetch(form.action.split("?")[0], { method: "POST", body: body,
                                              headers: { "Accept": "application/json" } });
       const data = await res.json().catch(() => null);
       status.textContent = res.ok ? "Thank you: saved as " + label + "."

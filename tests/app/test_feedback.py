@@ -62,7 +62,7 @@ def test_same_formats_as_predict(fb_app, feedback_dir):
     assert r.status_code == 201 and r.get_json()["image"].startswith("blue/")
     # The result page's own copy, as a data: URL in a form field, then back to the page.
     url = "data:image/png;base64," + base64.b64encode(png).decode()
-    r = client.post("/feedback", data={"image": url, "label": "red", "from_page": "1"},
+    r = client.post("/feedback?from_page=1", data={"image": url, "label": "red"},
                     content_type="multipart/form-data")
     assert r.status_code == 303 and r.headers["Location"].endswith("/?feedback=saved")
     assert "correction was saved" in client.get("/?feedback=saved").get_data(as_text=True)
@@ -78,7 +78,8 @@ def test_same_formats_as_predict(fb_app, feedback_dir):
      "payload_too_large"),
     ({"data": {"image": "data:image/png;base64,@@@", "label": "red"},
       "content_type": "multipart/form-data"}, 400, "invalid_base64"),
-    ({"data": b"<x/>", "content_type": "application/xml"}, 415, "unsupported_media_type"),
+    ({"data": b"<x/>", "content_type": "application/xml", "query_string": {"label": "red"}},
+     415, "unsupported_media_type"),
 ])
 def test_bad_corrections_store_nothing(fb_app, feedback_dir, kwargs, status, code):
     before = (len(lines(feedback_dir)), sorted(p.name for p in feedback_dir.rglob("*")))
@@ -116,3 +117,11 @@ def test_unwritable_folder_is_a_503_with_its_code(make_app, tmp_path):
     client = make_app(FEEDBACK_DIR=str(blocked)).test_client()
     r = client.post("/feedback?label=red", data=encode(photo()), content_type="image/png")
     assert (r.status_code, r.get_json()["error"]["code"]) == (503, "feedback_unavailable")
+
+
+def test_page_form_errors_come_back_as_the_page(fb_app):
+    r = fb_app.test_client().post("/feedback?from_page=1", data={"image": "data:,x",
+                                                                 "label": "purple"},
+                                  content_type="multipart/form-data")
+    assert r.status_code == 400 and r.mimetype == "text/html"
+    assert b"(invalid_label)" in r.data

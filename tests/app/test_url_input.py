@@ -297,3 +297,45 @@ def test_stream_reads_are_chunked(monkeypatch, server):
     with pytest.raises(ApiError):
         UrlFetcher(max_bytes=50_000, allow_loopback=True)(server + "/big")
     assert sum(reads) < 50_000 + 2 * url_fetch.CHUNK
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """An https server on 127.0.0.1 with a self-signed certificate for "photos.example"."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=photos.example", "-keyout", str(folder / "key.pem"),
+                    "-out", str(folder / "cert.pem")], check=True, capture_output=True)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1], folder / "cert.pem"
+    httpd.shutdown()
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_host(monkeypatch, tls_server,
+                                                                  guard, fetch):
+    import ssl
+
+    port, cert = tls_server
+    resolve_to(monkeypatch, "127.0.0.1")
+    # An untrusted certificate is refused: TLS verification stays on through the pinning.
+    code, message = refusal(fetch, f"https://photos.example:{port}/img.png")[1:]
+    assert code == "url_fetch_failed" and "CERTIFICATE_VERIFY_FAILED" in message
+    # Trusting it, the fetch works, connected to the checked address, the name verified.
+    real = ssl.create_default_context
+    monkeypatch.setattr(url_fetch.ssl, "create_default_context",
+                        lambda: (lambda c: (c.load_verify_locations(cert), c)[1])(real()))
+    assert fetch(f"https://photos.example:{port}/img.png") == PNG
+    assert {a for a, _ in guard} == {("127.0.0.1", port)}
+    code, message = refusal(fetch, f"https://other.example:{port}/img.png")[1:]
+    assert code == "url_fetch_failed" and "other.example" in message  # hostname mismatch

@@ -45,6 +45,7 @@ def model_with_threshold(notebook_export, tmp_path_factory):
     return folder / "export.pkl"
 
 
+@pytest.mark.slow  # a fresh interpreter loads torch and fastai
 def test_folder_to_csv_in_a_subprocess(notebook_export, photos, tmp_path):
     out = tmp_path / "results.csv"
     result = subprocess.run([sys.executable, "-m", "classifier.predict", str(notebook_export),

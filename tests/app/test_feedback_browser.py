@@ -1,0 +1,73 @@
+"""The "Wrong? The right answer is ..." form in a real browser, with and without JavaScript,
+against a real gunicorn with FEEDBACK_DIR set."""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.app.samples import encode, photo
+from tests.servers import GunicornServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed")]
+
+
+@pytest.fixture(scope="module")
+def feedback_server(notebook_export, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("feedback-e2e")
+    server = GunicornServer(notebook_export, env={"FEEDBACK_DIR": str(folder)}).start()
+    server.feedback_dir = folder
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        yield pw
+
+
+def open_page(browser, url, javascript):
+    profile = tempfile.mkdtemp(prefix="feedback-chromium-")
+    context = browser.chromium.launch_persistent_context(
+        profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+        java_script_enabled=javascript)
+    context.set_default_timeout(30_000)
+    page = context.pages[0] if context.pages else context.new_page()
+    page.goto(url + "/")
+    return context, page
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_correction_from_the_result_page(browser, feedback_server, tmp_path, javascript):
+    label = "green" if javascript else "blue"
+    data = encode(photo(seed=21), "PNG")
+    (tmp_path / "mine.png").write_bytes(data)
+    context, page = open_page(browser, feedback_server.url, javascript)
+    try:
+        page.get_by_label(re.compile("Choose a photo")).set_input_files(str(tmp_path / "mine.png"))
+        page.get_by_role("button", name="Classify", exact=True).click()
+        page.locator("#result").wait_for(state="visible")
+        page.get_by_label("Wrong? The right answer is").select_option(label)
+        page.get_by_role("button", name="Send correction").click()
+        if javascript:  # stays on the page and says so
+            page.get_by_text(f"Thank you: saved as {label}.").wait_for()
+        else:  # back to the form with a notice
+            page.get_by_text("Thank you: the correction was saved.").wait_for()
+    finally:
+        context.close()
+    stored = list((feedback_server.feedback_dir / label).iterdir())
+    assert len(stored) == 1
+    if javascript:  # the photo itself, not the page's preview
+        assert stored[0].read_bytes() == data
+    else:  # the page's own copy: the preview JPEG
+        assert stored[0].suffix == ".jpg"
