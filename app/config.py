@@ -32,10 +32,18 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+CORES_PER_WORKER = 4  # a worker's inference threads share up to this many cores
+
+
 def default_workers(cpus: int) -> int:
-    # One process per core, so decoding (CPU work in Python's thread) never waits for
-    # another request's; more processes only cost memory.
-    return max(1, min(cpus, 4))
+    """One worker per CORES_PER_WORKER cores (at least 1, at most 4).
+
+    Each worker's network runs on cpus // workers threads, so a lone request uses every
+    core of a small machine while workers x threads never exceeds the cores; its gevent
+    loop takes any number of connections and decodes in a pool of THREADS threads
+    (docs/serving.md, "Workers and threads").
+    """
+    return max(1, min(4, -(-cpus // CORES_PER_WORKER)))
 
 
 RUNTIMES = ("auto", "onnx", "torch")
@@ -98,7 +106,7 @@ class Settings:
     port: int = 8000
     workers: int = 1  # from load_settings: default_workers(CPUs)
     threads: int = 8
-    inference_threads: int = 1  # from load_settings: the CPU count
+    inference_threads: int = 1  # from load_settings: CPUs // workers
     runtime: str = "auto"
     # A 108 MP phone JPEG is 20-35 MB; 200 MP ones reach about 50 MB.
     max_upload_mb: float = 40.0
@@ -204,10 +212,8 @@ def load_settings(environ=None, overrides=None) -> Settings:
     cpus = cpu_count()
     workers = _int("WEB_CONCURRENCY", given("WEB_CONCURRENCY") or memory_capped_workers(
         default_workers(cpus), memory_limit(), installed_image()))
-    # Every worker's network may use every core, so a lone request is not held to one core;
-    # with all workers busy the cores are shared, which cost no throughput in
-    # benchmarks/serve_bench.py --ours 2x1 2x2 1x2 (docs/incoming/images.md).
-    inference_threads = _int("INFERENCE_THREADS", given("INFERENCE_THREADS") or cpus)
+    inference_threads = _int("INFERENCE_THREADS",
+                             given("INFERENCE_THREADS") or max(1, cpus // workers))
     runtime = str(get("INFERENCE_RUNTIME")).lower()
     if runtime not in RUNTIMES:
         raise ConfigError(f"INFERENCE_RUNTIME must be auto, onnx or torch, not {runtime!r}.")
