@@ -184,7 +184,7 @@ NOTEBOOK = textwrap.dedent("""
                     item_tfms=Resize(64)).dataloaders(path, bs=8, num_workers=0)
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
     with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(3, 3e-3)
+        learn.fit_one_cycle(6, 1e-2)
     learn.export(out)
 """)
 
@@ -202,8 +202,10 @@ def notebook_gap(n_valid: int) -> str:
                 (folder / label).mkdir(parents=True)
                 for i in range(n):
                     size = (1024, 768) if i % 2 else (768, 1024)
-                    (folder / label / f"{i}.jpg").write_bytes(
-                        encode(photo(size, seed=seed + i, colour=colour), "JPEG", quality=90))
+                    im = photo(size, seed=seed + i)
+                    im.paste(colour, (size[0] // 5, size[1] // 5, size[0] * 3 // 5,
+                                      size[1] * 3 // 5))
+                    (folder / label / f"{i}.jpg").write_bytes(encode(im, "JPEG", quality=90))
         model = Path(tmp) / "export.pkl"
         subprocess.run([sys.executable, "-c", NOTEBOOK, str(train), str(model)], cwd=ROOT,
                        check=True, capture_output=True)
