@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_bench import build_assets, drive  # noqa: E402
 from tests.deploy.engine import (Container, Image, build, build_context, find_engine,  # noqa: E402
-                                 wait_ready)
+                                 stop, wait_ready)
 from tests.deploy.test_container_smoke import free_port  # noqa: E402
 
 MB = 1024 * 1024
@@ -82,10 +82,7 @@ def one_round(image: Image, images: list[bytes], clients: int, duration: float,
         done.set()
         sampler.join()
         workers = len(server_pids(server)) - 1
-        for child in psutil.Process(server.pid).children(recursive=True):
-            child.terminate()
-        server.terminate()
-        server.communicate(timeout=60)
+        stop(server)
     finally:
         container.remove()
     return {"ready_s": ready, "idle_mb": idle / MB, "peak_mb": max(peak) / MB,
