@@ -39,11 +39,12 @@ def default_workers(cpus: int) -> int:
     return max(1, min(cpus, 4))
 
 
-# Peak memory (PSS, all server processes, 8 clients, resnet18 at 224 px) measured by
-# benchmarks/deploy_footprint.py, rounded up (docs/DEPLOY.md "Measured"): what the
-# master and its first worker take, and what each further worker adds.
-SERVER_MB = {"torch": 750, "lean": 200}
-EXTRA_WORKER_MB = {"torch": 350, "lean": 60}
+# Peak memory (PSS without CUDA library pages, all server processes, 8 clients, resnet18
+# at 224 px, onnxruntime) measured with 1 and 2 workers by benchmarks/deploy_footprint.py,
+# rounded up (docs/DEPLOY.md "Measured"): what the master and its first worker take, and
+# what each further worker adds, for the default ("torch") and the lean image.
+SERVER_MB = {"torch": 1070, "lean": 280}
+EXTRA_WORKER_MB = {"torch": 260, "lean": 230}
 MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
 
 
@@ -81,6 +82,15 @@ def memory_capped_workers(workers: int, limit: int | None, image: str) -> int:
         return workers
     room = limit * MEMORY_HEADROOM / MB - SERVER_MB[image]
     return max(1, min(workers, 1 + int(room // EXTRA_WORKER_MB[image])))
+
+
+def default_runtime(limit: int | None, image: str) -> str:
+    """INFERENCE_RUNTIME when unset: "auto" (onnxruntime, about 2x faster per image) where
+    one worker of this image fits the memory limit with it, else "torch", which needs about
+    a third less (a 1 GB machine: docs/DEPLOY.md "Measured")."""
+    if image == "torch" and limit is not None and limit * MEMORY_HEADROOM / MB < SERVER_MB[image]:
+        return "torch"
+    return "auto"
 
 
 def installed_image() -> str:
@@ -148,7 +158,8 @@ def load_settings(environ=None, overrides=None) -> Settings:
         default_workers(cpus), memory_limit(), installed_image()))
     inference_threads = _int("INFERENCE_THREADS",
                              get("INFERENCE_THREADS") or max(1, cpus // workers))
-    runtime = str(get("INFERENCE_RUNTIME") or "auto").lower()
+    runtime = str(get("INFERENCE_RUNTIME")
+                  or default_runtime(memory_limit(), installed_image())).lower()
     if runtime not in ("auto", "onnx", "torch"):
         raise ConfigError(f"INFERENCE_RUNTIME must be auto, onnx or torch, not {runtime!r}.")
     model_path = Path(get("MODEL_PATH") or Settings.model_path)
