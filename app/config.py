@@ -44,7 +44,7 @@ def default_workers(cpus: int) -> int:
 # rounded up (docs/DEPLOY.md "Measured"): what the master and its first worker take, and
 # what each further worker adds, for the default ("torch") and the lean image.
 SERVER_MB = {"torch": 1070, "lean": 280}
-EXTRA_WORKER_MB = {"torch": 260, "lean": 230}
+EXTRA_WORKER_MB = {"torch": 230, "lean": 160}
 MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
 
 
