@@ -51,9 +51,9 @@ class Predictor:
     """
 
     def __init__(self, learner, runtime: str = "auto", threads: int | None = None,
-                 onnx_graph: bytes | None = None):
-        """onnx_graph: this learner's network compiled at image build (classifier.onnx_compile);
-        without it the graph is exported here, which takes seconds."""
+                 onnx_graph: bytes | str | None = None):
+        """onnx_graph: this learner's network compiled at image build (classifier.onnx_compile),
+        as bytes or an .onnx file's path; without it the graph is exported here (seconds)."""
         from fastai.vision.core import PILImage, TensorImage
 
         self._pil_type, self._tensor_type = PILImage, TensorImage
@@ -76,7 +76,7 @@ class Predictor:
         # pass was measured and not adopted: onnxruntime takes as long per image
         # in a batch of 2-8 as alone on this CPU (docs/measurements.md).
         self._run_lock = threading.Lock()
-        self._onnx_bytes: bytes | None = None
+        self._onnx_graph: bytes | str | None = None  # ONNX bytes or an .onnx path
         self._sessions: dict[int, object] = {}
         self.runtime = "torch"
         if runtime not in ("auto", "onnx", "torch"):
@@ -173,13 +173,13 @@ class Predictor:
         with self._run_lock, torch.inference_mode():
             return self.model(batch).float()
 
-    def _try_onnx(self, required: bool, graph: bytes | None = None) -> None:
+    def _try_onnx(self, required: bool, graph: bytes | str | None = None) -> None:
         try:
             import onnxruntime  # noqa: F401
 
             from classifier.onnx_compile import export_graph
 
-            self._onnx_bytes = graph or export_graph(self.model, self.image_size)
+            self._onnx_graph = graph or export_graph(self.model, self.image_size)
             sample = torch.rand(2, 3, *self.image_size)
             (onnx_logits,) = self._session().run(None, {"input": sample.numpy()})
             with torch.inference_mode():
@@ -192,7 +192,7 @@ class Predictor:
             # workers make their own, and the master's would only hold memory.
             self._sessions.clear()
         except Exception as exc:
-            self._onnx_bytes = None
+            self._onnx_graph = None
             self._sessions.clear()
             if required:
                 raise
@@ -207,7 +207,7 @@ class Predictor:
                 if session is None:
                     from classifier.onnx_model import make_session
 
-                    session = make_session(self._onnx_bytes,
+                    session = make_session(self._onnx_graph,
                                            self.threads or torch.get_num_threads())
                     self._sessions = {pid: session}  # drop a forked parent's session
         return session

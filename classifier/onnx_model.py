@@ -39,8 +39,8 @@ def sidecar_path(model_path) -> Path:
     return Path(model_path).with_suffix(".onnx.json")
 
 
-def read_compiled(model_path, check_pkl: bool = True) -> tuple[bytes, dict] | None:
-    """(graph bytes, sidecar) compiled from this .pkl, or None when absent or stale.
+def read_compiled(model_path) -> tuple[str, dict] | None:
+    """(graph file, sidecar) compiled from this .pkl, or None when absent or stale.
 
     Stale means the .pkl's sha256 differs from the one recorded at compile time (a
     retrained or replaced model). With no .pkl beside it (the lean image) the sidecar
@@ -55,9 +55,9 @@ def read_compiled(model_path, check_pkl: bool = True) -> tuple[bytes, dict] | No
         return None
     if meta.get("format") != FORMAT:
         return None
-    if check_pkl and Path(model_path).is_file() and sha256_file(model_path) != meta.get("pkl_sha256"):
+    if Path(model_path).is_file() and sha256_file(model_path) != meta.get("pkl_sha256"):
         return None
-    return graph.read_bytes(), meta
+    return str(graph), meta
 
 
 # -- preprocessing: fastai's validation-time item transforms, in PIL and numpy ----------
@@ -125,7 +125,9 @@ class CompiledPredictor:
 
     runtime = "onnx-lean"
 
-    def __init__(self, graph: bytes, meta: dict, threads: int | None = None):
+    def __init__(self, graph: bytes | str, meta: dict, threads: int | None = None):
+        """graph: the ONNX bytes, or the path of an .onnx file; with a path the serving
+        processes read it only when each makes its session, and the master holds none."""
         self.meta = meta
         self.vocab = [str(v) for v in meta["vocab"]]
         self.image_size = tuple(meta["image_size"]) if meta.get("image_size") else None
@@ -201,8 +203,8 @@ class CompiledPredictor:
         return session
 
 
-def make_session(graph: bytes, threads: int):
-    """An onnxruntime CPU session with `threads` intra-op threads that do not spin when idle.
+def make_session(graph: bytes | str, threads: int):
+    """An onnxruntime CPU session (from ONNX bytes or an .onnx file's path) with `threads` intra-op threads that do not spin when idle.
 
     Spinning idle pool threads took CPU from the other workers: measured 117 -> 88 ms per
     224 px image at 2 threads on a busy 2-core machine.
