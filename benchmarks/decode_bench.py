@@ -33,7 +33,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from classifier.images import decode_side, load_rgb
+from classifier.images import decode_side, load_rgb  # noqa: E402
 
 
 def uptime() -> str:

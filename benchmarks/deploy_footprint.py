@@ -26,12 +26,20 @@ import threading
 from pathlib import Path
 
 import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_bench import build_assets, drive  # noqa: E402
-from tests.deploy.engine import (Container, Image, build, build_context, find_engine,  # noqa: E402
-                                 stop, wait_ready)
+from tests.deploy.engine import (  # noqa: E402
+    Container,
+    Image,
+    build,
+    build_context,
+    find_engine,
+    stop,
+    wait_ready,
+)
 from tests.deploy.test_container_smoke import free_port  # noqa: E402
 
 MB = 1024 * 1024

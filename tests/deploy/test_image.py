@@ -15,8 +15,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.deploy.engine import (Container, Image as BuiltImage, build, build_context, find_engine,
-                                 stop, wait_ready)
+from tests.deploy.engine import Container, build, build_context, find_engine, stop, wait_ready
+from tests.deploy.engine import Image as BuiltImage
 from tests.deploy.test_container_smoke import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
