@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The image fly.io runs: the Flask app under gunicorn with the model baked in (docs/DEPLOY.md).
+# The image fly.io runs: the Flask app under gunicorn with the model baked in (docs/deploy.md).
 #   make image                      # the default target: CPU-only torch + fastai, loads export.pkl
 #   make image TARGET=lean          # no torch, no fastai: the ONNX graph compiled at build time
 # Build after training (make train), or with a notebook's export.pkl copied into models/.
@@ -35,12 +35,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
  && pip install -r /tmp/requirements.txt
 
-# The lean target's packages: serving only, at requirements.txt's pins (-c), no torch or fastai.
+# The lean target's packages: serving only (gevent for the worker, pillow-heif for HEIC), at
+# requirements.txt's pins (-c), no torch or fastai.
 FROM base AS lean-venv
 COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
- && pip install -c /tmp/requirements.txt flask werkzeug gunicorn pillow prometheus-client onnxruntime
+ && pip install -c /tmp/requirements.txt flask werkzeug gunicorn gevent pillow pillow-heif \
+        prometheus-client onnxruntime
 
 # The model compiled once, here, for both targets: the ONNX graph and the learner's
 # preprocessing, checked against learn.predict (the build fails beyond 1e-4).
@@ -53,7 +55,7 @@ RUN test -f models/export.pkl || { \
 RUN python -m classifier.onnx_compile models/export.pkl \
  && cp -a models /srv/lean-models && rm /srv/lean-models/export.pkl
 
-# --target lean: onnxruntime, numpy, Pillow and Flask: 386 MB measured (docs/DEPLOY.md).
+# --target lean: onnxruntime, numpy, Pillow and Flask: 386 MB measured (docs/deploy.md).
 FROM lean-venv AS lean
 COPY classifier/ classifier/
 COPY app/ app/
