@@ -136,14 +136,30 @@ def wait_ready(base: str, process: subprocess.Popen, timeout: float) -> float:
 
 
 def stop(process: subprocess.Popen, timeout: float = 60) -> str:
-    """SIGTERM a started container command and everything under it; its output."""
+    """Stop a started container command as `docker stop` does: SIGTERM to the server's
+    master (gunicorn drains and stops its workers), SIGKILL to whatever is left after
+    `timeout`. Returns the command's output."""
     import psutil
 
-    for child in psutil.Process(process.pid).children(recursive=True):
+    tree = psutil.Process(process.pid).children(recursive=True)
+
+    def is_gunicorn(p: psutil.Process | None) -> bool:
+        if p is None:
+            return False
         try:
-            child.terminate()
-        except psutil.NoSuchProcess:  # a worker that its master already stopped
+            return "gunicorn" in " ".join(p.cmdline())
+        except psutil.Error:
+            return False
+
+    masters = [p for p in tree if is_gunicorn(p) and not is_gunicorn(p.parent())]
+    for proc in masters or [process]:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
             pass
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        proc.kill()
     process.terminate()
     try:
         return process.communicate(timeout=timeout)[0]
