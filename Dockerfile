@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The image fly.io runs: the Flask app under gunicorn with the model baked in (docs/DEPLOY.md).
+# The image fly.io runs: the Flask app under gunicorn with the model baked in (docs/deploy.md).
 #   make image                      # the default target: CPU-only torch + fastai, loads export.pkl
 #   make image TARGET=lean          # no torch, no fastai: the ONNX graph compiled at build time
 # Build after training (make train), or with a notebook's export.pkl copied into models/.
