@@ -48,7 +48,7 @@ image: $(MODEL)
 # Speed, memory and robustness figures (long runs, not tests): see docs/measurements.md.
 bench: dev $(MODEL)
 	$(BIN)/python benchmarks/serve_bench.py
-	$(BIN)/python benchmarks/deploy_footprint.py
+	$(BIN)/python benchmarks/deploy_footprint.py --build
 	$(BIN)/python benchmarks/load_test.py
 	$(BIN)/python benchmarks/fuzz_long.py
 	$(BIN)/python benchmarks/slow_clients.py

@@ -17,7 +17,7 @@ from app.config import ConfigError, load_settings
 try:
     _settings = load_settings()
 except ConfigError as exc:  # a bad env var: one line, not a traceback
-    raise SystemExit(f"Error: {exc}")
+    raise SystemExit(f"Error: {exc}") from None
 
 # create_app() in this master uses these settings and leaves warm-up to each worker
 # after the fork (post_worker_init); see app/model_service.py.

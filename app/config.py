@@ -49,11 +49,12 @@ def default_workers(cpus: int) -> int:
 RUNTIMES = ("auto", "onnx", "torch")
 
 
-# Peak memory (PSS, all server processes, 8 clients, resnet18 at 224 px) measured by
-# benchmarks/deploy_footprint.py, rounded up (docs/deploy.md "Measured"): what the
-# master and its first worker take, and what each further worker adds.
-SERVER_MB = {"torch": 750, "lean": 200}
-EXTRA_WORKER_MB = {"torch": 350, "lean": 60}
+# Peak memory (PSS without CUDA library pages, all server processes, 8 clients, resnet18
+# at 224 px, onnxruntime) measured with 1 and 2 workers by benchmarks/deploy_footprint.py,
+# rounded up (docs/deploy.md "Measured"): what the master and its first worker take, and
+# what each further worker adds, for the default ("torch") and the lean image.
+SERVER_MB = {"torch": 1070, "lean": 280}
+EXTRA_WORKER_MB = {"torch": 230, "lean": 160}
 MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
 
 
@@ -93,6 +94,15 @@ def memory_capped_workers(workers: int, limit: int | None, image: str) -> int:
     return max(1, min(workers, 1 + int(room // EXTRA_WORKER_MB[image])))
 
 
+def default_runtime(limit: int | None, image: str) -> str:
+    """INFERENCE_RUNTIME when unset: "auto" (onnxruntime, about 2x faster per image) where
+    one worker of this image fits the memory limit with it, else "torch", which needs about
+    a third less (a 1 GB machine: docs/deploy.md "Measured")."""
+    if image == "torch" and limit is not None and limit * MEMORY_HEADROOM / MB < SERVER_MB[image]:
+        return "torch"
+    return "auto"
+
+
 def installed_image() -> str:
     """ "lean" where torch is not installed (the lean image), else "torch"."""
     import importlib.util
@@ -107,7 +117,7 @@ class Settings:
     workers: int = 1  # from load_settings: default_workers(CPUs)
     threads: int = 8
     inference_threads: int = 1  # from load_settings: CPUs // workers
-    runtime: str = "auto"
+    runtime: str = "auto"  # from load_settings: default_runtime(memory limit, image)
     # A 108 MP phone JPEG is 20-35 MB; 200 MP ones reach about 50 MB.
     max_upload_mb: float = 40.0
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # pixels decoded (see classifier/images.py)
@@ -214,7 +224,8 @@ def load_settings(environ=None, overrides=None) -> Settings:
         default_workers(cpus), memory_limit(), installed_image()))
     inference_threads = _int("INFERENCE_THREADS",
                              given("INFERENCE_THREADS") or max(1, cpus // workers))
-    runtime = str(get("INFERENCE_RUNTIME")).lower()
+    runtime = str(given("INFERENCE_RUNTIME")
+                  or default_runtime(memory_limit(), installed_image())).lower()
     if runtime not in RUNTIMES:
         raise ConfigError(f"INFERENCE_RUNTIME must be auto, onnx or torch, not {runtime!r}.")
     model_path = Path(get("MODEL_PATH"))

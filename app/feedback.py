@@ -27,8 +27,8 @@ from flask import Blueprint, g, jsonify, redirect, request, url_for
 from PIL import Image
 
 from app.errors import ApiError
-from app.model_service import model_service
 from app.json_uploads import decode_base64
+from app.model_service import model_service
 from app.security import check_api_key
 from app.uploads import Upload, uploads_from_request
 from classifier.images import ALLOWED_FORMATS
@@ -119,7 +119,7 @@ def feedback():
 
 
 def _record(folder: Path, path: Path, digest: str, label: str, prediction, service) -> dict:
-    return {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    return {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "image": path.relative_to(folder).as_posix(), "sha256": digest,
             "label": label, "predicted": prediction.label,
             "confidence": prediction.confidence, "model_sha256": service.info["sha256"],

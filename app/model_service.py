@@ -141,7 +141,7 @@ class ModelService:
         folder = self.settings.model_path.parent / "report"
         return folder if (folder / "report.html").is_file() else None
 
-    def load_compiled_model(self) -> "ModelService":
+    def load_compiled_model(self) -> ModelService:
         """The lean image: serve the ONNX graph and preprocessing compiled at image build
         (classifier/onnx_compile.py), with onnxruntime and no torch or fastai."""
         path = self.settings.model_path
@@ -233,7 +233,7 @@ def describe(learner, metadata: dict | None, predictor: Predictor, path, setting
     if isinstance(size, int):
         size = [size, size]
     created = meta.get("created_at") or dt.datetime.fromtimestamp(
-        os.path.getmtime(path), dt.timezone.utc).isoformat(timespec="seconds")
+        os.path.getmtime(path), dt.UTC).isoformat(timespec="seconds")
     metrics = meta.get("metrics") or {}
     unsure = meta.get("unsure") or {}
     threshold, source = settings.unsure_threshold, "UNSURE_THRESHOLD"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from app.errors import ERRORS
 from app.options import PARAMETERS
+
 # The error codes of the JSON and URL inputs (app/json_uploads.py, app/url_fetch.py).
 JSON_CODES = ("invalid_json", "invalid_field", "invalid_base64")
 URL_CODES = ("url_fetch_disabled", "url_not_allowed", "url_blocked_address",

@@ -9,8 +9,15 @@ import base64
 import io
 from pathlib import Path
 
-from flask import (Blueprint, abort, current_app, render_template, request, send_from_directory,
-                   url_for)
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 
 from app.errors import HTML_PAGE, ApiError
 from app.model_service import model_service

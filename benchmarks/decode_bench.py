@@ -17,7 +17,6 @@ prints `uptime` before and after each part: on a shared machine read the load be
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
@@ -33,7 +32,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from classifier.images import decode_side, load_rgb
+from classifier.images import decode_side, load_rgb  # noqa: E402
+from harness.images import encode  # noqa: E402
 
 
 def uptime() -> str:
@@ -50,16 +50,6 @@ def photo(size, seed=0, colour=None) -> Image.Image:
         im.paste(colour, (w // 4, h // 4, w // 2, h // 2))
     noise = rng.normal(0, 4, (h, w, 3)) if w * h <= 13_000_000 else 0
     return Image.fromarray(np.clip(np.asarray(im, np.float32) + noise, 0, 255).astype(np.uint8))
-
-
-def encode(im, fmt, orientation=None, **save) -> bytes:
-    if orientation:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        save["exif"] = exif.tobytes()
-    buf = io.BytesIO()
-    im.save(buf, fmt, **save)
-    return buf.getvalue()
 
 
 def spread(values) -> str:

@@ -26,12 +26,20 @@ import threading
 from pathlib import Path
 
 import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_bench import build_assets, drive  # noqa: E402
-from tests.deploy.engine import (Container, Image, build, build_context, find_engine,  # noqa: E402
-                                 wait_ready)
+from tests.deploy.engine import (  # noqa: E402
+    Container,
+    Image,
+    build,
+    build_context,
+    find_engine,
+    stop,
+    wait_ready,
+)
 from tests.deploy.test_container_smoke import free_port  # noqa: E402
 
 MB = 1024 * 1024
@@ -56,13 +64,15 @@ def pss_without_cuda(pid: int) -> int:
 
 
 def server_pids(launcher: subprocess.Popen) -> list[int]:
+    """gunicorn's master and workers (not buildah's chroot helpers that started them)."""
     return [p.pid for p in psutil.Process(launcher.pid).children(recursive=True)
-            if "gunicorn" in " ".join(p.cmdline())]
+            if "gunicorn" in " ".join(p.cmdline()) and not p.cmdline()[0].startswith("buildah")]
 
 
-def one_round(image: Image, images: list[bytes], clients: int, duration: float) -> dict:
+def one_round(image: Image, images: list[bytes], clients: int, duration: float,
+              env: dict[str, str]) -> dict:
     port = free_port()
-    container = Container(image, {"PORT": str(port)})
+    container = Container(image, {"PORT": str(port), **env})
     base = f"http://127.0.0.1:{port}"
     try:
         server = container.start(image.config()["Cmd"])
@@ -80,10 +90,7 @@ def one_round(image: Image, images: list[bytes], clients: int, duration: float) 
         done.set()
         sampler.join()
         workers = len(server_pids(server)) - 1
-        for child in psutil.Process(server.pid).children(recursive=True):
-            child.terminate()
-        server.terminate()
-        server.communicate(timeout=60)
+        stop(server)
     finally:
         container.remove()
     return {"ready_s": ready, "idle_mb": idle / MB, "peak_mb": max(peak) / MB,
@@ -99,6 +106,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, help="set WEB_CONCURRENCY (default: the "
+                        "image decides from the CPUs and memory limit)")
+    parser.add_argument("--targets", nargs="+", default=["default", "lean"])
     parser.add_argument("--build", action="store_true",
                         help="build both targets here with a resnet18 at 224 px (else use "
                              "image-classifier:default and :lean as `make image` left them)")
@@ -108,7 +118,8 @@ def main() -> None:
         sys.exit(f"no container engine: {why}")
     workdir = Path(tempfile.mkdtemp(prefix="footprint-"))
     model, images = build_assets(workdir, 224, 16)
-    tags = {"default": "image-classifier:default", "lean": "image-classifier:lean"}
+    tags = {target: f"image-classifier:{target}" for target in args.targets}
+    env = {"WEB_CONCURRENCY": str(args.workers)} if args.workers else {}
     if args.build:
         (workdir / "models").mkdir()
         shutil.copy(model, workdir / "models" / "export.pkl")
@@ -122,7 +133,7 @@ def main() -> None:
     results = {target: [] for target in built}
     for _ in range(args.rounds):
         for target, image in built.items():  # alternate the targets round by round
-            results[target].append(one_round(image, images, args.clients, args.duration))
+            results[target].append(one_round(image, images, args.clients, args.duration, env))
     print("after: ", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print(f"\n{args.clients} clients, 640x480 JPEGs, {args.duration:.0f} s per round, "
           f"{args.rounds} rounds; median (min-max); PSS without CUDA library pages")

@@ -34,8 +34,17 @@ def load_average() -> str:
 
 def make_model(folder: Path, size: int) -> Path:
     """An untrained resnet18 vision_learner export at `size` px (no download)."""
-    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, RandomSplitter, Resize,
-                                   get_image_files, parent_label, resnet18, vision_learner)
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        ImageBlock,
+        RandomSplitter,
+        Resize,
+        get_image_files,
+        parent_label,
+        resnet18,
+        vision_learner,
+    )
 
     rng = np.random.default_rng(0)
     for label in ("cat", "dog", "fox"):

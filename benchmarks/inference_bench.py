@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serve_bench import build_assets
+from benchmarks.serve_bench import build_assets  # noqa: E402
 
 
 def load_average() -> str:

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.decode_bench import encode, photo, uptime
+from benchmarks.decode_bench import encode, photo, uptime  # noqa: E402
 
 CLASSES = {"a": (190, 90, 80), "b": (90, 180, 80), "c": (80, 90, 190)}
 
@@ -131,7 +131,7 @@ def main(argv=None) -> None:
         for threads in (1, 2):
             sessions = {name: session(blob, threads) for name, blob in models.items()}
             times = {name: [] for name in models}
-            for name, sess in sessions.items():  # warm up
+            for sess in sessions.values():  # warm up
                 sess.run(None, {"input": valid_x[0]})
             before = uptime()
             for _ in range(args.rounds):

@@ -10,13 +10,12 @@ PyTorch on a 2-core CPU), after a parity check against PyTorch at start-up.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import numpy as np
 import torch
 
-from classifier.prediction import Prediction
+from classifier.prediction import PredictorBase
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def _size_of(pipeline) -> tuple[int, int] | None:
     return None
 
 
-class Predictor:
+class Predictor(PredictorBase):
     """Image -> Prediction, with the learner's own transforms and model.
 
     runtime: "auto" (onnxruntime when installed and in parity, else torch),
@@ -51,9 +50,9 @@ class Predictor:
     """
 
     def __init__(self, learner, runtime: str = "auto", threads: int | None = None,
-                 onnx_graph: bytes | None = None):
-        """onnx_graph: this learner's network compiled at image build (classifier.onnx_compile);
-        without it the graph is exported here, which takes seconds."""
+                 onnx_graph: bytes | str | None = None):
+        """onnx_graph: this learner's network compiled at image build (classifier.onnx_compile),
+        as bytes or an .onnx file's path; without it the graph is exported here (seconds)."""
         from fastai.vision.core import PILImage, TensorImage
 
         self._pil_type, self._tensor_type = PILImage, TensorImage
@@ -76,7 +75,7 @@ class Predictor:
         # pass was measured and not adopted: onnxruntime takes as long per image
         # in a batch of 2-8 as alone on this CPU (docs/measurements.md).
         self._run_lock = threading.Lock()
-        self._onnx_bytes: bytes | None = None
+        self._onnx_graph: bytes | str | None = None  # ONNX bytes or an .onnx path
         self._sessions: dict[int, object] = {}
         self.runtime = "torch"
         if runtime not in ("auto", "onnx", "torch"):
@@ -85,32 +84,13 @@ class Predictor:
         if runtime != "torch" and self.image_size is not None:
             self._try_onnx(required=runtime == "onnx", graph=onnx_graph)
 
-    # -- public API -------------------------------------------------------
-    def predict(self, image) -> Prediction:
-        """One PIL RGB image (see classifier.images) -> Prediction."""
-        return self.predict_batch([image])[0]
-
-    def predict_batch(self, images) -> list[Prediction]:
-        return self.predict_prepared([self.prepare(im) for im in images])
-
+    # -- public API (predict, predict_batch, probabilities, warm_up: PredictorBase) --
     def prepare(self, image) -> torch.Tensor:
         """One PIL RGB image -> the learner's item transforms applied (model-sized, uint8).
 
         Lets a server free each full-size photo before decoding the next one of a batch.
         """
         return self._after_item(self._pil_type(image))
-
-    def predict_prepared(self, items) -> list[Prediction]:
-        """Outputs of `prepare` -> Predictions, as one batch through the model."""
-        if not items:
-            return []
-        if self.image_size is None:  # no resize in the pipeline: sizes differ, go one by one
-            return [p for item in items for p in self._predictions([item])]
-        return self._predictions(items)
-
-    def probabilities(self, images) -> np.ndarray:
-        """(n, classes) float64 probabilities for a list of PIL images."""
-        return self._probabilities([self.prepare(im) for im in images])
 
     def model_input(self, items) -> torch.Tensor:
         """Outputs of `prepare` -> the normalised batch the network takes."""
@@ -126,17 +106,6 @@ class Predictor:
         if self.runtime == "onnx":
             self.model = None
 
-    def warm_up(self) -> None:
-        """Run one prediction so the first real request is not the slow one."""
-        from PIL import Image
-
-        size = self.image_size or (64, 64)
-        probs = self.probabilities([Image.new("RGB", (size[1], size[0]), (128, 128, 128))])
-        if probs.shape != (1, len(self.vocab)):
-            from classifier.model_files import ModelLoadError
-            raise ModelLoadError(f"The model returns {probs.shape[1]} outputs for "
-                                 f"{len(self.vocab)} classes; the export is inconsistent.")
-
     # -- internals --------------------------------------------------------
     def _check_transforms(self) -> None:
         """Run the inference transforms once on a blank image, so one that cannot run
@@ -151,18 +120,11 @@ class Predictor:
         return torch.Tensor(self._after_batch(batch)).as_subclass(torch.Tensor)
 
     def _probabilities(self, items) -> np.ndarray:
+        if self.image_size is None and len(items) > 1:  # no resize: sizes differ, one by one
+            return np.concatenate([self._probabilities([item]) for item in items])
         logits = self._forward(self._collate(items))
         probs = self._activation(logits).double()
         return (probs / probs.sum(dim=1, keepdim=True)).numpy()
-
-    def _predictions(self, items) -> list[Prediction]:
-        out = []
-        for row in self._probabilities(items):
-            index = int(row.argmax())
-            out.append(Prediction(
-                label=self.vocab[index], index=index, confidence=float(row[index]),
-                probabilities={label: float(p) for label, p in zip(self.vocab, row)}))
-        return out
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.runtime == "onnx":
@@ -173,13 +135,13 @@ class Predictor:
         with self._run_lock, torch.inference_mode():
             return self.model(batch).float()
 
-    def _try_onnx(self, required: bool, graph: bytes | None = None) -> None:
+    def _try_onnx(self, required: bool, graph: bytes | str | None = None) -> None:
         try:
             import onnxruntime  # noqa: F401
 
             from classifier.onnx_compile import export_graph
 
-            self._onnx_bytes = graph or export_graph(self.model, self.image_size)
+            self._onnx_graph = graph or export_graph(self.model, self.image_size)
             sample = torch.rand(2, 3, *self.image_size)
             (onnx_logits,) = self._session().run(None, {"input": sample.numpy()})
             with torch.inference_mode():
@@ -192,22 +154,14 @@ class Predictor:
             # workers make their own, and the master's would only hold memory.
             self._sessions.clear()
         except Exception as exc:
-            self._onnx_bytes = None
+            self._onnx_graph = None
             self._sessions.clear()
             if required:
                 raise
             log.info("onnxruntime not used (%s); serving with PyTorch", exc)
 
     def _session(self):
-        pid = os.getpid()
-        session = self._sessions.get(pid)
-        if session is None:
-            with self._lock:
-                session = self._sessions.get(pid)
-                if session is None:
-                    from classifier.onnx_model import make_session
+        from classifier.onnx_model import process_session
 
-                    session = make_session(self._onnx_bytes,
-                                           self.threads or torch.get_num_threads())
-                    self._sessions = {pid: session}  # drop a forked parent's session
-        return session
+        return process_session(self._sessions, self._lock, self._onnx_graph,
+                               self.threads or torch.get_num_threads())

@@ -24,8 +24,13 @@ import numpy as np
 from PIL import Image
 
 from classifier.images import IMAGE_EXTENSIONS, load_rgb
-from classifier.model_files import (ModelLoadError, atomic_path, load_learner_checked, sha256_file,
-                                    write_json_atomic)
+from classifier.model_files import (
+    ModelLoadError,
+    atomic_path,
+    load_learner_checked,
+    sha256_file,
+    write_json_atomic,
+)
 from classifier.onnx_model import FORMAT, CompiledPredictor, graph_path, sidecar_path
 
 TOLERANCE = 1e-4  # largest probability difference from learn.predict accepted
@@ -128,7 +133,7 @@ def compile_model(model_path) -> float:
     graph = export_graph(learner.model, image_size)
     meta = metadata or {}
     created = meta.get("created_at") or dt.datetime.fromtimestamp(
-        os.path.getmtime(model_path), dt.timezone.utc).isoformat(timespec="seconds")
+        os.path.getmtime(model_path), dt.UTC).isoformat(timespec="seconds")
     sidecar = {
         "format": FORMAT,
         "pkl_sha256": sha256_file(model_path),

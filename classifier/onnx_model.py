@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from classifier.model_files import ModelLoadError, sha256_file
-from classifier.prediction import Prediction
+from classifier.prediction import PredictorBase
 
 FORMAT = 1  # bumped when the sidecar's meaning changes; older sidecars are then recompiled
 
@@ -39,8 +39,8 @@ def sidecar_path(model_path) -> Path:
     return Path(model_path).with_suffix(".onnx.json")
 
 
-def read_compiled(model_path, check_pkl: bool = True) -> tuple[bytes, dict] | None:
-    """(graph bytes, sidecar) compiled from this .pkl, or None when absent or stale.
+def read_compiled(model_path) -> tuple[str, dict] | None:
+    """(graph file, sidecar) compiled from this .pkl, or None when absent or stale.
 
     Stale means the .pkl's sha256 differs from the one recorded at compile time (a
     retrained or replaced model). With no .pkl beside it (the lean image) the sidecar
@@ -55,9 +55,9 @@ def read_compiled(model_path, check_pkl: bool = True) -> tuple[bytes, dict] | No
         return None
     if meta.get("format") != FORMAT:
         return None
-    if check_pkl and Path(model_path).is_file() and sha256_file(model_path) != meta.get("pkl_sha256"):
+    if Path(model_path).is_file() and sha256_file(model_path) != meta.get("pkl_sha256"):
         return None
-    return graph.read_bytes(), meta
+    return str(graph), meta
 
 
 # -- preprocessing: fastai's validation-time item transforms, in PIL and numpy ----------
@@ -116,7 +116,7 @@ def random_resized_crop(image: Image.Image, step: dict) -> Image.Image:
 STEPS = {"resize": resize, "random_resized_crop": random_resized_crop}
 
 
-class CompiledPredictor:
+class CompiledPredictor(PredictorBase):
     """Image -> Prediction from a compiled model, with onnxruntime and no torch.
 
     Same interface as classifier.inference.Predictor. The session is made lazily per
@@ -125,7 +125,9 @@ class CompiledPredictor:
 
     runtime = "onnx-lean"
 
-    def __init__(self, graph: bytes, meta: dict, threads: int | None = None):
+    def __init__(self, graph: bytes | str, meta: dict, threads: int | None = None):
+        """graph: the ONNX bytes, or the path of an .onnx file; with a path the serving
+        processes read it only when each makes its session, and the master holds none."""
         self.meta = meta
         self.vocab = [str(v) for v in meta["vocab"]]
         self.image_size = tuple(meta["image_size"]) if meta.get("image_size") else None
@@ -148,31 +150,6 @@ class CompiledPredictor:
             image = STEPS[step["op"]](image, step)
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
-    def predict(self, image):
-        return self.predict_batch([image])[0]
-
-    def predict_batch(self, images):
-        return self.predict_prepared([self.prepare(im) for im in images])
-
-    def predict_prepared(self, items):
-        out = []
-        for row in self._probabilities(items):
-            index = int(row.argmax())
-            out.append(Prediction(
-                label=self.vocab[index], index=index, confidence=float(row[index]),
-                probabilities={label: float(p) for label, p in zip(self.vocab, row)}))
-        return out
-
-    def probabilities(self, images) -> np.ndarray:
-        return self._probabilities([self.prepare(im) for im in images])
-
-    def warm_up(self) -> None:
-        size = self.image_size or (64, 64)
-        probs = self.probabilities([Image.new("RGB", (size[1], size[0]), (128, 128, 128))])
-        if probs.shape != (1, len(self.vocab)):
-            raise ModelLoadError(f"The model returns {probs.shape[1]} outputs for "
-                                 f"{len(self.vocab)} classes; the compiled model is inconsistent.")
-
     def _probabilities(self, items) -> np.ndarray:
         if not items:
             return np.zeros((0, len(self.vocab)))
@@ -190,19 +167,29 @@ class CompiledPredictor:
         return probs / probs.sum(axis=1, keepdims=True)
 
     def _session(self):
-        pid = os.getpid()
-        session = self._sessions.get(pid)
-        if session is None:
-            with self._lock:
-                session = self._sessions.get(pid)
-                if session is None:
-                    session = make_session(self._graph, self.threads or 1)
-                    self._sessions = {pid: session}  # drop a forked parent's session
-        return session
+        return process_session(self._sessions, self._lock, self._graph, self.threads or 1)
 
 
-def make_session(graph: bytes, threads: int):
-    """An onnxruntime CPU session with `threads` intra-op threads that do not spin when idle.
+def process_session(sessions: dict, lock: threading.Lock, graph: bytes | str, threads: int):
+    """This process's session in `sessions` (pid -> session), made on first use.
+
+    A preloading gunicorn master forks the predictor: each worker makes its own session
+    and drops the parent's.
+    """
+    pid = os.getpid()
+    session = sessions.get(pid)
+    if session is None:
+        with lock:
+            session = sessions.get(pid)
+            if session is None:
+                session = make_session(graph, threads)
+                sessions.clear()
+                sessions[pid] = session
+    return session
+
+
+def make_session(graph: bytes | str, threads: int):
+    """An onnxruntime CPU session (from ONNX bytes or an .onnx file's path) with `threads` intra-op threads that do not spin when idle.
 
     Spinning idle pool threads took CPU from the other workers: measured 117 -> 88 ms per
     224 px image at 2 threads on a busy 2-core machine.

@@ -20,8 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageError, \
-    open_checked
+from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageError, open_checked
 
 BATCH = 16  # images per forward pass; decoding, not the model, dominates for photos
 

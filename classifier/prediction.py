@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from PIL import Image
+
 DEFAULT_TOP_K = 5  # classes listed in "top" unless asked otherwise (fewer if the model has fewer)
 
 
@@ -27,3 +30,49 @@ class Prediction:
         return {"label": self.label, "index": self.index, "confidence": self.confidence,
                 "unsure": self.is_unsure(threshold), "threshold": threshold,
                 "top": self.top(top_k), "probabilities": self.probabilities}
+
+
+class PredictorBase:
+    """What the torch Predictor and the torch-free CompiledPredictor share.
+
+    A subclass sets `vocab` and `image_size` ((height, width) or None) and implements
+    `prepare(image)` (one PIL RGB image -> a model-sized item) and `_probabilities(items)`
+    ((n, classes) float64 probabilities for prepared items).
+    """
+
+    vocab: list[str]
+    image_size: tuple[int, int] | None
+
+    def predict(self, image) -> Prediction:
+        """One PIL RGB image (see classifier.images) -> Prediction."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images) -> list[Prediction]:
+        return self.predict_prepared([self.prepare(im) for im in images])
+
+    def predict_prepared(self, items) -> list[Prediction]:
+        """Outputs of `prepare` -> Predictions, as one batch through the model."""
+        return self._predictions(self._probabilities(items)) if items else []
+
+    def probabilities(self, images) -> np.ndarray:
+        """(n, classes) float64 probabilities for a list of PIL images."""
+        return self._probabilities([self.prepare(im) for im in images])
+
+    def warm_up(self) -> None:
+        """Run one prediction so the first real request is not the slow one."""
+        from classifier.model_files import ModelLoadError
+
+        height, width = self.image_size or (64, 64)
+        probs = self.probabilities([Image.new("RGB", (width, height), (128, 128, 128))])
+        if probs.shape != (1, len(self.vocab)):
+            raise ModelLoadError(f"The model returns {probs.shape[1]} outputs for "
+                                 f"{len(self.vocab)} classes; the export is inconsistent.")
+
+    def _predictions(self, probabilities: np.ndarray) -> list[Prediction]:
+        out = []
+        for row in probabilities:
+            index = int(row.argmax())
+            out.append(Prediction(
+                label=self.vocab[index], index=index, confidence=float(row[index]),
+                probabilities={label: float(p) for label, p in zip(self.vocab, row)}))
+        return out

@@ -27,7 +27,13 @@ def photo(size=(64, 48), seed=0, colour=(220, 30, 30)) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def encode(im: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+def encode(im: Image.Image, fmt: str = "PNG", orientation: int | None = None, **kwargs) -> bytes:
+    """`im` saved as `fmt`; with `orientation`, an EXIF orientation tag (6, 8: a phone held
+    sideways) that viewers apply on top of the stored pixels."""
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kwargs["exif"] = exif.tobytes()
     buf = io.BytesIO()
     im.save(buf, fmt, **kwargs)
     return buf.getvalue()

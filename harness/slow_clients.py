@@ -60,7 +60,7 @@ class Attack:
     _conns: dict = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "Attack":
+    def start(self) -> Attack:
         self._sel = selectors.DefaultSelector()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -300,7 +300,7 @@ def measure(server, count: int, clients: int, seconds: float, rounds: int,
         holder: dict = {}
         uploader = None
         if rnd == rounds - 1:
-            uploader = threading.Thread(target=lambda: holder.update(result=slow_upload(
+            uploader = threading.Thread(target=lambda holder=holder: holder.update(result=slow_upload(
                 server.port, body, ctype, upload_rate, timeout=limits["slow_body"] + 60)))
             uploader.start()
         figures["attack"].append(load.drive(server.url, clients, attack_seconds,

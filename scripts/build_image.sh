@@ -45,6 +45,6 @@ args=(--target "$TARGET" --build-arg "PYTHON_IMAGE=$BASE" --build-arg "TORCH_IND
 if [ "$ENGINE" = docker ]; then
   DOCKER_BUILDKIT=1 docker build "${args[@]}" "$CONTEXT"
 else
-  buildah bud --isolation chroot --format docker --layers "${args[@]}" "$CONTEXT"
+  buildah bud --isolation chroot --format docker --layers --force-rm "${args[@]}" "$CONTEXT"
 fi
 echo "built $TAG with $ENGINE"

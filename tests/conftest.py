@@ -46,3 +46,11 @@ def trained_model(image_folder, tmp_path_factory) -> Path:
                           "--bs", 8, "--no-augment", "--lr", "1e-2", "--out", out)
     assert result.returncode == 0, result.stdout + result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def playwright():
+    """Playwright, for the browser tests (pages come from harness.browser.page_opener)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        yield pw

@@ -115,7 +115,8 @@ def test_serving_docs_list_exactly_the_settings_with_their_defaults():
         f"docs/serving.md's configuration table and app/config.py's ENV_FIELDS differ: "
         f"undocumented {sorted(set(ENV_FIELDS) - set(rows))}, "
         f"not settings {sorted(set(rows) - set(ENV_FIELDS))}")
-    computed = {"workers", "inference_threads"}  # from the CPU count (load_settings)
+    # From the machine (load_settings): CPU count, memory limit, image.
+    computed = {"workers", "inference_threads", "runtime"}
     wrong = {}
     for name, field_name in ENV_FIELDS.items():
         value = Settings.__dataclass_fields__[field_name].default

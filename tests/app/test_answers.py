@@ -17,8 +17,8 @@ from PIL import Image
 from app.config import ConfigError, load_settings
 from app.model_service import model_service
 from classifier.explain import grad_cam
-from tests.app.openapi_check import check_response
 from harness.images import encode, photo
+from tests.app.openapi_check import check_response
 
 PNG = encode(photo(seed=5))
 

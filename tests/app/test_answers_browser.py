@@ -7,25 +7,19 @@ renders the same result.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
+from harness.browser import CHROMIUM, SKIP_REASON, page_opener
 from harness.images import encode, photo
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
 TIMEOUT_MS = 30_000  # generous: a loaded 2-core machine, a Grad-CAM per explained request
 
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(),
-                                 reason="Chromium is not installed (apt-get install chromium)")]
+              pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)]
 
 
 @pytest.fixture(scope="module")
@@ -39,38 +33,11 @@ def server_url(make_app):
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def playwright():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        yield pw
-
-
 @pytest.fixture
 def open_page(playwright, server_url):
     """open_page(javascript) -> the form in a fresh browser; console errors on page.errors."""
-    contexts, profiles = [], []
-
-    def open_(javascript: bool = True):
-        profile = tempfile.mkdtemp(prefix="answers-chromium-")
-        profiles.append(profile)
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS,
-            java_script_enabled=javascript)
-        contexts.append(context)
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.pages[0] if context.pages else context.new_page()
-        page.errors = []
-        page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        assert page.goto(server_url + "/").status == 200
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    for profile in profiles:
-        shutil.rmtree(profile, ignore_errors=True)
+    with page_opener(playwright, server_url, TIMEOUT_MS) as open_:
+        yield open_
 
 
 @pytest.fixture

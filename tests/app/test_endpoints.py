@@ -9,9 +9,9 @@ import pytest
 from jsonschema import ValidationError
 from openapi_spec_validator import validate as validate_spec
 
+from app.model_service import model_service
 from harness.hostile import png_declaring
 from harness.images import TEXT, encode, photo
-from app.model_service import model_service
 from tests.app.openapi_check import check_response, validate
 
 

@@ -5,9 +5,9 @@ import io
 
 import pytest
 
+from app.model_service import model_service
 from harness.hostile import png_declaring
 from harness.images import TEXT, encode, photo, truncated
-from app.model_service import model_service
 
 
 def error_of(response) -> tuple[int, str]:

@@ -3,21 +3,15 @@ against a real gunicorn with FEEDBACK_DIR set."""
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.app.samples import encode, photo
-from tests.servers import GunicornServer
-
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
+from harness.browser import CHROMIUM, SKIP_REASON, page_opener
+from harness.images import encode, photo
+from harness.servers import GunicornServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed")]
+              pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)]
 
 
 @pytest.fixture(scope="module")
@@ -29,42 +23,27 @@ def feedback_server(notebook_export, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        yield pw
-
-
-def open_page(browser, url, javascript):
-    profile = tempfile.mkdtemp(prefix="feedback-chromium-")
-    context = browser.chromium.launch_persistent_context(
-        profile, executable_path=str(CHROMIUM), headless=True, args=FLAGS,
-        java_script_enabled=javascript)
-    context.set_default_timeout(30_000)
-    page = context.pages[0] if context.pages else context.new_page()
-    page.goto(url + "/")
-    return context, page
+@pytest.fixture
+def open_page(playwright, feedback_server):
+    with page_opener(playwright, feedback_server.url, 30_000) as open_:
+        yield open_
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
-def test_correction_from_the_result_page(browser, feedback_server, tmp_path, javascript):
+def test_correction_from_the_result_page(open_page, feedback_server, tmp_path, javascript):
     label = "green" if javascript else "blue"
     data = encode(photo(seed=21), "PNG")
     (tmp_path / "mine.png").write_bytes(data)
-    context, page = open_page(browser, feedback_server.url, javascript)
-    try:
-        page.get_by_label(re.compile("Choose a photo")).set_input_files(str(tmp_path / "mine.png"))
-        page.get_by_role("button", name="Classify", exact=True).click()
-        page.locator("#result").wait_for(state="visible")
-        page.get_by_label("Wrong? The right answer is").select_option(label)
-        page.get_by_role("button", name="Send correction").click()
-        if javascript:  # stays on the page and says so
-            page.get_by_text(f"Thank you: saved as {label}.").wait_for()
-        else:  # back to the form with a notice
-            page.get_by_text("Thank you: the correction was saved.").wait_for()
-    finally:
-        context.close()
+    page = open_page(javascript)
+    page.get_by_label(re.compile("Choose a photo")).set_input_files(str(tmp_path / "mine.png"))
+    page.get_by_role("button", name="Classify", exact=True).click()
+    page.locator("#result").wait_for(state="visible")
+    page.get_by_label("Wrong? The right answer is").select_option(label)
+    page.get_by_role("button", name="Send correction").click()
+    if javascript:  # stays on the page and says so
+        page.get_by_text(f"Thank you: saved as {label}.").wait_for()
+    else:  # back to the form with a notice
+        page.get_by_text("Thank you: the correction was saved.").wait_for()
     stored = list((feedback_server.feedback_dir / label).iterdir())
     assert len(stored) == 1
     if javascript:  # the photo itself, not the page's preview

@@ -13,12 +13,12 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.slow  # three exports, each made in its own subprocess
-
 from app import ModelLoadError, create_app
 from classifier.model_files import load_learner_checked
 from harness.images import encode, photo
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # three exports, each made in its own subprocess
 
 # Exported the notebook way: `python -c`, so these functions live in __main__. The model
 # is an untrained tiny CNN: only what the pickle refers to matters here.

@@ -5,8 +5,8 @@ import io
 import re
 from pathlib import Path
 
-from harness.images import encode, photo
 from app.model_service import model_service
+from harness.images import encode, photo
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -133,3 +133,20 @@ def wait_ready(base: str, process: subprocess.Popen, timeout: float) -> float:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{base} was not ready within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 60) -> str:
+    """SIGTERM a started container command and everything under it; its output."""
+    import psutil
+
+    for child in psutil.Process(process.pid).children(recursive=True):
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:  # a worker that its master already stopped
+            pass
+    process.terminate()
+    try:
+        return process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()[0]

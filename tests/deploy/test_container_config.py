@@ -8,8 +8,6 @@ import subprocess
 import sys
 import tomllib
 
-import pytest
-
 from tests.deploy.container import ROOT, dockerignore_patterns, fly_config, parse_dockerfile
 
 DOCKERFILE = parse_dockerfile()
@@ -43,8 +41,9 @@ def test_torch_pins_match_requirements_and_default_to_the_cpu_index():
 
 
 def test_every_requirement_is_pinned():
-    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
-    assert all("==" in l for l in lines if l), "unpinned line in requirements.txt"
+    lines = [line.split("#")[0].strip()
+             for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert all("==" in line for line in lines if line), "unpinned line in requirements.txt"
 
 
 def test_ports_agree():
@@ -127,8 +126,8 @@ def test_fly_service_settings():
 
 
 def test_fly_build_target_switches_to_lean_in_one_line():
-    lines = [l.strip() for l in (ROOT / "fly.toml").read_text().splitlines()]
-    switch = next(l for l in lines if "build-target" in l)
+    lines = [line.strip() for line in (ROOT / "fly.toml").read_text().splitlines()]
+    switch = next(line for line in lines if "build-target" in line)
     enabled = tomllib.loads("[build]\n" + switch.lstrip("# "))
     assert enabled["build"]["build-target"] == "lean" and "lean" in LEAN.stages
     assert "build-target" not in FLY["build"], "the default target ships; lean is opt-in"

@@ -104,14 +104,16 @@ GB = 1024 ** 3
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.parametrize("cpus, memory, workers", [
-    (FLY_VM["cpus"], int(FLY_VM["memory"].removesuffix("gb")) * GB, 1),  # fly.toml's machine
-    (2, 1 * GB, 1),  # docker run --cpus 2 -m 1g: two cores, but memory for one torch worker
-], ids=["fly-vm", "2-cores-1gb"])
-def test_fly_env_serves_on_a_machine_of_that_size(image_dir, tmp_path, cpus, memory, workers):
+@pytest.mark.parametrize("cpus, memory, workers, runtime", [
+    (FLY_VM["cpus"], int(FLY_VM["memory"].removesuffix("gb")) * GB, 1, "torch"),  # fly's machine
+    (2, 1 * GB, 1, "torch"),  # docker run --cpus 2 -m 1g: two cores, memory for one torch worker
+    (2, 3 * GB, 2, "onnx"),   # room for onnxruntime and a worker per core
+], ids=["fly-vm", "2-cores-1gb", "2-cores-3gb"])
+def test_fly_env_serves_on_a_machine_of_that_size(image_dir, tmp_path, cpus, memory, workers,
+                                                  runtime):
     """fly.toml's [env], served in a cgroup with the machine's memory and on its CPU count:
-    the worker count follows from the machine, the runtime is the one fly.toml names, and
-    8 clients get answers without an out-of-memory kill."""
+    the worker count and the runtime follow from the machine, and 8 clients get answers
+    without an out-of-memory kill."""
     if len(os.sched_getaffinity(0)) < cpus:
         pytest.skip(f"needs {cpus} CPUs")
     dockerfile, dest = image_dir
@@ -136,7 +138,7 @@ def test_fly_env_serves_on_a_machine_of_that_size(image_dir, tmp_path, cpus, mem
     try:
         wait_ready(base, server, 180)
         assert len(psutil.Process(server.pid).children()) == workers
-        assert requests.get(f"{base}/model", timeout=10).json()["runtime"] == env["INFERENCE_RUNTIME"]
+        assert requests.get(f"{base}/model", timeout=10).json()["runtime"] == runtime
         buf = io.BytesIO()
         Image.new("RGB", (640, 480), (220, 30, 30)).save(buf, "JPEG")
         with ThreadPoolExecutor(8) as pool:

@@ -15,8 +15,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.deploy.engine import (Container, Image as BuiltImage, build, build_context, find_engine,
-                                 wait_ready)
+from tests.deploy.engine import Container, build, build_context, find_engine, stop, wait_ready
+from tests.deploy.engine import Image as BuiltImage
 from tests.deploy.test_container_smoke import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -67,18 +67,6 @@ def server_uids(container: Container, server) -> set[int]:
         return {int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")}
     return {p.uids().real for p in psutil.Process(server.pid).children(recursive=True)
             if "gunicorn" in " ".join(p.cmdline())}
-
-
-def stop(server) -> str:
-    for child in psutil.Process(server.pid).children(recursive=True):
-        child.terminate()
-    server.terminate()
-    try:
-        output, _ = server.communicate(timeout=60)
-    except TimeoutError:
-        server.kill()
-        output, _ = server.communicate()
-    return output
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -1,7 +1,7 @@
 """Workers sized by the machine: the cgroup memory limit caps what the CPU count asks for."""
 from __future__ import annotations
 
-from app.config import MB, memory_capped_workers, memory_limit
+from app.config import MB, default_runtime, memory_capped_workers, memory_limit
 
 
 def cgroup_files(tmp_path, proc: str, files: dict[str, str]):
@@ -40,3 +40,10 @@ def test_memory_caps_workers_for_each_image():
     assert memory_capped_workers(2, 256 * MB, "torch") == 1       # never fewer than one
     assert memory_capped_workers(2, 1024 * MB, "lean") == 2       # the lean image fits more
     assert memory_capped_workers(4, 256 * MB, "lean") == 1
+
+
+def test_runtime_is_onnxruntime_where_it_fits_else_torch():
+    assert default_runtime(None, "torch") == "auto"
+    assert default_runtime(1024 * MB, "torch") == "torch"    # fly's 1 GB machine
+    assert default_runtime(2048 * MB, "torch") == "auto"
+    assert default_runtime(512 * MB, "lean") == "auto"       # the lean image has only onnxruntime

@@ -1,11 +1,11 @@
 """Large photo-like images for the decoding tests, made once per session with Pillow."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
+
+from harness.images import encode
 
 TWELVE_MP = (4032, 3024)  # a phone's 4:3 12 MP photo, stored landscape
 
@@ -18,16 +18,6 @@ def big_photo(size=TWELVE_MP, seed: int = 0) -> Image.Image:
     im = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
     im.paste((255, 0, 0), (0, 0, w // 8, h // 8))
     return im
-
-
-def encode(im: Image.Image, fmt: str, orientation: int | None = None, **save) -> bytes:
-    if orientation is not None:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        save["exif"] = exif.tobytes()
-    buf = io.BytesIO()
-    im.save(buf, fmt, **save)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from classifier.images import (
     load_rgb,
     open_checked,
 )
-from tests.images.conftest import big_photo, encode
 from harness.hostile import heif_avif_declaring, jpeg_declaring, png_declaring
+from tests.images.conftest import big_photo, encode
 
 MODEL_SIZE = 224
 SIDE = decode_side(MODEL_SIZE)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness.browser import page_opener
 from harness.images import image_bytes
 from harness.servers import ROOT, GunicornServer, MemoryWatch
 
@@ -73,3 +74,18 @@ def proof_server(proof_model, tmp_path_factory):
     yield server
     server.watch.stop()
     server.stop()
+
+
+BROWSER_TIMEOUT_MS = 20_000
+
+
+@pytest.fixture
+def open_page(playwright, proof_server):
+    """open_page(javascript=True, **context options) -> a page on the served form."""
+    with page_opener(playwright, proof_server.url, BROWSER_TIMEOUT_MS) as open_:
+        yield open_
+
+
+@pytest.fixture(scope="module")
+def vocab(proof_server):
+    return requests.get(proof_server.url + "/model", timeout=10).json()["vocab"]

@@ -16,14 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.proof.test_proof_browser import (  # noqa: F401  (fixtures used by name)
-    CHROMIUM,
-    check_result,
-    open_page,
-    playwright,
-    vocab,
-)
+from harness.browser import CHROMIUM
 from harness.servers import ROOT
+from tests.proof.test_proof_browser import check_result
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -58,7 +53,7 @@ def classify_an_example(page, classes) -> str:
     return label
 
 
-def test_form_screenshot(open_page, vocab, tmp_path):  # noqa: F811 (imported fixtures)
+def test_form_screenshot(open_page, vocab, tmp_path):
     page = open_page(**DESKTOP)
     label = classify_an_example(page, vocab)
 

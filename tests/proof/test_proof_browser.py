@@ -7,69 +7,21 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import requests
 
-from harness.chromium import chromium_path
+from harness.browser import CHROMIUM, SKIP_REASON
 from harness.images import image_bytes
 from tests.proof.conftest import ARTIFACTS
 
-CHROMIUM = chromium_path()
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
          "is_mobile": True, "has_touch": True}
 TIMEOUT_MS = 20_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed "
-                                 "(apt-get install chromium); .ci/run fails without it")]
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture
-def open_page(playwright, proof_server):
-    """open_page(javascript=True, **context options) -> a page on the served form, in a fresh
-    browser with its own empty profile. Console errors are collected on page.errors."""
-    contexts, profiles = [], []
-
-    def open_(javascript: bool = True, **options):
-        profile = tempfile.mkdtemp(prefix="proof-chromium-")
-        profiles.append(profile)
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
-            java_script_enabled=javascript, **options)
-        contexts.append(context)
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.pages[0] if context.pages else context.new_page()
-        page.errors = []
-        page.on("console", lambda msg: msg.type == "error" and page.errors.append(msg.text))
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        response = page.goto(proof_server.url + "/")
-        assert response.status == 200
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    for profile in profiles:
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def vocab(proof_server):
-    return requests.get(proof_server.url + "/model", timeout=10).json()["vocab"]
+              pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)]
 
 
 def shot(page, name: str) -> None:

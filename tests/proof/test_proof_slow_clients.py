@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from harness import slow_clients
-from tests.proof.conftest import record_figures
 from harness.servers import GunicornServer
+from tests.proof.conftest import record_figures
 
 COUNT = int(os.environ.get("PROOF_SLOW_COUNT", "200"))
 PHASE_SECONDS = float(os.environ.get("PROOF_SLOW_SECONDS", "6"))
