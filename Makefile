@@ -18,6 +18,7 @@ test-fast: dev
 
 lint: dev
 	$(BIN)/ruff check .
+	$(BIN)/vulture
 
 # The demo model: scikit-learn's handwritten digits through the same folder pipeline as user data.
 $(MODEL): | venv

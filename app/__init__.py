@@ -30,8 +30,9 @@ FORM_PARTS_SLACK = 8  # form parts beyond MAX_BATCH files (the example button, e
 _preloaded_settings: Settings | None = None
 
 
-def serve_preloaded(settings: Settings) -> None:
-    """gunicorn.conf.py, in the master: the next create_app() uses `settings` and does not warm up.
+def serve_preloaded(settings: Settings | None) -> None:
+    """gunicorn.conf.py, in the master: the next create_app() uses `settings` and does not warm
+    up (None takes that back).
 
     gunicorn calls create_app() in its master (preload_app) and forks the workers from
     it; each worker warms up after the fork (post_worker_init), since a child forked

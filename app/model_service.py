@@ -67,9 +67,9 @@ class ModelService:
         self._failure: str | None = None
         self._lock = threading.Lock()
         # One upload decoded at a time per process: a worker then holds at most one
-        # decoded photo (up to MAX_IMAGE_PIXELS) in memory, however many threads it
-        # runs and however many files a request carries. Decoding is CPU work, and
-        # there is one worker per core, so this costs no throughput.
+        # decoded photo (up to MAX_IMAGE_PIXELS) in memory, however many connections it
+        # serves and however many files a request carries. The next photo decodes while
+        # the model runs on the previous one (the model has its own lock).
         self._decode_slot = threading.Lock()
 
     def install(self, app) -> None:
@@ -197,8 +197,8 @@ class ModelService:
         """
         if explain and not self.info["explanations"]:
             raise ApiError("explanation_unavailable",
-                           "This server has explanations turned off (EXPLANATIONS=off): no "
-                           "PyTorch model to run Grad-CAM on. Ask without explain=1.")
+                           "This server has no PyTorch model to run Grad-CAM on "
+                           "(EXPLANATIONS=off, or the lean image). Ask without explain=1.")
         prepared = []
         for upload in uploads:
             try:

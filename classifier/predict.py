@@ -20,7 +20,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, ImageError, open_checked
+from classifier.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    decode_side,
+    open_checked,
+)
 
 BATCH = 16  # images per forward pass; decoding, not the model, dominates for photos
 
@@ -83,7 +89,9 @@ class Progress:
 def _load(path: Path, predictor, max_pixels: int):
     """(model input, None) or (None, why the file cannot be used)."""
     try:
-        return predictor.prepare(open_checked(path.read_bytes(), max_pixels)), None
+        image = open_checked(path.read_bytes(), max_pixels,
+                             min_side=decode_side(predictor.image_size))  # as the server does
+        return predictor.prepare(image), None
     except ImageError as exc:
         return None, str(exc)
     except OSError as exc:

@@ -292,6 +292,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
 
 def gunicorn_settings(env: dict) -> dict:
     """The settings gunicorn.conf.py produces under `env` (timeout, workers, threads, ...)."""
+    from app import serve_preloaded
+
     saved = dict(os.environ)
     try:
         os.environ.update(env)
@@ -299,6 +301,7 @@ def gunicorn_settings(env: dict) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        serve_preloaded(None)  # this process is no gunicorn master: its next create_app() loads
     return {k: v for k, v in values.items() if not k.startswith("_") and not callable(v)}
 
 

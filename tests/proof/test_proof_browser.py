@@ -181,7 +181,7 @@ def test_phone_sized_viewport(open_page, vocab, tmp_path):
     box = button.bounding_box()
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["viewport"]["width"]
     assert box["height"] >= 32, "the button is too small to tap"
-    assert page.locator("#file").get_attribute("accept") == "image/*"
+    assert page.locator("#file").get_attribute("accept") == "image/*,.heic,.heif,.avif"
     page.get_by_label(re.compile("Choose a photo")).set_input_files(str(photo(tmp_path)))
     button.tap()
     check_result(page, vocab)
