@@ -35,12 +35,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
  && pip install -r /tmp/requirements.txt
 
-# The lean target's packages: serving only, at requirements.txt's pins (-c), no torch or fastai.
+# The lean target's packages: serving only (gevent for the worker, pillow-heif for HEIC), at
+# requirements.txt's pins (-c), no torch or fastai.
 FROM base AS lean-venv
 COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
- && pip install -c /tmp/requirements.txt flask werkzeug gunicorn pillow prometheus-client onnxruntime
+ && pip install -c /tmp/requirements.txt flask werkzeug gunicorn gevent pillow pillow-heif \
+        prometheus-client onnxruntime
 
 # The model compiled once, here, for both targets: the ONNX graph and the learner's
 # preprocessing, checked against learn.predict (the build fails beyond 1e-4).

@@ -41,7 +41,7 @@ def build_context(dest: Path, models_dir: Path) -> Path:
     """The repository as a build context, with `models_dir` as its models/."""
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_COPIED), symlinks=True)
     shutil.copytree(models_dir, dest / "models",
-                    ignore=shutil.ignore_patterns("report", "checkpoints", "*.onnx", "*.onnx.json"))
+                    ignore=shutil.ignore_patterns("checkpoints", "*.onnx", "*.onnx.json"))
     return dest
 
 

@@ -106,8 +106,10 @@ def test_health_paths_are_real_routes(trained_model):
 
 def test_dockerignore_keeps_dev_files_out():
     ignored = dockerignore_patterns()
-    for must in (".venv", "data/", "tests/", ".git", "models/report/", "**/__pycache__"):
+    for must in (".venv", "data/", "tests/", ".git", "models/checkpoints/", "**/__pycache__"):
         assert must in ignored, f".dockerignore should exclude {must}"
+    assert not any(p.startswith("models/report") for p in ignored), \
+        "the image carries the training report: GET /report serves it"
 
 
 def test_fly_service_settings():

@@ -100,6 +100,8 @@ def test_image_serves_its_cmd_as_non_root(images, target):
             bad = requests.post(f"{base}/predict", files={"file": ("x.png", b"not an image")},
                                 timeout=30)
             assert bad.status_code == 400, bad.text
+            report = requests.get(f"{base}/report", timeout=10)  # the image carries it
+            assert report.status_code == 200 and "Training report" in report.text
         finally:
             log = stop(server)
         assert container.run(check, timeout=60).returncode != 0, "healthcheck passes with no server"
