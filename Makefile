@@ -40,13 +40,13 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 
-# The container image (docs/DEPLOY.md): docker or buildah, whichever is here.
+# The container image (docs/deploy.md): docker or buildah, whichever is here.
 # TARGET=lean builds the torch-free image; TORCH_INDEX_URL=... picks torch's wheel index.
 TARGET ?= default
 image: $(MODEL)
 	nice -n 10 scripts/build_image.sh $(TARGET) image-classifier:$(TARGET)
 
-# Speed, memory and robustness figures (long runs, not tests): see README "Measured".
+# Speed, memory and robustness figures (long runs, not tests): see docs/measurements.md.
 bench: dev $(MODEL)
 	$(BIN)/python benchmarks/serve_bench.py
 	$(BIN)/python benchmarks/deploy_footprint.py --build

@@ -1,4 +1,4 @@
-"""gunicorn settings for `gunicorn -c gunicorn.conf.py "app:create_app()"` (see README.md "Serving").
+"""gunicorn settings for `gunicorn -c gunicorn.conf.py "app:create_app()"` (see docs/serving.md).
 
 The master loads the model once (preload_app) and forks the workers, which
 share its memory. Worker, thread and inference-thread counts come from

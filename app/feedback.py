@@ -109,7 +109,7 @@ def feedback():
         path = store_image(settings.feedback_dir / label, upload.data, digest)
         record = _record(settings.feedback_dir, path, digest, label, prediction, service)
         append_line(settings.feedback_dir / LOG_NAME, record)
-    except OSError as exc:  # e.g. a new, root-owned volume (docs/incoming/ways.md)
+    except OSError as exc:  # e.g. a new, root-owned volume (docs/deploy.md)
         log.error("cannot save a correction under %s: %s", settings.feedback_dir, exc)
         raise ApiError("feedback_unavailable", "The correction could not be saved on "
                        "this server (its FEEDBACK_DIR is not writable); it has been logged.") from None

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from harness import slow_clients  # noqa: E402
 from harness.servers import GunicornServer, benchmark_args, free_port  # noqa: E402
 
-# The nginx candidate, as measured in docs/reliability.md: request buffering on, the same
+# The nginx candidate, as measured in docs/measurements.md: request buffering on, the same
 # head deadline and per-pause body timeout as the service. nginx has no total body deadline.
 NGINX_CONF = """worker_processes 1;
 pid {tmp}/nginx.pid;

@@ -120,7 +120,7 @@ def test_fly_service_settings():
     assert service["concurrency"]["type"] == "requests"
     assert 0 < service["concurrency"]["soft_limit"] <= service["concurrency"]["hard_limit"]
     grace = service["checks"][0]["grace_period"]
-    assert int(grace.rstrip("s")) >= 20, "grace period must cover model load (see docs/DEPLOY.md)"
+    assert int(grace.rstrip("s")) >= 20, "grace period must cover model load (see docs/deploy.md)"
     vm = FLY["vm"][0]
     assert vm["memory"] == "1gb" and vm["cpu_kind"] == "shared"
     # Served with these values, on a machine of this size, in test_container_smoke.py.
