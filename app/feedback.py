@@ -37,8 +37,10 @@ from classifier.model_files import atomic_path
 log = logging.getLogger(__name__)
 bp = Blueprint("feedback", __name__)
 LOG_NAME = "feedback.jsonl"
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",
-              "TIFF": ".tif"}
+# Every decoder uploads may reach (classifier.images.ALLOWED_FORMATS), by the suffix that
+# training's --extra reads back (classifier.images.IMAGE_EXTENSIONS).
+EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp",
+              "BMP": ".bmp", "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
 _append_lock = threading.Lock()  # one line at a time per process (O_APPEND across processes)
 
 

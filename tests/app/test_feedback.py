@@ -6,11 +6,13 @@ import base64
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import pytest
 
 from app.model_service import model_service
-from harness.images import encode, photo
+from classifier.images import IMAGE_EXTENSIONS
+from harness.images import FORMATS, MIME, encode, photo
 
 VOCAB = ["blue", "green", "red"]
 
@@ -66,6 +68,15 @@ def test_same_formats_as_predict(fb_app, feedback_dir):
                     content_type="multipart/form-data")
     assert r.status_code == 303 and r.headers["Location"].endswith("/?feedback=saved")
     assert "correction was saved" in client.get("/?feedback=saved").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_is_kept_under_a_suffix_training_reads(fb_app, feedback_dir, fmt):
+    """A HEIC correction must not be stored as something --extra skips."""
+    data = encode(photo(seed=13), fmt)
+    r = fb_app.test_client().post("/feedback?label=red", data=data, content_type=MIME[fmt])
+    assert r.status_code == 201, r.get_json()
+    assert Path(r.get_json()["image"]).suffix in IMAGE_EXTENSIONS
 
 
 @pytest.mark.parametrize("kwargs, status, code", [
