@@ -32,6 +32,7 @@ ERRORS = {
     "unsupported_media_type": 415,
     "internal_error": 500,
     "model_unavailable": 503,
+    "too_many_connections": 503,    # over MAX_CONNECTIONS (app/worker.py, before any request)
     # JSON and URL inputs (app/json_uploads.py, app/url_fetch.py)
     "invalid_json": 400,            # not JSON: malformed, not UTF-8, or nested too deeply
     "invalid_field": 400,           # a JSON field missing, unknown or of the wrong type

@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+from http import HTTPStatus
 
 import gevent
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
+
+from app.errors import ERRORS
 
 # Connections accepted beyond the cap only to be told so; past that the kernel queues them.
 OVERFLOW = 256
 REFUSAL = json.dumps({"error": {
     "code": "too_many_connections",
     "message": "The server has too many open connections right now; please retry shortly."}})
-REFUSAL_RESPONSE = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+_STATUS = HTTPStatus(ERRORS["too_many_connections"])
+REFUSAL_RESPONSE = (f"HTTP/1.1 {_STATUS.value} {_STATUS.phrase}\r\n"
+                    "Content-Type: application/json\r\n"
                     f"Content-Length: {len(REFUSAL)}\r\nRetry-After: 1\r\nConnection: close\r\n"
                     f"\r\n{REFUSAL}").encode()
 

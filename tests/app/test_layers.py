@@ -13,13 +13,13 @@ from app.config import ROOT
 APP = ROOT / "app"
 # Each module may import only modules of an earlier layer.
 LAYERS = [
-    {"config", "event_loop", "worker"},
+    {"config", "event_loop"},
     {"errors", "request_id", "upload_deadline"},
     {"metrics", "security", "options", "url_fetch", "json_uploads"},
     {"uploads"},
     {"openapi", "model_service"},
     {"api", "web", "health", "pages", "feedback"},
-    {"__init__"},
+    {"__init__", "worker"},
 ]
 
 
