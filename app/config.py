@@ -32,18 +32,14 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-CORES_PER_WORKER = 4  # a worker's inference threads share up to this many cores
-
-
 def default_workers(cpus: int) -> int:
-    """One worker per CORES_PER_WORKER cores (at least 1, at most 4).
+    """One worker per core (at most 4), each running the network on every core.
 
-    Each worker's network runs on cpus // workers threads, so a lone request uses every
-    core of a small machine while workers x threads never exceeds the cores; its gevent
-    loop takes any number of connections and decodes in a pool of THREADS threads
-    (docs/serving.md, "Workers and threads").
+    Measured on 2 idle cores (docs/measurements.md, "Workers and inference threads"):
+    2 workers x 2 threads answers a lone request as fast as 1 x 2 (the network on both
+    cores) and keeps the throughput of 2 x 1 under load; 1 x 2 lost a fifth of it there.
     """
-    return max(1, min(4, -(-cpus // CORES_PER_WORKER)))
+    return max(1, min(cpus, 4))
 
 
 RUNTIMES = ("auto", "onnx", "torch")
@@ -116,7 +112,7 @@ class Settings:
     port: int = 8000
     workers: int = 1  # from load_settings: default_workers(CPUs)
     threads: int = 8
-    inference_threads: int = 1  # from load_settings: CPUs // workers
+    inference_threads: int = 1  # from load_settings: the CPU count
     runtime: str = "auto"  # from load_settings: default_runtime(memory limit, image)
     # A 108 MP phone JPEG is 20-35 MB; 200 MP ones reach about 50 MB.
     max_upload_mb: float = 40.0
@@ -222,8 +218,7 @@ def load_settings(environ=None, overrides=None) -> Settings:
     cpus = cpu_count()
     workers = _int("WEB_CONCURRENCY", given("WEB_CONCURRENCY") or memory_capped_workers(
         default_workers(cpus), memory_limit(), installed_image()))
-    inference_threads = _int("INFERENCE_THREADS",
-                             given("INFERENCE_THREADS") or max(1, cpus // workers))
+    inference_threads = _int("INFERENCE_THREADS", given("INFERENCE_THREADS") or cpus)
     runtime = str(given("INFERENCE_RUNTIME")
                   or default_runtime(memory_limit(), installed_image())).lower()
     if runtime not in RUNTIMES:

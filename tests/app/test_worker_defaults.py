@@ -1,4 +1,4 @@
-"""Worker and inference-thread counts chosen when none are set: never more than the cores."""
+"""Worker and inference-thread counts chosen when none are set: neither more than the cores."""
 from __future__ import annotations
 
 import os
@@ -17,7 +17,8 @@ def test_default_counts_never_exceed_the_cores(monkeypatch, cores):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     settings = load_settings(environ=UNSET)
     assert 1 <= settings.workers <= cores
-    assert settings.inference_threads >= 1
-    assert settings.workers * settings.inference_threads <= cores
+    # Each worker's network may use every core (a lone request is not held to one); the
+    # workers share them when all are busy (docs/measurements.md measured that trade).
+    assert 1 <= settings.inference_threads <= cores
     # gunicorn.conf.py starts that many workers.
     assert gunicorn_settings(UNSET)["workers"] == settings.workers

@@ -107,7 +107,7 @@ GB = 1024 ** 3
 @pytest.mark.parametrize("cpus, memory, workers, runtime", [
     (FLY_VM["cpus"], int(FLY_VM["memory"].removesuffix("gb")) * GB, 1, "torch"),  # fly's machine
     (2, 1 * GB, 1, "torch"),  # docker run --cpus 2 -m 1g: two cores, memory for one torch worker
-    (2, 3 * GB, 1, "onnx"),   # room for onnxruntime; one worker's network on both cores
+    (2, 3 * GB, 2, "onnx"),   # room for onnxruntime and a worker per core
 ], ids=["fly-vm", "2-cores-1gb", "2-cores-3gb"])
 def test_fly_env_serves_on_a_machine_of_that_size(image_dir, tmp_path, cpus, memory, workers,
                                                   runtime):
