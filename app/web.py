@@ -135,7 +135,7 @@ def classify():
     options = answer_options(request.form, len(service.info["vocab"]), service.threshold)
     (result,) = service.classify(uploads, on_image=preview_data_url, explain=options.explain)
     prediction = result.prediction
-    bars = sorted(prediction.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+    bars = [(c["label"], c["probability"]) for c in prediction.top(len(prediction.probabilities))]
     return render_page(result={"filename": result.filename, "label": prediction.label,
                                "confidence": prediction.confidence, "bars": bars,
                                "unsure": prediction.is_unsure(options.threshold),
