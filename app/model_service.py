@@ -112,7 +112,7 @@ class ModelService:
                 return True
             try:
                 if torch is not None:
-                    torch.set_num_threads(self.settings.inference_threads)
+                    torch.set_num_threads(self.predictor.torch_threads)
                 self.predictor.warm_up()
             except Exception as exc:
                 log.exception("warm-up failed; this process will answer 503")

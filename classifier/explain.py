@@ -34,13 +34,12 @@ def grad_cam(predictor, item, index: int) -> np.ndarray:
     """(height, width) heat in [0, 1] over `item` (an output of Predictor.prepare) for class `index`."""
     from fastai.callback.hook import hook_output
 
-    model = predictor.model
-    if model is None:
+    if predictor.model is None:
         raise ExplanationUnavailable("No PyTorch model is loaded in this server "
                                      "(EXPLANATIONS=off), so it cannot explain predictions.")
-    layer = feature_layer(model)
+    layer = feature_layer(predictor.model)
     batch = predictor.model_input([item]).clone().requires_grad_(True)
-    with predictor.model_lock, torch.inference_mode(False), torch.enable_grad():
+    with predictor.running_model() as model, torch.inference_mode(False), torch.enable_grad():
         with hook_output(layer, detach=False) as features:
             score = model(batch)[0, index]
             (gradient,) = torch.autograd.grad(score, features.stored)

@@ -9,6 +9,7 @@ PyTorch on a 2-core CPU), after a parity check against PyTorch at start-up.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
@@ -97,9 +98,25 @@ class Predictor(PredictorBase):
         return self._collate(items)
 
     @property
-    def model_lock(self) -> threading.Lock:
-        """Held by whoever runs self.model: one pass at a time (see __init__)."""
-        return self._run_lock
+    def torch_threads(self) -> int:
+        """This process's thread count for torch ops: INFERENCE_THREADS when torch runs the
+        network; 1 when onnxruntime does, leaving torch only the small preprocessing ops,
+        whose idle OpenMP threads would spin on the cores onnxruntime needs next (measured:
+        a 12 MP request 58 -> 56 ms, the network alone 16 -> 14 ms, on 2 quiet cores)."""
+        return 1 if self.runtime == "onnx" else (self.threads or torch.get_num_threads())
+
+    @contextlib.contextmanager
+    def running_model(self):
+        """Held while running self.model: one pass at a time (see __init__), with this
+        thread's torch ops on INFERENCE_THREADS for that pass (Grad-CAM beside onnxruntime:
+        1 thread 46 ms, 2 threads 25 ms)."""
+        with self._run_lock:
+            before = torch.get_num_threads()
+            torch.set_num_threads(self.threads or before)
+            try:
+                yield self.model
+            finally:
+                torch.set_num_threads(before)
 
     def release_torch_model(self) -> None:
         """Serving with onnxruntime only: free the PyTorch weights (no Grad-CAM then)."""
@@ -132,8 +149,8 @@ class Predictor(PredictorBase):
             with self._run_lock:
                 (logits,) = session.run(None, {"input": batch.numpy()})
             return torch.from_numpy(logits)
-        with self._run_lock, torch.inference_mode():
-            return self.model(batch).float()
+        with self.running_model() as model, torch.inference_mode():
+            return model(batch).float()
 
     def _try_onnx(self, required: bool, graph: bytes | str | None = None) -> None:
         try:

@@ -6,6 +6,7 @@ settings behind them (UNSURE_THRESHOLD, EXPLANATIONS), and the OpenAPI document 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -169,15 +170,16 @@ class StubPredictor:
     vocab = ("other", "red")
 
     def __init__(self):
-        import threading
-
         conv = torch.nn.Conv2d(3, 2, kernel_size=1, bias=False)
         with torch.no_grad():
             conv.weight.zero_()
             conv.weight[1, 0] = 1.0  # channel 1 = red
         self.model = torch.nn.Sequential(conv, torch.nn.Sequential(
             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())).eval()
-        self.model_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def running_model(self):
+        yield self.model
 
     def model_input(self, items):
         return torch.stack(items).float() / 255

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from fastai.learner import load_learner
 from fastai.torch_core import trainable_params
 from torch import nn
 
 from app import ModelLoadError
+from app.model_service import model_service
 from harness.images import encode, photo
 
 
@@ -48,3 +50,23 @@ def test_onnx_demanded_but_impossible_stops_start_up(make_app, unconvertible_exp
         make_app(MODEL_PATH=str(unconvertible_export), INFERENCE_RUNTIME="onnx")
     message = str(exc.value)
     assert "INFERENCE_RUNTIME=onnx" in message and "\n" not in message
+
+
+@pytest.fixture
+def restore_torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("restore_torch_threads")
+@pytest.mark.parametrize("runtime, outside_model", [("onnx", 1), ("torch", 3)])
+def test_torch_threads_follow_the_runtime(make_app, runtime, outside_model):
+    """torch runs the network on INFERENCE_THREADS; beside onnxruntime it keeps one thread
+    for preprocessing (idle OpenMP threads would spin on onnxruntime's cores) and gets
+    INFERENCE_THREADS back while Grad-CAM runs the model."""
+    predictor = model_service(make_app(INFERENCE_RUNTIME=runtime, INFERENCE_THREADS="3")).predictor
+    assert torch.get_num_threads() == outside_model
+    with predictor.running_model():
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == outside_model
