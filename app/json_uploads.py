@@ -17,6 +17,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
+from app.upload_deadline import read_up_to
 
 FIELDS = ("image", "images", "url")
 # Room for the JSON around the base64 text (keys, quotes, a data: URL's prefix).
@@ -44,7 +45,7 @@ def read_json_body(max_bytes: int):
         raise too_large
     request.max_content_length = limit
     try:
-        data = request.stream.read(limit + 1)
+        data = read_up_to(request.stream, limit + 1)
     except RequestEntityTooLarge:  # a chunked body has no Content-Length to check up front
         raise too_large from None
     if len(data) >= limit:  # werkzeug stops a chunked body at the limit, raising nothing

@@ -17,7 +17,10 @@ import time
 
 from app.event_loop import gevent_active
 
-CHUNK = 16 * 1024  # the rate is checked at least once per CHUNK bytes
+# The rate is checked at least once per CHUNK bytes. Each check is a gevent timer and a
+# socket read: 64 KB rather than 16 KB took a 12 MP upload's p50 from 78.5 to 68.7 ms
+# (medians of 3 alternating runs, 2 quiet cores), and delays catching a trickle by 2.4 s.
+CHUNK = 64 * 1024
 
 
 class MinimumRateInput:
@@ -64,6 +67,18 @@ class MinimumRateInput:
     def __iter__(self):
         while line := self.readline():
             yield line
+
+
+def read_up_to(stream, cap: int | None) -> bytes:
+    """A request body, to its end or `cap` bytes: one read of a WSGI input may return only
+    what has arrived so far, so read until the stream says it is done."""
+    data = bytearray()
+    while cap is None or len(data) < cap:
+        chunk = stream.read(CHUNK if cap is None else min(CHUNK, cap - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 def with_upload_deadline(wsgi_app, read_timeout: float, min_rate: float):

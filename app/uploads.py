@@ -11,6 +11,7 @@ from flask import request
 
 from app.errors import ApiError
 from app.json_uploads import uploads_from_json
+from app.upload_deadline import read_up_to
 
 FIELD = "file"
 
@@ -66,7 +67,7 @@ def read_body(limit: int | None) -> bytes:
     werkzeug refuses a Content-Length over the limit up front; a chunked body
     (no Content-Length) is cut at the limit instead, so it is counted here.
     """
-    data = request.stream.read() if limit is None else request.stream.read(limit + 1)
+    data = read_up_to(request.stream, None if limit is None else limit + 1)
     if limit is not None and len(data) >= limit:
         raise ApiError("payload_too_large",
                        f"The request is too large: at most {limit / 2**20:g} MB.")

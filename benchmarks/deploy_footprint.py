@@ -3,7 +3,7 @@
     make image && make image TARGET=lean        # or give --build to build them here
     .venv/bin/python benchmarks/deploy_footprint.py [--rounds 3] [--duration 20] [--clients 8]
 
-Runs each built image's own CMD (docker, or buildah without a daemon: tests/deploy/engine.py)
+Runs each built image's own CMD (docker, or buildah without a daemon: harness/containers.py)
 with the image's own ENV, so workers and threads are what the machine implies
 (app/config.py), alternating the targets round by round. Per round: time from start to
 /readyz 200, then `--clients` concurrent clients post 640x480 JPEGs for `--duration`
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.serve_bench import build_assets, drive  # noqa: E402
-from tests.deploy.engine import (  # noqa: E402
+from harness.containers import (  # noqa: E402
     Container,
     Image,
     build,
@@ -40,7 +40,7 @@ from tests.deploy.engine import (  # noqa: E402
     stop,
     wait_ready,
 )
-from tests.deploy.test_container_smoke import free_port  # noqa: E402
+from harness.servers import free_port  # noqa: E402
 
 MB = 1024 * 1024
 # Mappings that only a CUDA build of torch has (the image's CPU wheel has none of them).

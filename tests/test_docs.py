@@ -140,3 +140,13 @@ def test_serving_docs_list_every_error_code():
     for code, status in ERRORS.items():
         assert re.search(rf"^\| {status} \|[^\n]*`{code}`", errors, re.MULTILINE), (
             f"docs/serving.md gives `{code}` a status other than {status}")
+
+
+def test_benchmarks_and_harness_import_nothing_from_tests():
+    """docs/testing.md: benchmarks/ imports from harness/, never from tests/ (and harness/
+    itself stands alone), so a benchmark runs without the test suite's fixtures."""
+    offenders = [f"{path.relative_to(ROOT)}: {line.strip()}"
+                 for folder in ("benchmarks", "harness") for path in (ROOT / folder).glob("*.py")
+                 for line in path.read_text().splitlines()
+                 if re.match(r"\s*(from|import)\s+tests(\.|\s|$)", line)]
+    assert not offenders

@@ -1,7 +1,9 @@
 """POST /predict: every input shape and format the contract accepts, and what it answers."""
 from __future__ import annotations
 
+import base64
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -38,6 +40,28 @@ def test_raw_body_matches_multipart(client, vocab):
     assert raw.status_code == form.status_code == 200
     check_prediction(raw.get_json(), vocab)
     assert raw.get_json() == form.get_json()
+
+
+class ShortReads(io.BytesIO):
+    """A request body that, like a socket on a slow link, gives at most 1000 bytes a read."""
+
+    def read(self, size=-1):
+        return super().read(1000 if size is None or size < 0 else min(size, 1000))
+
+    def readinto(self, buffer):
+        return super().readinto(memoryview(buffer)[:1000])
+
+
+@pytest.mark.parametrize("shape", ["raw", "json"])
+def test_a_body_arriving_in_short_reads_is_read_to_its_end(client, shape):
+    data = encode(photo(size=(320, 240), seed=5), "JPEG")
+    body = data if shape == "raw" else json.dumps({"image": base64.b64encode(data).decode()}).encode()
+    whole = client.post("/predict", data=body,
+                        content_type="image/jpeg" if shape == "raw" else "application/json")
+    short = client.post("/predict", input_stream=ShortReads(body), content_length=len(body),
+                        content_type="image/jpeg" if shape == "raw" else "application/json")
+    assert short.status_code == whole.status_code == 200, short.get_json()
+    assert short.get_json() == whole.get_json()
 
 
 def test_lying_image_content_type_is_sniffed(client):

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import tomllib
 
-from tests.deploy.container import ROOT, dockerignore_patterns, fly_config, parse_dockerfile
+from harness.dockerfile import ROOT, dockerignore_patterns, parse_dockerfile
+from harness.servers import fly_config
 
 DOCKERFILE = parse_dockerfile()
 LEAN = parse_dockerfile(target="lean")

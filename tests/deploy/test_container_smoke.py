@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.deploy.container import fly_config, lay_out_image, parse_dockerfile
-from tests.deploy.engine import wait_ready
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from harness.containers import wait_ready
+from harness.dockerfile import lay_out_image, parse_dockerfile
+from harness.servers import fly_config, free_port
 
 
 @pytest.fixture(scope="module")

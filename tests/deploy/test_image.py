@@ -1,6 +1,6 @@
 """The real image, built from the Dockerfile and run: both targets serve as a non-root user.
 
-Builds with docker or buildah (tests/deploy/engine.py says how it runs without a daemon),
+Builds with docker or buildah (harness/containers.py says how it runs without a daemon),
 bakes in the session's tiny trained model, runs the image's own CMD on a free port and
 checks /readyz, /predict, /model, the HEALTHCHECK command and the server's uid. Image size
 and time to ready are printed (pytest -s, or the -ra summary on failure).
@@ -15,9 +15,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.deploy.engine import Container, build, build_context, find_engine, stop, wait_ready
-from tests.deploy.engine import Image as BuiltImage
-from tests.deploy.test_container_smoke import free_port
+from harness.containers import Container, build, build_context, find_engine, stop, wait_ready
+from harness.containers import Image as BuiltImage
+from harness.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

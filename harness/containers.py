@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.deploy.container import ROOT
+from harness.dockerfile import ROOT
 
 # What the build context leaves out besides .dockerignore: the developer's own model
 # (the test bakes its own in) and large local folders not worth copying.

@@ -1,14 +1,13 @@
-"""Read the Dockerfile, .dockerignore and fly.toml as data, so tests can hold them to the code."""
+"""Read the Dockerfile and .dockerignore as data, so tests can hold them to the code."""
 from __future__ import annotations
 
 import json
 import shlex
 import shutil
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -99,10 +98,6 @@ def parse_dockerfile(path: Path = ROOT / "Dockerfile", target: str | None = None
 def dockerignore_patterns(path: Path = ROOT / ".dockerignore") -> list[str]:
     return [line.strip() for line in path.read_text().splitlines()
             if line.strip() and not line.startswith("#")]
-
-
-def fly_config(path: Path = ROOT / "fly.toml") -> dict:
-    return tomllib.loads(path.read_text())
 
 
 def lay_out_image(dockerfile: Dockerfile, dest: Path, models_dir: Path) -> Path:
