@@ -62,6 +62,8 @@ COPY app/ app/
 COPY templates/ templates/
 COPY static/ static/
 COPY gunicorn.conf.py gunicorn.conf.py
+# Bytecode made here: the app's user cannot write /srv, so it would be recompiled every start.
+RUN python -m compileall -q app classifier
 COPY --from=compiled /srv/lean-models/ models/
 USER app
 
@@ -76,6 +78,7 @@ COPY app/ app/
 COPY templates/ templates/
 COPY static/ static/
 COPY gunicorn.conf.py gunicorn.conf.py
+RUN python -m compileall -q app classifier
 COPY models/ models/
 COPY --from=compiled /srv/models/export.onnx /srv/models/export.onnx.json models/
 USER app

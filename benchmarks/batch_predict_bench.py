@@ -46,7 +46,7 @@ def main() -> int:
     default_workers = min(4, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model, _ = build_assets(workdir, 224, 0)
+        model, _ = build_assets(workdir, 224, 0, ())
         rng = np.random.default_rng(1)
         files = []
         for i in range(args.images):

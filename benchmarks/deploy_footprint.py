@@ -117,7 +117,8 @@ def main() -> None:
     if engine is None:
         sys.exit(f"no container engine: {why}")
     workdir = Path(tempfile.mkdtemp(prefix="footprint-"))
-    model, images = build_assets(workdir, 224, 16)
+    model, uploads = build_assets(workdir, 224, 16, ["small"])
+    images = uploads["small"]
     tags = {target: f"image-classifier:{target}" for target in args.targets}
     env = {"WEB_CONCURRENCY": str(args.workers)} if args.workers else {}
     if args.build:

@@ -58,8 +58,9 @@ def main() -> None:
     from classifier.inference import Predictor
 
     print(f"load average (1/5/15 min) before: {load_average()}", flush=True)
-    model, photos = build_assets(Path(tempfile.mkdtemp(prefix="inference-bench-")), args.size,
-                                 max(args.batches))
+    model, uploads = build_assets(Path(tempfile.mkdtemp(prefix="inference-bench-")), args.size,
+                                  max(args.batches), ["small"])
+    photos = uploads["small"]
     learner = load_learner(model)
     predictors = {}
     for threads in args.threads:
