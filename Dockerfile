@@ -55,7 +55,7 @@ RUN test -f models/export.pkl || { \
 RUN python -m classifier.onnx_compile models/export.pkl \
  && cp -a models /srv/lean-models && rm /srv/lean-models/export.pkl
 
-# --target lean: onnxruntime, numpy, Pillow and Flask: 386 MB measured (docs/deploy.md).
+# --target lean: onnxruntime, numpy, Pillow, Flask and gevent: 428 MB measured (docs/deploy.md).
 FROM lean-venv AS lean
 COPY classifier/ classifier/
 COPY app/ app/

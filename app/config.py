@@ -50,7 +50,7 @@ RUNTIMES = ("auto", "onnx", "torch")
 # rounded up (docs/deploy.md "Measured"): what the master and its first worker take, and
 # what each further worker adds, for the default ("torch") and the lean image.
 SERVER_MB = {"torch": 1070, "lean": 280}
-EXTRA_WORKER_MB = {"torch": 230, "lean": 160}
+EXTRA_WORKER_MB = {"torch": 230, "lean": 175}
 MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
 
 
