@@ -166,14 +166,18 @@ class ModelService:
         """
         return off_event_loop(self._decode, data, on_image)
 
+    @property
+    def decode_min_side(self) -> int | None:
+        """The shorter side an upload is decoded down to (twice the model's input), or None
+        for a full decode (EXACT_DECODE). The form shrinks photos to it before sending."""
+        return None if self.settings.exact_decode else decode_side(self.predictor.image_size)
+
     def _decode(self, data: bytes, on_image):
         # Taken in the thread that decodes: an OS lock held across an event-loop wait
         # would block every other greenlet that reaches it.
         with self._decode_slot:
             settings = self.settings
-            image = open_checked(data, settings.max_image_pixels,
-                                 min_side=None if settings.exact_decode
-                                 else decode_side(self.predictor.image_size),
+            image = open_checked(data, settings.max_image_pixels, min_side=self.decode_min_side,
                                  max_declared=settings.max_declared_pixels)
             extra = on_image(image) if on_image else None
             return self.predictor.prepare(image), extra

@@ -103,6 +103,7 @@ def render_page(result=None, error=None, status: int = 200):
                            report_url=url_for("pages.report") if service.report_dir else None,
                            explanations=service.info["explanations"],
                            max_upload_mb=service.settings.max_upload_mb,
+                           decode_side=service.decode_min_side,
                            # "Wrong? The right answer is ..." (app/feedback.py), keyless only
                            feedback=service.settings.feedback_dir is not None
                            and not service.settings.api_key,
