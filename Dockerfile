@@ -19,8 +19,25 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=4)"
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]
 
-# The venv stages hold nothing but /opt/venv (pip's cache is a cache mount), so the final
-# stages build on them directly and share that layer instead of copying it.
+# Layers: with buildah's vfs storage (machines without overlayfs, such as CI here) every
+# layer is a full copy of the filesystem below it, 6.7 GB above the torch venv with the
+# CUDA wheels, so the stages on top of it add as few layers as they can: the app's files
+# arrive in one COPY from the small `source` stage, the model in one, and the build-time
+# work is one RUN.
+
+# The app's own files, with their bytecode (the app's user cannot write /srv, so it would
+# otherwise be recompiled at every start).
+FROM base AS source
+COPY classifier/ classifier/
+COPY app/ app/
+COPY templates/ templates/
+COPY static/ static/
+COPY gunicorn.conf.py gunicorn.conf.py
+RUN python -m compileall -q app classifier
+
+# The venv stages hold nothing but /opt/venv (pip's cache is a cache mount) and, for torch,
+# matplotlib's font cache: fastai imports matplotlib, whose cache is built here rather
+# than at every container start.
 # torch, fastai and the rest of requirements.txt. TORCH_INDEX_URL is PyTorch's CPU wheel index:
 # CUDA wheels would add about 5 GB for nothing on a CPU machine. Set it empty to take
 # torch from pip's configured index where the CPU index cannot be reached.
@@ -28,12 +45,14 @@ FROM base AS torch-venv
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
+ENV MPLCONFIGDIR=/opt/matplotlib
 COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
  && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && pip install -r /tmp/requirements.txt
+ && pip install -r /tmp/requirements.txt \
+ && python -c "import matplotlib.font_manager" && chown -R app /opt/matplotlib
 
 # The lean target's packages: serving only (gevent for the worker, pillow-heif for HEIC), at
 # requirements.txt's pins (-c), no torch or fastai.
@@ -44,41 +63,26 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install -c /tmp/requirements.txt flask werkzeug gunicorn gevent pillow pillow-heif \
         prometheus-client onnxruntime
 
-# The model compiled once, here, for both targets: the ONNX graph and the learner's
-# preprocessing, checked against learn.predict (the build fails beyond 1e-4).
+# The app with the model: the ONNX graph and the learner's preprocessing compiled once,
+# here, checked against learn.predict (the build fails beyond 1e-4). The default target
+# serves from this stage as it is; the lean target takes the compiled model without the
+# .pkl from /opt/lean-models.
 FROM torch-venv AS compiled
-COPY classifier/ classifier/
+COPY --from=source /srv/ ./
 COPY models/ models/
 RUN test -f models/export.pkl || { \
       echo "ERROR: models/export.pkl is missing. Train one first (make train, or python -m training.train DATA_DIR) or copy your notebook's export.pkl into models/." >&2; \
-      exit 1; }
-RUN python -m classifier.onnx_compile models/export.pkl \
- && cp -a models /srv/lean-models && rm /srv/lean-models/export.pkl
+      exit 1; } \
+ && python -m classifier.onnx_compile models/export.pkl \
+ && cp -a models /opt/lean-models && rm /opt/lean-models/export.pkl
 
 # --target lean: onnxruntime, numpy, Pillow, Flask and gevent: 428 MB measured (docs/deploy.md).
 FROM lean-venv AS lean
-COPY classifier/ classifier/
-COPY app/ app/
-COPY templates/ templates/
-COPY static/ static/
-COPY gunicorn.conf.py gunicorn.conf.py
-# Bytecode made here: the app's user cannot write /srv, so it would be recompiled every start.
-RUN python -m compileall -q app classifier
-COPY --from=compiled /srv/lean-models/ models/
+COPY --from=source /srv/ ./
+COPY --from=compiled /opt/lean-models/ models/
 USER app
 
 # The default target (last stage): torch and fastai, loads export.pkl at start-up and
-# reuses the ONNX graph compiled above while the .pkl's sha256 matches. fastai imports
-# matplotlib, whose font cache is built here rather than at every container start.
-FROM torch-venv AS default
-ENV MPLCONFIGDIR=/opt/matplotlib
-RUN python -c "import matplotlib.font_manager" && chown -R app /opt/matplotlib
-COPY classifier/ classifier/
-COPY app/ app/
-COPY templates/ templates/
-COPY static/ static/
-COPY gunicorn.conf.py gunicorn.conf.py
-RUN python -m compileall -q app classifier
-COPY models/ models/
-COPY --from=compiled /srv/models/export.onnx /srv/models/export.onnx.json models/
+# reuses the ONNX graph compiled above while the .pkl's sha256 matches.
+FROM compiled AS default
 USER app

@@ -25,6 +25,9 @@ class Dockerfile:
     runs: list[str] = field(default_factory=list)             # every stage of the file
     froms: list[str] = field(default_factory=list)            # every stage of the file
     stages: list[str] = field(default_factory=list)           # stage names, in file order
+    parent: str = ""     # the stage this one is built FROM ("" for an image)
+    layers: int = 0      # filesystem layers this stage adds itself (COPY, RUN, ADD)
+    chain: list[tuple[str, int]] = field(default_factory=list)  # (stage, layers), target first
 
 
 def _instructions(text: str):
@@ -65,7 +68,7 @@ def parse_dockerfile(path: Path = ROOT / "Dockerfile", target: str | None = None
             current = Dockerfile() if parent is None else Dockerfile(
                 env=dict(parent.env), copies=list(parent.copies), expose=list(parent.expose),
                 cmd=list(parent.cmd), healthcheck=parent.healthcheck, workdir=parent.workdir,
-                user=parent.user)
+                user=parent.user, parent=parts[0])
             stages[name] = current
         elif word == "ARG":
             name, _, default = rest.partition("=")
@@ -74,10 +77,18 @@ def parse_dockerfile(path: Path = ROOT / "Dockerfile", target: str | None = None
             current.env.update(_key_values(rest))
         elif word == "COPY":
             parts = shlex.split(rest)
-            if any(p.startswith("--from") for p in parts):
-                continue
+            origin = next((p.split("=", 1)[1] for p in parts if p.startswith("--from=")), None)
             parts = [p for p in parts if not p.startswith("--")]
-            current.copies += [(src, parts[-1]) for src in parts[:-1]]
+            if origin is None:
+                current.copies += [(src, parts[-1]) for src in parts[:-1]]
+            elif origin in stages and parts[0].rstrip("/") == stages[origin].workdir \
+                    and parts[-1] in (".", "./"):
+                current.copies += stages[origin].copies  # that stage's files, laid out alike
+            current.layers += 1
+        elif word in ("RUN", "ADD"):
+            current.layers += 1
+            if word == "RUN":
+                runs.append(rest)
         elif word == "EXPOSE":
             current.expose += [int(p.split("/")[0]) for p in rest.split()]
         elif word == "CMD":
@@ -88,9 +99,13 @@ def parse_dockerfile(path: Path = ROOT / "Dockerfile", target: str | None = None
             current.workdir = rest
         elif word == "USER":
             current.user = rest
-        elif word == "RUN":
-            runs.append(rest)
-    result = stages[target or names[-1]]
+    name = target or names[-1]
+    result = stages[name]
+    chain = []
+    while name in stages:  # the target, the stage it is built FROM, and so on down
+        chain.append((name, stages[name].layers))
+        name = stages[name].parent
+    result.chain = chain
     result.args, result.runs, result.froms, result.stages = args, runs, froms, names
     return result
 
