@@ -20,20 +20,24 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]
 
 # Layers: with buildah's vfs storage (machines without overlayfs, such as CI here) every
-# layer is a full copy of the filesystem below it, 6.7 GB above the torch venv with the
-# CUDA wheels, so the stages on top of it add as few layers as they can: the app's files
-# arrive in one COPY from the small `source` stage, the model in one, and the build-time
-# work is one RUN.
+# build step copies the whole filesystem below it, twice (its working container and the
+# layer it commits), 6.7 GB each above the torch venv with the CUDA wheels. So the stages
+# on top of it add two layers: the app's files and the model in one COPY from the small
+# stages below, and the build-time work in one RUN.
 
 # The app's own files, with their bytecode (the app's user cannot write /srv, so it would
 # otherwise be recompiled at every start).
-FROM base AS source
+FROM base AS app-files
 COPY classifier/ classifier/
 COPY app/ app/
 COPY templates/ templates/
 COPY static/ static/
 COPY gunicorn.conf.py gunicorn.conf.py
 RUN python -m compileall -q app classifier
+
+# ... and the model the default target serves.
+FROM app-files AS app-and-model
+COPY models/ models/
 
 # The venv stages hold nothing but /opt/venv (pip's cache is a cache mount) and, for torch,
 # matplotlib's font cache: fastai imports matplotlib, whose cache is built here rather
@@ -68,8 +72,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # serves from this stage as it is; the lean target takes the compiled model without the
 # .pkl from /opt/lean-models.
 FROM torch-venv AS compiled
-COPY --from=source /srv/ ./
-COPY models/ models/
+COPY --from=app-and-model /srv/ ./
 RUN test -f models/export.pkl || { \
       echo "ERROR: models/export.pkl is missing. Train one first (make train, or python -m training.train DATA_DIR) or copy your notebook's export.pkl into models/." >&2; \
       exit 1; } \
@@ -78,7 +81,7 @@ RUN test -f models/export.pkl || { \
 
 # --target lean: onnxruntime, numpy, Pillow, Flask and gevent: 428 MB measured (docs/deploy.md).
 FROM lean-venv AS lean
-COPY --from=source /srv/ ./
+COPY --from=app-files /srv/ ./
 COPY --from=compiled /opt/lean-models/ models/
 USER app
 
