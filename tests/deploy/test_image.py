@@ -19,9 +19,10 @@ from harness.containers import Container, build, build_context, find_engine, sto
 from harness.containers import Image as BuiltImage
 from harness.servers import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
 BUILD_TIMEOUT = 1800   # a first build downloads torch (CUDA wheels where the CPU index is unreachable)
+# The first test to use the images waits for both builds: on a fresh machine (no layer
+# cache) that took 12 min here, beyond the suite's 600 s per test.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2 * BUILD_TIMEOUT + 600)]
 READY_TIMEOUT = 180    # gunicorn's worker timeout (60 s) three times: generous for a busy 2-core box
 TARGETS = ("default", "lean")
 RUNTIME = {"default": "onnx", "lean": "onnx-lean"}  # INFERENCE_RUNTIME unset: auto
