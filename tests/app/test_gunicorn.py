@@ -156,3 +156,24 @@ def test_the_settings_fly_toml_ships_are_served(model_dir):
         r = requests.post(srv.url + "/predict", data=encode(photo()),
                           headers={"Content-Type": "image/png"}, timeout=30)
         assert r.status_code == 200, r.text
+
+
+def test_sigterm_closes_connections_waiting_for_a_request_at_once(model_dir):
+    """An idle connection and a kept-alive one would otherwise hold a stopping worker for
+    HEADER_TIMEOUT (here 60 s); the worker ends those waits as soon as SIGTERM lands."""
+    with GunicornServer(model_dir / "export.pkl",
+                        env={"WEB_CONCURRENCY": "1", "HEADER_TIMEOUT": "60"}) as server:
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        kept = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        try:
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert h.read_response(kept, timeout=30).status == 200  # then kept alive
+            assert wait_until(lambda: server.serves_connection_from(idle), 15)
+            stopped = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            assert idle.recv(1) == b"" and kept.recv(1) == b""  # closed by the server
+            assert time.monotonic() - stopped < 15
+        finally:
+            idle.close()
+            kept.close()
+        assert server.wait_exit(30) == 0, server.log_tail()
