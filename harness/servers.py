@@ -14,6 +14,7 @@ time: start-up waits at most `ready_timeout` seconds, stopping at most
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import runpy
 import signal
@@ -278,6 +279,22 @@ class GunicornServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def served_in_thread(wsgi_app):
+    """`wsgi_app` on a free loopback port, served by werkzeug from a thread of this process
+    (where a test can still reach the app); yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:

@@ -7,14 +7,13 @@ renders the same result.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from harness.browser import CHROMIUM, SKIP_REASON, page_opener
 from harness.images import encode, photo
+from harness.servers import served_in_thread
 
 TIMEOUT_MS = 30_000  # generous: a loaded 2-core machine, a Grad-CAM per explained request
 
@@ -25,12 +24,8 @@ pytestmark = [pytest.mark.browser,
 @pytest.fixture(scope="module")
 def server_url(make_app):
     """The form of a server that flags every answer as not sure (UNSURE_THRESHOLD=1)."""
-    server = make_server("127.0.0.1", 0, make_app(UNSURE_THRESHOLD="1"), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with served_in_thread(make_app(UNSURE_THRESHOLD="1")) as url:
+        yield url
 
 
 @pytest.fixture

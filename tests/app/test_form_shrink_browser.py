@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import email.parser
 import io
-import threading
 
 import numpy as np
 import pytest
 from PIL import Image
-from werkzeug.serving import make_server
 
 from harness.browser import CHROMIUM, SKIP_REASON, page_opener
 from harness.images import encode
+from harness.servers import served_in_thread
 
 TIMEOUT_MS = 30_000
 
@@ -46,12 +45,8 @@ def recording(make_app):
 
 @pytest.fixture(scope="module")
 def server_url(recording):
-    server = make_server("127.0.0.1", 0, recording, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with served_in_thread(recording) as url:
+        yield url
 
 
 @pytest.fixture
