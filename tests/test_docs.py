@@ -5,7 +5,8 @@ README.md is the front door (at most 200 lines); the rest lives in docs/*.md. Ev
 link or image in them must name a file that exists, and a `#section` after a Markdown file must
 name one of its headings (GitHub's anchors). docs/serving.md's configuration table lists
 exactly app/config.py's ENV_FIELDS with their defaults, and its errors table every code in
-app/errors.py's ERRORS with its status.
+app/errors.py's ERRORS with its status. Its diagram of app/'s layers is the table that
+tests/app/test_layers.py enforces.
 """
 from __future__ import annotations
 
@@ -140,6 +141,31 @@ def test_serving_docs_list_every_error_code():
     for code, status in ERRORS.items():
         assert re.search(rf"^\| {status} \|[^\n]*`{code}`", errors, re.MULTILINE), (
             f"docs/serving.md gives `{code}` a status other than {status}")
+
+
+def diagram_layers(markdown: str) -> list[set[str]]:
+    """The layers drawn in serving.md's "Layers of app/": its first fenced block, layers
+    separated by →, modules by commas; a note in parentheses names no module."""
+    block = re.search(r"^```[^\n]*\n(.*?)^```", section(markdown, "Layers of app/"),
+                      re.MULTILINE | re.DOTALL)
+    assert block, "no fenced diagram under '## Layers of app/'"
+    drawn = re.sub(r"\([^)]*\)", "", block.group(1))
+    return [{name.strip() for name in layer.split(",")} for layer in drawn.split("→")]
+
+
+def test_diagram_layers_reads_layers_and_drops_notes():
+    text = "## Layers of app/\n\n```\na, b\n→ c       (the note, with a comma)\n→ d\n```\n"
+    assert diagram_layers(text) == [{"a", "b"}, {"c"}, {"d"}]
+
+
+def test_serving_docs_layer_diagram_is_the_layer_test_table():
+    from tests.app.test_layers import LAYERS
+
+    drawn = diagram_layers((ROOT / "docs" / "serving.md").read_text())
+    assert drawn == LAYERS, (
+        "docs/serving.md's layer diagram differs from tests/app/test_layers.py's LAYERS:\n"
+        f"  drawn: {[sorted(layer) for layer in drawn]}\n"
+        f"  LAYERS: {[sorted(layer) for layer in LAYERS]}")
 
 
 def test_benchmarks_and_harness_import_nothing_from_tests():
