@@ -6,7 +6,8 @@ link or image in them must name a file that exists, and a `#section` after a Mar
 name one of its headings (GitHub's anchors). docs/serving.md's configuration table lists
 exactly app/config.py's ENV_FIELDS with their defaults, and its errors table every code in
 app/errors.py's ERRORS with its status. Its diagram of app/'s layers is the table that
-tests/app/test_layers.py enforces.
+tests/app/test_layers.py enforces. Every figure in docs/measurements.md comes with its command and
+the load it was taken at.
 """
 from __future__ import annotations
 
@@ -141,6 +142,24 @@ def test_serving_docs_list_every_error_code():
     for code, status in ERRORS.items():
         assert re.search(rf"^\| {status} \|[^\n]*`{code}`", errors, re.MULTILINE), (
             f"docs/serving.md gives `{code}` a status other than {status}")
+
+
+def sections_with_tables(markdown: str) -> dict[str, str]:
+    """Heading -> text of each `##`/`###` section (up to the next such heading) holding a table."""
+    parts = re.split(r"^#{2,3} (.+)$", FENCE.sub("```\n```", markdown), flags=re.MULTILINE)
+    return {heading: body for heading, body in zip(parts[1::2], parts[2::2])
+            if re.search(r"^\|", body, re.MULTILINE)}
+
+
+def test_each_measured_figure_has_its_command_and_load():
+    """docs/measurements.md holds current figures, each with the command that reproduces it and
+    the load average when it was taken (or a plain 'load not recorded')."""
+    sections = sections_with_tables((ROOT / "docs" / "measurements.md").read_text())
+    no_command = [h for h, body in sections.items() if "```" not in body]
+    no_load = [h for h, body in sections.items() if not re.search(r"\bload\b", body, re.IGNORECASE)]
+    assert sections, "docs/measurements.md has no tables of figures"
+    assert not no_command, f"docs/measurements.md sections with figures but no fenced command: {no_command}"
+    assert not no_load, f"docs/measurements.md sections with figures but no load average: {no_load}"
 
 
 def diagram_layers(markdown: str) -> list[set[str]]:
