@@ -106,3 +106,23 @@ def test_notebook_export_compiles_and_serves_without_torch(notebook_export, tmp_
     for mine, theirs in zip(lean["answers"], full["answers"]):
         assert max(abs(mine["probabilities"][k] - theirs["probabilities"][k])
                    for k in theirs["probabilities"]) <= 1e-4
+
+
+def test_compile_check_gives_the_graph_the_pixels_learn_predict_decodes(trained_model, tmp_path):
+    """Our loader shrinks a large image before the resize; the check must do the same, or a
+    sensitive model fails its own build (a 300x200 noise image differed by 4e-2 on the demo)."""
+    from classifier.model_files import load_learner_checked
+    from classifier.onnx_compile import check_images, largest_difference
+
+    learner, _ = load_learner_checked(trained_model)
+    large = [p for p in check_images(trained_model, tmp_path) if p.name == "generated_300x200.png"]
+    seen = []
+
+    class Recording:
+        def probabilities(self, images):
+            seen.extend(image.size for image in images)
+            return learner.predict(large[0])[2].double().numpy()[None]
+
+    largest_difference(learner, Recording(), large)
+    expected = learner.dls.test_dl(large).dataset.tfms(large[0]).size
+    assert seen == [expected] and expected != (300, 200)
