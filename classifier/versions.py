@@ -1,0 +1,113 @@
+"""Model versions on disk, and the pointer that names the one served.
+
+    models/versions/<name>/   one whole training run: export.pkl, export.json (with the sha256
+                              of every file of the version), export.onnx + export.onnx.json,
+                              report/, examples/. Written once, never changed afterwards.
+    models/live.json          {"version": <name>, "previous": <name or null>, "at": <time>}
+    models/history.jsonl      one line per move of the pointer (promote, rollback), appended
+
+A version's name is the UTC time it was made and a short digest of its model,
+`20261205-091500-ab12cd`: readable, and sorted by name is sorted by age. A models/ folder
+with no live.json serves models/export.pkl as before (a notebook export dropped in, or the
+layout of earlier releases), so nothing here is needed to serve one model.
+
+This module knows paths and the pointer only (no torch, no Flask): training writes versions,
+training.promote / training.rollback move the pointer, the server follows it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+
+from classifier.model_files import write_json_atomic
+
+VERSIONS = "versions"
+POINTER = "live.json"
+HISTORY = "history.jsonl"
+MODEL_FILE = "export.pkl"
+NAME = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+
+
+class VersionError(ValueError):
+    """A version name or pointer that cannot be used; the message says which and why."""
+
+
+def models_root(model_path: str | os.PathLike) -> Path:
+    """The models/ folder for MODEL_PATH (models/export.pkl -> models/)."""
+    return Path(model_path).parent
+
+
+def version_name(made_at: dt.datetime, model_sha256: str) -> str:
+    """`YYYYMMDD-HHMMSS-<6 hex>` for a model made at `made_at` (UTC) with that sha256."""
+    return f"{made_at.astimezone(dt.UTC):%Y%m%d-%H%M%S}-{model_sha256[:6]}"
+
+
+def version_dir(root: Path, name: str) -> Path:
+    if not NAME.match(name):
+        raise VersionError(f"{name!r} is not a version name (like 20261205-091500-ab12cd).")
+    return root / VERSIONS / name
+
+
+def list_versions(root: Path) -> list[str]:
+    """Every complete version under root/versions/, oldest first (a version is complete once
+    its export.pkl is there: training renames the whole folder into place last)."""
+    folder = root / VERSIONS
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if NAME.match(p.name) and (p / MODEL_FILE).is_file())
+
+
+def read_pointer(root: Path) -> dict | None:
+    """live.json as a dict, or None when this models/ folder has no versions in use."""
+    path = root / POINTER
+    try:
+        pointer = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise VersionError(f"{path} cannot be read ({type(exc).__name__}).") from None
+    if not isinstance(pointer, dict) or not NAME.match(str(pointer.get("version", ""))):
+        raise VersionError(f"{path} does not name a version.")
+    return pointer
+
+
+def live_version(root: Path) -> str | None:
+    pointer = read_pointer(root)
+    return pointer["version"] if pointer else None
+
+
+def served_model_path(model_path: str | os.PathLike) -> Path:
+    """The export.pkl to serve for MODEL_PATH: the live version's when models/live.json exists,
+    else MODEL_PATH itself."""
+    model_path = Path(model_path)
+    live = live_version(models_root(model_path))
+    return model_path if live is None else version_dir(models_root(model_path), live) / MODEL_FILE
+
+
+def move_pointer(root: Path, version: str, action: str, **details) -> dict:
+    """Point live.json at `version` (atomically) and append the move to history.jsonl."""
+    if version not in list_versions(root):
+        raise VersionError(f"No complete version {version!r} under {root / VERSIONS}.")
+    previous = live_version(root)
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    pointer = {"version": version, "previous": previous, "at": at}
+    write_json_atomic(root / POINTER, pointer)
+    record = {"at": at, "action": action, "version": version, "previous": previous, **details}
+    with open(root / HISTORY, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record, default=str) + "\n")
+        log.flush()
+        os.fsync(log.fileno())
+    return pointer
+
+
+def read_history(root: Path) -> list[dict]:
+    """Every move of the pointer, oldest first."""
+    try:
+        lines = (root / HISTORY).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
