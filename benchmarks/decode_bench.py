@@ -1,10 +1,10 @@
 """Decoding at the size the model needs, measured: time per photo, memory, training, parity.
 
-    .venv/bin/python benchmarks/decode_bench.py [--rounds 7] [--skip-memory] [--skip-train]
+    .venv/bin/python -m benchmarks.decode_bench [--rounds 7] [--skip-memory] [--skip-train]
 
 Every figure compares the reduced decode (the default) with EXACT_DECODE (a full decode,
 what every release before it did), alternating A and B in rounds on the same input, and
-prints `uptime` before and after each part: on a shared machine read the load beside it.
+prints the load average before and after each part: on a shared machine read the load beside it.
 
 1. decode + fastai's Resize(224), per photo: a 12 MP (4032x3024) JPEG stored sideways
    with EXIF orientation 6, and the same photo as HEIC.
@@ -29,27 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from classifier.images import decode_side, load_rgb  # noqa: E402
-from harness.images import encode  # noqa: E402
-
-
-def uptime() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def photo(size, seed=0, colour=None) -> Image.Image:
-    """Smooth colour noise with a block: a photo's cost to encode and decode, not its looks."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    small = rng.integers(0, 255, (max(1, h // 16), max(1, w // 16), 3), dtype=np.uint8)
-    im = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
-    if colour:
-        im.paste(colour, (w // 4, h // 4, w // 2, h // 2))
-    noise = rng.normal(0, 4, (h, w, 3)) if w * h <= 13_000_000 else 0
-    return Image.fromarray(np.clip(np.asarray(im, np.float32) + noise, 0, 255).astype(np.uint8))
+from classifier.images import decode_side, load_rgb
+from harness import ROOT
+from harness.bench_assets import smooth_photo
+from harness.images import encode
+from harness.machine import load_average, machine_line
 
 
 def spread(values) -> str:
@@ -64,7 +48,7 @@ def per_photo(rounds: int) -> list[str]:
 
     resize = Resize(224)
     side = decode_side(224)
-    big = photo((4032, 3024), seed=1)
+    big = smooth_photo((4032, 3024), seed=1)
     inputs = {"12 MP JPEG, EXIF 6": encode(big, "JPEG", 6, quality=92),
               "12 MP HEIC": encode(big, "HEIF", quality=80)}
     lines = []
@@ -110,7 +94,7 @@ def tiled(tile: Image.Image, across: int, down: int) -> Image.Image:
 
 
 def memory() -> list[str]:
-    tile = photo((4032, 3024), seed=2)
+    tile = smooth_photo((4032, 3024), seed=2)
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, across, down in (("108 MP", 3, 3), ("195 MP", 4, 4)):
@@ -148,7 +132,7 @@ def training_epoch(rounds: int, per_class: int) -> str:
             (Path(tmp) / label).mkdir()
             for i in range(per_class):
                 (Path(tmp) / label / f"{i}.jpg").write_bytes(
-                    encode(photo((4032, 3024), seed=100 + i, colour=colour), "JPEG", 6,
+                    encode(smooth_photo((4032, 3024), seed=100 + i, colour=colour), "JPEG", 6,
                            quality=92))
         times = {"exact": [], "reduced": []}
         for _ in range(rounds):
@@ -192,7 +176,7 @@ def notebook_gap(n_valid: int) -> str:
                 (folder / label).mkdir(parents=True)
                 for i in range(n):
                     size = (1024, 768) if i % 2 else (768, 1024)
-                    im = photo(size, seed=seed + i)
+                    im = smooth_photo(size, seed=seed + i)
                     im.paste(colour, (size[0] // 5, size[1] // 5, size[0] * 3 // 5,
                                       size[1] * 3 // 5))
                     (folder / label / f"{i}.jpg").write_bytes(encode(im, "JPEG", quality=90))
@@ -230,24 +214,24 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-parity", action="store_true")
     args = parser.parse_args(argv)
-    print(f"{os.cpu_count()} CPUs; start: {uptime()}", flush=True)
+    print(f"start: {machine_line()}", flush=True)
     rows = ["| input | exact decode (EXACT_DECODE=true) | reduced (default) | speed-up |",
             "|---|---:|---:|---:|"]
     if not args.skip_photo:
         rows += per_photo(args.rounds)
-        print("\n".join(rows) + f"\n(after per-photo: {uptime()})", flush=True)
+        print("\n".join(rows) + f"\n(after per-photo: {load_average()})", flush=True)
     if not args.skip_train:
         rows.append(training_epoch(args.train_rounds, args.train_photos))
-        print(rows[-1] + f"\n(after training: {uptime()})", flush=True)
+        print(rows[-1] + f"\n(after training: {load_average()})", flush=True)
     notes = []
     if not args.skip_memory:
         notes += memory()
-        print("\n".join(notes) + f"\n(after memory: {uptime()})", flush=True)
+        print("\n".join(notes) + f"\n(after memory: {load_average()})", flush=True)
     if not args.skip_parity:
         notes.append(notebook_gap(args.valid))
-        print(notes[-1] + f"\n(after parity: {uptime()})", flush=True)
+        print(notes[-1] + f"\n(after parity: {load_average()})", flush=True)
     print("\n" + "\n".join(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
-          + f"\n\nend: {uptime()}")
+          + f"\n\nend: {load_average()}")
 
 
 if __name__ == "__main__":

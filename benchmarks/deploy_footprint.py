@@ -1,7 +1,7 @@
 """What each image target needs on a machine: size, seconds to /readyz, memory and req/s.
 
     make image && make image TARGET=lean        # or give --build to build them here
-    .venv/bin/python benchmarks/deploy_footprint.py [--rounds 3] [--duration 20] [--clients 8]
+    .venv/bin/python -m benchmarks.deploy_footprint [--rounds 3] [--duration 20] [--clients 8]
 
 Runs each built image's own CMD (docker, or buildah without a daemon: harness/containers.py)
 with the image's own ENV, so workers and threads are what the machine implies
@@ -11,7 +11,8 @@ seconds. Memory is PSS summed over the server's processes (shared preloaded page
 counted once, as the kernel charges them) and peaks are sampled during the load.
 Pages mapped from CUDA libraries are left out (/proc/PID/smaps): they exist only
 because this machine's torch wheel is the CUDA one; the CPU-only wheel the image
-installs by default has none. Prints medians with the spread, and `uptime` before and after.
+installs by default has none. Prints medians with the spread, the CPU and the load average
+before and after.
 """
 from __future__ import annotations
 
@@ -27,11 +28,8 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.serve_bench import build_assets, drive  # noqa: E402
-from harness.containers import (  # noqa: E402
+from harness.bench_assets import build_assets
+from harness.containers import (
     Container,
     Image,
     build,
@@ -40,7 +38,9 @@ from harness.containers import (  # noqa: E402
     stop,
     wait_ready,
 )
-from harness.servers import free_port  # noqa: E402
+from harness.load import drive
+from harness.machine import load_average, machine_line
+from harness.servers import free_port
 
 MB = 1024 * 1024
 # Mappings that only a CUDA build of torch has (the image's CPU wheel has none of them).
@@ -86,7 +86,7 @@ def one_round(image: Image, images: list[bytes], clients: int, duration: float,
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        latencies, failed = drive(base, images, clients, duration)
+        run = drive(base, clients, duration, images=images, timeout=60)
         done.set()
         sampler.join()
         workers = len(server_pids(server)) - 1
@@ -94,14 +94,14 @@ def one_round(image: Image, images: list[bytes], clients: int, duration: float,
     finally:
         container.remove()
     return {"ready_s": ready, "idle_mb": idle / MB, "peak_mb": max(peak) / MB,
-            "req_s": len(latencies) / duration, "failed": failed, "workers": workers}
+            "req_s": len(run.ok) / duration, "failed": len(run.failures), "workers": workers}
 
 
 def spread(values, fmt="{:.1f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=20)
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--build", action="store_true",
                         help="build both targets here with a resnet18 at 224 px (else use "
                              "image-classifier:default and :lean as `make image` left them)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     engine, why = find_engine()
     if engine is None:
         sys.exit(f"no container engine: {why}")
@@ -130,12 +130,12 @@ def main() -> None:
             if result.returncode:
                 sys.exit(result.stdout[-3000:] + result.stderr[-3000:])
     built = {target: Image(engine, tag) for target, tag in tags.items()}
-    print("before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    print("before:", machine_line())
     results = {target: [] for target in built}
     for _ in range(args.rounds):
         for target, image in built.items():  # alternate the targets round by round
             results[target].append(one_round(image, images, args.clients, args.duration, env))
-    print("after: ", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    print("after: ", load_average())
     print(f"\n{args.clients} clients, 640x480 JPEGs, {args.duration:.0f} s per round, "
           f"{args.rounds} rounds; median (min-max); PSS without CUDA library pages")
     print("| target | image size | workers | start to /readyz | idle PSS | peak PSS | req/s | failed |")

@@ -1,7 +1,7 @@
 """What `?explain=1` (Grad-CAM) costs per /predict request, against a plain /predict.
 
-    python benchmarks/explain_cost.py                      # resnet18 at 224 px, made here
-    python benchmarks/explain_cost.py --model models/export.pkl --rounds 30
+    .venv/bin/python -m benchmarks.explain_cost                  # resnet18 at 224 px, made here
+    .venv/bin/python -m benchmarks.explain_cost --model models/export.pkl --rounds 30
 
 Without --model it builds an untrained fastai resnet18 at 224 px (the training CLI's
 default architecture and size; weights do not change the timing) from a few generated
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -24,12 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+from harness.machine import load_average, machine_line
 
 
 def make_model(folder: Path, size: int) -> Path:
@@ -62,13 +56,13 @@ def make_model(folder: Path, size: int) -> Path:
     return out
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="an export.pkl (default: make one)")
     parser.add_argument("--size", type=int, default=224, help="input size of the made model")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from app import create_app
     from app.config import ENV_NAMES
@@ -95,7 +89,7 @@ def main() -> int:
 
         for query in ("", "?explain=1"):  # warm both paths (imports, first Grad-CAM)
             timed(query)
-        before = load_average()
+        before = machine_line()
         times: dict[str, list[float]] = {"plain": [], "explain=1": []}
         for _ in range(args.rounds):
             times["plain"].append(timed(""))
@@ -103,9 +97,8 @@ def main() -> int:
         after = load_average()
 
     print(f"model {model.name}, input {service.info['image_size']}, runtime "
-          f"{service.predictor.runtime}, {args.rounds} rounds (plain and explained alternate), "
-          f"CPUs {os.cpu_count()}")
-    print(f"load average before: {before}   after: {after}")
+          f"{service.predictor.runtime}, {args.rounds} rounds (plain and explained alternate)")
+    print(f"before: {before}\nafter: {after}")
     print(f"{'request':<12} {'median ms':>10} {'min':>8} {'max':>8}")
     for name, values in times.items():
         print(f"{name:<12} {statistics.median(values):>10.1f} {min(values):>8.1f} "

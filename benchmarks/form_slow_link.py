@@ -1,12 +1,12 @@
 """The upload form over a slow mobile uplink: click to result, with and without the browser's shrink.
 
-    .venv/bin/python benchmarks/form_slow_link.py [--kbps 100] [--latency-ms 100] [--rounds 2]
+    .venv/bin/python -m benchmarks.form_slow_link [--kbps 100] [--latency-ms 100] [--rounds 2]
         [--model benchmarks/results/serve/export.pkl]
 
 Serves the model with the production command (harness/servers.py), opens the form in
 Debian's Chromium (Playwright), throttles the page's uplink with Chrome DevTools' network
 emulation, submits one 12 MP phone JPEG (4032x3024, EXIF orientation 6: serve_bench's
-phone photo) and times click to result; the form as served (it shrinks the photo before
+phone photo, harness/bench_assets.py) and times click to result; the form as served (it shrinks the photo before
 sending) alternates with the same form without `createImageBitmap` (it sends the file as
 it is). Prints each run with the page's status line, and the load average before and after.
 """
@@ -14,28 +14,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import ROOT
+from harness.bench_assets import build_assets, phone_photo
+from harness.browser import page_opener
+from harness.machine import load_average, machine_line
+from harness.servers import GunicornServer
 
-from benchmarks.serve_bench import build_assets, phone_photo, uptime  # noqa: E402
-from harness.browser import page_opener  # noqa: E402
-from harness.servers import GunicornServer  # noqa: E402
 
-
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kbps", type=float, default=100, help="uplink, KB/s")
     parser.add_argument("--latency-ms", type=float, default=100)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", help="an export.pkl (default: serve_bench's resnet18)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     workdir = Path(tempfile.mkdtemp(prefix="form-slow-link-"))
@@ -44,7 +42,7 @@ def main() -> None:
     photo = phone_photo(np.random.default_rng(0))
     path = workdir / "IMG_0001.jpg"
     photo.save(path, "JPEG", quality=90, exif=photo.info["exif"])
-    print(f"start: {uptime()}; photo {path.stat().st_size / 2**20:.1f} MB; uplink "
+    print(f"start: {machine_line()}; photo {path.stat().st_size / 2**20:.1f} MB; uplink "
           f"{args.kbps:g} KB/s, latency {args.latency_ms:g} ms", flush=True)
     server = GunicornServer(model).start()
     try:
@@ -71,7 +69,7 @@ def main() -> None:
     finally:
         server.terminate()
         os.unlink(path)
-    print(f"end: {uptime()}")
+    print(f"end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The long hostile-input run: the whole generated corpus, then random hostile requests for
 --minutes from several parallel clients, against a real gunicorn. Prints the figures.
 
-    .venv/bin/python benchmarks/fuzz_long.py --minutes 10 [--model models/export.pkl]
+    .venv/bin/python -m benchmarks.fuzz_long --minutes 10 [--model models/export.pkl]
 
 The server runs with low limits (MAX_UPLOAD_MB=1, MAX_IMAGE_PIXELS=4000000, MAX_BATCH=8) so
 oversize and bomb cases are cheap. Exit status 1 if any response was a 5xx or broke the
@@ -16,20 +16,22 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from harness import hostile as h  # noqa: E402
-from harness.servers import GunicornServer, MemoryWatch, benchmark_args  # noqa: E402
+from benchmarks.cli import benchmark_args
+from harness.hostile_cases import corpus, random_case
+from harness.judge import run_cases
+from harness.memory import MemoryWatch
+from harness.raw_http import send
+from harness.servers import GunicornServer
 
 ENV = {"MAX_UPLOAD_MB": "1", "MAX_IMAGE_PIXELS": "4000000", "MAX_BATCH": "8",
        "WEB_CONCURRENCY": "2", "THREADS": "2"}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     args, model = benchmark_args(
         __doc__, ("--minutes", {"type": float, "default": 10.0}),
-        ("--clients", {"type": int, "default": 2}), ("--seed", {"type": int, "default": 1}))
+        ("--clients", {"type": int, "default": 2}), ("--seed", {"type": int, "default": 1}),
+        argv=argv)
     mb = 2**20
     with GunicornServer(model, env=ENV) as server:
         watch = MemoryWatch(server)
@@ -37,8 +39,8 @@ def main() -> int:
         print(f"server on {server.url}, workers {pids}, RSS {watch.baseline_rss / mb:.0f} MB",
               flush=True)
         start = time.monotonic()
-        cases = h.corpus(max_upload_mb=1.0, max_batch=8, seed=args.seed, mutants_per_format=10)
-        tally = h.run_cases(server.port, cases)
+        cases = corpus(max_upload_mb=1.0, max_batch=8, seed=args.seed, mutants_per_format=10)
+        tally = run_cases(server.port, cases)
         print(f"corpus: {tally.cases} cases in {time.monotonic() - start:.0f}s, "
               f"5xx {tally.server_errors}, problems {len(tally.problems)}", flush=True)
 
@@ -48,8 +50,8 @@ def main() -> int:
         def fuzzer(k: int):
             rng = random.Random(args.seed * 1000 + k)
             while time.monotonic() < deadline:
-                case = h.random_case(rng)
-                out = h.send(server.port, case.raw, timeout=case.timeout)
+                case = random_case(rng)
+                out = send(server.port, case.raw, timeout=case.timeout)
                 with lock:
                     tally.add(case, out)
 

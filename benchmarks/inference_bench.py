@@ -1,8 +1,8 @@
 """The model alone, in one process: milliseconds per image by runtime, inference threads and batch.
 
-    .venv/bin/python benchmarks/inference_bench.py [--threads 1 2] [--batches 1 2 4 8] [--rounds 5]
+    .venv/bin/python -m benchmarks.inference_bench [--threads 1 2] [--batches 1 2 4 8] [--rounds 5]
 
-Builds the resnet18 at 224 px that serve_bench.py serves (fastai `vision_learner`,
+Builds the resnet18 at 224 px that serve_bench serves (harness/bench_assets.py) (fastai `vision_learner`,
 pretrained=False: weights do not change speed), wraps it in `classifier.inference.Predictor`
 for each runtime (onnxruntime, eager PyTorch) and thread count, and times `predict_prepared` on
 model-sized tensors, so decoding and HTTP are left out. This is what decided that the service
@@ -14,21 +14,13 @@ Prints the median and the spread (min-max) over rounds, with the load average be
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.serve_bench import build_assets  # noqa: E402
-
-
-def load_average() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+from harness.bench_assets import build_assets
+from harness.machine import load_average, machine_line
 
 
 def ms_per_image(predictor, items, threads: int, images: int) -> float:
@@ -43,24 +35,24 @@ def ms_per_image(predictor, items, threads: int, images: int) -> float:
     return (time.perf_counter() - start) * 1000 / (calls * len(items))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=16, help="images timed per cell and round")
     parser.add_argument("--size", type=int, default=224)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from fastai.learner import load_learner
 
     from classifier.images import load_rgb
     from classifier.inference import Predictor
 
-    print(f"load average (1/5/15 min) before: {load_average()}", flush=True)
+    print(f"before: {machine_line()}", flush=True)
     model, uploads = build_assets(Path(tempfile.mkdtemp(prefix="inference-bench-")), args.size,
                                   max(args.batches), ["small"])
-    photos = uploads["small"]
+    photos = [data for _, data, _ in uploads["small"]]
     learner = load_learner(model)
     predictors = {}
     for threads in args.threads:
@@ -77,10 +69,10 @@ def main() -> None:
         for runtime, threads, batch in cells:
             times[runtime, threads, batch].append(
                 ms_per_image(predictors[runtime, threads], items[:batch], threads, args.images))
-        print(f"round {round_ + 1}/{args.rounds} done, load average {load_average()}", flush=True)
+        print(f"round {round_ + 1}/{args.rounds} done, {load_average()}", flush=True)
 
-    print(f"\nresnet18 at {args.size} px, {os.cpu_count()} CPUs, {args.rounds} rounds, "
-          f"{args.images} images per cell and round; load average after: {load_average()}\n")
+    print(f"\nresnet18 at {args.size} px, {args.rounds} rounds, {args.images} images per cell "
+          f"and round; after: {load_average()}\n")
     print("| runtime | inference threads | batch | ms per image, median | min-max |")
     print("|---|---:|---:|---:|---|")
     for runtime, threads, batch in cells:

@@ -1,6 +1,6 @@
 """int8 or not: ONNX Runtime static quantization against fp32, speed and validation accuracy.
 
-    .venv/bin/python benchmarks/int8_bench.py [--size 224] [--epochs 3] [--rounds 5]
+    .venv/bin/python -m benchmarks.int8_bench [--size 224] [--epochs 3] [--rounds 5]
 
 1. Trains a resnet18 from scratch (no downloads) with our DataBlock on generated photos of
    three classes told apart by a coloured block, so accuracy is neither 100 % nor chance.
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -26,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.decode_bench import encode, photo, uptime  # noqa: E402
+from harness.bench_assets import smooth_photo
+from harness.images import encode
+from harness.machine import load_average, machine_line
 
 CLASSES = {"a": (190, 90, 80), "b": (90, 180, 80), "c": (80, 90, 190)}
 
@@ -41,7 +38,7 @@ def make_data(root: Path, per_class: int, seed: int) -> None:
     for k, (label, colour) in enumerate(CLASSES.items()):
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            im = photo((480, 360), seed=seed + 100 * k + i)
+            im = smooth_photo((480, 360), seed=seed + 100 * k + i)
             jittered = np.clip(np.array(colour) + rng.normal(0, 35, 3), 0, 255).astype(int)
             im.paste(tuple(int(c) for c in jittered), (96, 72, 384, 288))
             (root / label / f"{i}.jpg").write_bytes(encode(im, "JPEG", quality=90))
@@ -78,7 +75,7 @@ def main(argv=None) -> None:
     from classifier.inference import Predictor
     from training.data import dataloaders, find_dataset
 
-    print(f"start: {uptime()}", flush=True)
+    print(f"start: {machine_line()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         make_data(Path(tmp) / "train", args.per_class, 0)
         make_data(Path(tmp) / "valid", args.per_class // 2, 10_000)
@@ -125,7 +122,7 @@ def main(argv=None) -> None:
         for name, blob in models.items():
             sess = session(blob, 2)
             preds[name] = np.array([int(sess.run(None, {"input": x})[0].argmax()) for x in valid_x])
-        print(f"after training and quantizing: {uptime()}", flush=True)
+        print(f"after training and quantizing: {load_average()}", flush=True)
         lines = ["| threads | fp32 ms/image | int8 ms/image | speed-up | load average |",
                  "|---:|---:|---:|---:|---|"]
         for threads in (1, 2):
@@ -133,7 +130,7 @@ def main(argv=None) -> None:
             times = {name: [] for name in models}
             for sess in sessions.values():  # warm up
                 sess.run(None, {"input": valid_x[0]})
-            before = uptime()
+            before = load_average()
             for _ in range(args.rounds):
                 for name, sess in sessions.items():
                     t0 = time.perf_counter()
@@ -144,14 +141,14 @@ def main(argv=None) -> None:
             lines.append(f"| {threads} | {med['fp32']:.1f} ({min(times['fp32']) * 1000:.1f}-"
                          f"{max(times['fp32']) * 1000:.1f}) | {med['int8']:.1f} "
                          f"({min(times['int8']) * 1000:.1f}-{max(times['int8']) * 1000:.1f}) | "
-                         f"x{med['fp32'] / med['int8']:.2f} | {before} -> {uptime()} |")
+                         f"x{med['fp32'] / med['int8']:.2f} | {before} -> {load_average()} |")
         acc = {n: float((p == valid_y).mean() * 100) for n, p in preds.items()}
         print("\n".join(lines))
         print(f"\nvalidation ({len(valid_y)} images): fp32 {acc['fp32']:.1f} %, int8 "
               f"{acc['int8']:.1f} %, top-1 agreement "
               f"{(preds['fp32'] == preds['int8']).mean() * 100:.1f} %; "
               f"model {len(fp32) / 2**20:.1f} MB -> {len(int8) / 2**20:.1f} MB")
-        print(f"end: {uptime()}; {os.cpu_count()} CPUs")
+        print(f"end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The long load and fault run against a real gunicorn with the shipped defaults.
 
-    .venv/bin/python benchmarks/load_test.py --clients 8 --seconds 120 [--model models/export.pkl]
+    .venv/bin/python -m benchmarks.load_test --clients 8 --seconds 120 [--model models/export.pkl]
 
 Three phases on one server: steady load (zero failures expected), the same load with one
 worker killed by SIGKILL a third of the way in (only in-flight requests may fail), and the
@@ -16,19 +16,19 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.cli import benchmark_args
+from harness.load import drive, in_background, sample_images
+from harness.memory import MemoryWatch
+from harness.servers import GunicornServer
 
-from harness.load import drive, in_background, sample_images  # noqa: E402
-from harness.servers import GunicornServer, MemoryWatch, benchmark_args  # noqa: E402
 
-
-def main() -> int:
+def main(argv=None) -> int:
     args, model = benchmark_args(
         __doc__, ("--clients", {"type": int, "default": 8}),
         ("--seconds", {"type": float, "default": 60.0, "help": "per phase"}),
         ("--image-size", {"type": int, "default": 224,
-                          "help": "side of the uploaded images (the model resizes them)"}))
+                          "help": "side of the uploaded images (the model resizes them)"}),
+        argv=argv)
     images = sample_images(12, (args.image_size, args.image_size))
     mb = 2**20
     figures: dict = {"clients": args.clients}

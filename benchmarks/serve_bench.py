@@ -21,89 +21,22 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import requests
-from PIL import Image, ImageDraw, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from harness.notebook import export_like_a_notebook  # noqa: E402
-from harness.servers import GunicornServer, free_port  # noqa: E402
-
-
-def make_photo(rng, size=(640, 480)) -> Image.Image:
-    """A photo-like JPEG source: gradient sky, shapes, blur and sensor noise."""
-    w, h = size
-    y = np.linspace(0, 1, h)[:, None, None]
-    base = (np.array(rng.integers(40, 220, 3)) * (1 - y) + np.array(rng.integers(20, 200, 3)) * y)
-    im = Image.fromarray(np.broadcast_to(base, (h, w, 3)).astype(np.uint8))
-    draw = ImageDraw.Draw(im)
-    for _ in range(12):
-        x0, y0 = rng.integers(0, w), rng.integers(0, h)
-        x1, y1 = x0 + rng.integers(20, 300), y0 + rng.integers(20, 200)
-        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=colour)
-    im = im.filter(ImageFilter.GaussianBlur(1.5))
-    noisy = np.asarray(im, dtype=np.int16) + rng.normal(0, 6, (h, w, 3)).astype(np.int16)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def phone_photo(rng, orientation: int | None = 6) -> Image.Image:
-    """A 12 MP photo as a phone stores it: 4032x3024, landscape, EXIF saying how to turn it."""
-    im = make_photo(rng, (1008, 756)).resize((4032, 3024), Image.Resampling.BICUBIC)
-    noisy = np.asarray(im, dtype=np.int16) + rng.normal(0, 3, (3024, 4032, 3)).astype(np.int16)
-    im = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-    if orientation:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        im.info["exif"] = exif.tobytes()
-    return im
-
-
-# name -> (filename, MIME type, how many distinct uploads)
-INPUTS = {"small": ("photo.jpg", "image/jpeg"), "phone": ("IMG_0001.jpg", "image/jpeg"),
-          "heic": ("IMG_0001.heic", "image/heic")}
-
-
-def upload_images(kind: str, rng, n_images: int) -> list[bytes]:
-    import classifier.images  # noqa: F401 - registers the HEIF writer
-
-    out = []
-    for _ in range(n_images if kind == "small" else min(n_images, {"phone": 4, "heic": 2}[kind])):
-        im = make_photo(rng) if kind == "small" else phone_photo(rng)
-        buf = io.BytesIO()
-        if kind == "heic":  # x265's fastest preset: encoding a 12 MP HEIC otherwise takes minutes
-            im.save(buf, "HEIF", quality=80, exif=im.info["exif"],
-                    enc_params={"preset": "ultrafast"})
-        else:
-            im.save(buf, "JPEG", quality=90, exif=im.info.get("exif", b""))
-        out.append(buf.getvalue())
-    return out
-
-
-def build_assets(workdir: Path, size: int, n_images: int, kinds) -> tuple[Path, dict]:
-    rng = np.random.default_rng(0)
-    data = workdir / "data"
-    for label in ("cat", "dog", "bird"):
-        (data / label).mkdir(parents=True, exist_ok=True)
-        for i in range(4):
-            make_photo(rng).save(data / label / f"{i}.jpg", quality=90)
-    model = workdir / "export.pkl"
-    if not model.exists():
-        export_like_a_notebook(data, model, size=size, epochs=0, bs=4)
-    return model, {kind: upload_images(kind, rng, n_images) for kind in kinds}
+from harness import ROOT, load
+from harness.bench_assets import INPUTS, build_assets, upload_images
+from harness.machine import cpu, load_average
+from harness.servers import GunicornServer, free_port
 
 
 class TutorialServer:
@@ -122,13 +55,13 @@ class TutorialServer:
              "tutorial_app:app"], cwd=ROOT / "benchmarks", env=env, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, image: bytes, timeout: float = 120) -> None:
+    def wait_ready(self, image: tuple[str, bytes, str], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("tutorial server exited")
             try:
-                if post(self.url, image, requests, INPUTS["small"]).status_code == 200:
+                if load.post_image(requests, self.url, image).status_code == 200:
                     return
             except requests.RequestException:
                 time.sleep(0.5)
@@ -142,56 +75,11 @@ class TutorialServer:
             self.proc.kill()
 
 
-def post(url: str, image: bytes, session, name_type=INPUTS["small"]) -> requests.Response:
-    return session.post(url + "/predict", files={"file": (*name_type[:1], image, name_type[1])},
-                        timeout=60)
-
-
-def uptime() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def drive(url: str, images: list[bytes], concurrency: int, duration: float, kind: str = "small",
-          warmup: float = 2.0) -> tuple[list[float], int]:
-    """C threads posting images back to back for `duration` s after a warm-up.
-
-    Returns the latencies (s) of the requests started after the warm-up, and failures.
-    """
-    latencies, failures = [], [0]
-    lock = threading.Lock()
-    start = time.monotonic()
-    measure_from, stop_at = start + warmup, start + warmup + duration
-
-    def client(k: int):
-        session = requests.Session()
-        i = k
-        while True:
-            t0 = time.monotonic()
-            if t0 >= stop_at:
-                return
-            try:
-                ok = post(url, images[i % len(images)], session, INPUTS[kind]).status_code == 200
-            except requests.RequestException:
-                ok = False
-            t1 = time.monotonic()
-            i += concurrency
-            if t0 >= measure_from:
-                with lock:
-                    if ok:
-                        latencies.append(t1 - t0)
-                    else:
-                        failures[0] += 1
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, failures[0]
-
-
-def summarise(server: str, kind: str, concurrency: int, latencies: list[float], failed: int,
+def summarise(server: str, kind: str, concurrency: int, runs: list[load.LoadRun],
               seconds: float, loads: tuple[str, str]) -> dict:
+    """One row of the table from a server's rounds (each a harness.load.LoadRun)."""
+    latencies = [r.end - r.start for run in runs for r in run.ok]
+    failed = sum(len(run.failures) for run in runs)
     lat = np.array(latencies) * 1000
     pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
     return {"server": server, "input": kind, "concurrency": concurrency,
@@ -201,16 +89,7 @@ def summarise(server: str, kind: str, concurrency: int, latencies: list[float], 
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{len(os.sched_getaffinity(0))} vCPU ({cpu}), {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
+    return f"{cpu()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def ours_env(args, spec: str | None) -> dict:
@@ -246,19 +125,18 @@ def run(args) -> list[dict]:
             driven = {n: s for n, s in servers.items() if not (kind == "heic" and n == "tutorial")}
             for c in args.concurrency:
                 for server in driven.values():  # warm connections and caches
-                    drive(server.url, images[kind], c, 0, kind, warmup=2.0)
-                before = uptime()
-                collected = {name: ([], 0) for name in driven}
+                    load.drive(server.url, c, 0, images=images[kind], timeout=60, warmup=2.0)
+                before = load_average()
+                collected = {name: [] for name in driven}
                 for _ in range(args.rounds):
                     for name, server in driven.items():
-                        lat, failed = drive(server.url, images[kind], c, per_round, kind,
-                                            warmup=0.5)
-                        collected[name] = (collected[name][0] + lat,
-                                           collected[name][1] + failed)
-                after = uptime()
+                        collected[name].append(load.drive(server.url, c, per_round,
+                                                          images=images[kind], timeout=60,
+                                                          warmup=0.5))
+                after = load_average()
                 print(f"{kind} c={c}: before {before}; after {after}", flush=True)
-                for name, (lat, failed) in collected.items():
-                    row = summarise(name, kind, c, lat, failed, args.duration, (before, after))
+                for name, runs in collected.items():
+                    row = summarise(name, kind, c, runs, args.duration, (before, after))
                     rows.append(row)
                     print(f"  {name:12s} {row['rps']:7.1f} req/s  p50 {row['p50']:7.1f} ms  "
                           f"p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  "
@@ -312,14 +190,14 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "serve"))
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
-    print(f"start: {uptime()}", flush=True)
+    print(f"start: {machine()}; {load_average()}", flush=True)
     rows = run(args)
     config = ", ".join(f"{k}={getattr(args, k)}" for k in
                        ("workers", "threads", "inference_threads", "runtime")
                        if getattr(args, k) is not None) or "default settings"
     print()
     print(table(rows, config))
-    print(f"\nend: {uptime()}")
+    print(f"\nend: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
 

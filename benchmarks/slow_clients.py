@@ -1,13 +1,13 @@
 """The long slow-client run: hundreds of slow, stalled and idle connections against the service.
 
-    .venv/bin/python benchmarks/slow_clients.py [--count 200] [--seconds 30] [--rounds 3]
+    .venv/bin/python -m benchmarks.slow_clients [--count 200] [--seconds 30] [--rounds 3]
         [--upload-mb 10] [--model models/export.pkl] [--json out.json]
         [--gunicorn-args "--worker-class gthread"]   # the same run against another worker
         [--nginx]   # the rejected candidate: Debian's nginx (buffering) in front of gthread
 
 Alternates `--rounds` phases of normal load alone (4 clients) and the same load with `--count`
 slow-header, `--count` slow-body and `--count` idle keep-alive connections held open
-(tests/proof/slow_clients.py), and sends a `--upload-mb` photo at 100 KB/s during the last
+(harness/slow_clients.py), and sends a `--upload-mb` photo at 100 KB/s during the last
 attack. Prints one table: requests, failures and p50 per phase, how each kind of attacker was
 closed against its deadline, the upload, the memory, and the load average before and after.
 Exits 1 if a goal is missed: a failure, p50 under attack over 2x, an attacker held past its
@@ -27,11 +27,10 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from harness import slow_clients  # noqa: E402
-from harness.servers import GunicornServer, benchmark_args, free_port  # noqa: E402
+from benchmarks.cli import benchmark_args
+from harness import slow_clients
+from harness.servers import GunicornServer, free_port
+from harness.slow_client_campaign import measure
 
 # The nginx candidate, as measured in docs/measurements.md: request buffering on, the same
 # head deadline and per-pause body timeout as the service. nginx has no total body deadline.
@@ -92,7 +91,7 @@ class NginxFront:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     args, model = benchmark_args(
         __doc__, ("--count", {"type": int, "default": 200, "help": "connections of each kind"}),
         ("--clients", {"type": int, "default": 4}),
@@ -102,7 +101,8 @@ def main() -> int:
         ("--upload-mb", {"type": float, "default": 10.0}),
         ("--upload-kbps", {"type": float, "default": 100.0}),
         ("--gunicorn-args", {"default": "", "help": "GUNICORN_CMD_ARGS for the server"}),
-        ("--nginx", {"action": "store_true", "help": "measure nginx in front of gthread"}))
+        ("--nginx", {"action": "store_true", "help": "measure nginx in front of gthread"}),
+        argv=argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
     if args.nginx:
@@ -112,13 +112,13 @@ def main() -> int:
     with GunicornServer(model, env=env) as server:
         target = NginxFront(server) if args.nginx else server
         try:
-            f = slow_clients.measure(target, count=args.count, clients=args.clients,
-                                     seconds=args.seconds, rounds=args.rounds, upload=upload,
-                                     upload_rate=args.upload_kbps * 1024, env=env)
+            f = measure(target, count=args.count, clients=args.clients, seconds=args.seconds,
+                        rounds=args.rounds, upload=upload, upload_rate=args.upload_kbps * 1024,
+                        env=env)
         finally:
             if args.nginx:
                 target.stop()
-    print(f"load average before: {f['load_before']}   after: {f['load_after']}")
+    print(f"before: {f['load_before']}\nafter: {f['load_after']}")
     print(f"attackers of each kind: {args.count} (open reached: {f['open_reached']}); "
           f"normal clients: {args.clients}")
     print("| phase | requests | failed | p50 ms | p95 ms |\n|---|---|---|---|---|")

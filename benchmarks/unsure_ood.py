@@ -1,6 +1,6 @@
 """How well the "not sure" threshold in export.json separates unfamiliar images from real answers.
 
-    python benchmarks/unsure_ood.py [MODEL.pkl]          # default: models/export.pkl (the digits demo)
+    .venv/bin/python -m benchmarks.unsure_ood [MODEL.pkl]   # default: models/export.pkl (the digits demo)
 
 Out-of-distribution images: random crops (32..400 px squares) of scikit-learn's two sample
 photos (`sklearn.datasets.load_sample_images()`: a temple in China, a flower), plus synthetic
@@ -11,15 +11,15 @@ flagged, and the share of out-of-distribution images flagged ("unsure" = top-cla
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import ROOT
+from harness.machine import load_average, machine_line
 
 CROPS_PER_PHOTO, NOISE_IMAGES, SEED = 200, 100, 0
 
@@ -55,13 +55,16 @@ def flagged(predictor, images, threshold) -> float:
     return float((probs.max(axis=1) < threshold).mean())
 
 
-def main(model: str = "models/export.pkl") -> None:
+def main(argv=None) -> None:
     from classifier.inference import Predictor
     from classifier.model_files import load_learner_checked
     from training.data import find_dataset
     from training.evaluate import choose_threshold, score
 
-    load_before = os.getloadavg()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", nargs="?", default=str(ROOT / "models" / "export.pkl"))
+    model = parser.parse_args(argv).model
+    load_before = machine_line()
     learner, _ = load_learner_checked(model)
     meta = json.loads(Path(model).with_suffix(".json").read_text())
     t = meta["training"]
@@ -83,9 +86,8 @@ def main(model: str = "models/export.pkl") -> None:
     print(f"{'images':<40}{'n':>6}{'flagged unsure':>16}")
     for name, n, rate in rows:
         print(f"{name:<40}{n:>6}{rate:>15.1%}")
-    before, after = (" ".join(f"{x:.2f}" for x in load) for load in (load_before, os.getloadavg()))
-    print(f"load average before: {before}, after: {after}")
+    print(f"before: {load_before}\nafter: {load_average()}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

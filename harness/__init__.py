@@ -1,4 +1,5 @@
-"""What the tests and the benchmarks both drive the product with: a real gunicorn on a free
-port (servers), a closed-loop load generator (load), a hostile-input corpus with a raw HTTP
-client (hostile), generated images (images) and a learner exported the way a fastai notebook
-does it (notebook). Nothing here downloads anything or listens beyond loopback."""
+"""What the tests and the benchmarks both drive the product with (the table of modules is in
+docs/testing.md). Nothing here downloads anything or listens beyond loopback."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository

@@ -1,7 +1,8 @@
 """Closed-loop load: C clients (threads, one requests.Session each) posting images for T seconds.
 
-Shared by the CI slice (tests/proof/test_proof_load.py) and benchmarks/load_test.py. Every
-request is recorded with its start, end and outcome, so a fault injected at a known moment
+The one load driver of the tests and benchmarks: the CI slice (tests/proof/test_proof_load.py),
+`python -m benchmarks.load_test`, serve_bench, deploy_footprint and the slow-client campaign.
+Every request is recorded with its start, end and outcome, so a fault injected at a known moment
 (kill -9 a worker, SIGTERM the master) can be judged by what was in flight then.
 """
 from __future__ import annotations
@@ -59,14 +60,24 @@ def sample_images(n: int = 8, size=(64, 64)) -> list[tuple[str, bytes, str]]:
             for i, (fmt, ext, mime) in ((i, fmts[i % len(fmts)]) for i in range(n))]
 
 
+def post_image(session: requests.Session, url: str, image: tuple[str, bytes, str],
+               timeout: float = 30.0, headers: dict | None = None) -> requests.Response:
+    """POST /predict with `image` (filename, bytes, MIME type) as the multipart `file`."""
+    return session.post(url + "/predict", files={"file": image}, timeout=timeout,
+                        headers=headers)
+
+
 def drive(url: str, clients: int, seconds: float, images=None, stop: threading.Event | None = None,
-          timeout: float = 30.0, headers: dict | None = None) -> LoadRun:
-    """Run the load and return every request's record. Stops at `seconds` or when `stop` is set."""
+          timeout: float = 30.0, headers: dict | None = None, warmup: float = 0.0) -> LoadRun:
+    """Run the load and return every request's record. Stops at `seconds` or when `stop` is set.
+
+    images: (filename, bytes, MIME type) tuples, sent in turn. With `warmup`, the clients run
+    that many seconds first, and requests started then are not recorded."""
     images = images or sample_images()
     run = LoadRun(clients, seconds)
     lock = threading.Lock()
     stop = stop or threading.Event()
-    run.started = time.monotonic()
+    run.started = time.monotonic() + warmup
     deadline = run.started + seconds
 
     def client(k: int):
@@ -74,12 +85,11 @@ def drive(url: str, clients: int, seconds: float, images=None, stop: threading.E
         i = k
         mine = []
         while time.monotonic() < deadline and not stop.is_set():
-            name, data, mime = images[i % len(images)]
+            image = images[i % len(images)]
             i += 1
             t0 = time.monotonic()
             try:
-                r = session.post(url + "/predict", files={"file": (name, data, mime)},
-                                 timeout=timeout, headers=headers)
+                r = post_image(session, url, image, timeout, headers)
                 rec = Record(t0, time.monotonic(), r.status_code,
                              "" if r.status_code == 200 else r.text[:200], k)
             except requests.RequestException as exc:
@@ -87,7 +97,8 @@ def drive(url: str, clients: int, seconds: float, images=None, stop: threading.E
                 session.close()
                 session = requests.Session()
                 time.sleep(0.01)  # a refused connection returns at once: do not spin
-            mine.append(rec)
+            if t0 >= run.started:
+                mine.append(rec)
         session.close()
         with lock:
             run.records.extend(mine)
@@ -96,7 +107,7 @@ def drive(url: str, clients: int, seconds: float, images=None, stop: threading.E
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=seconds + timeout + 10)
+        t.join(timeout=warmup + seconds + timeout + 10)
     run.finished = time.monotonic()
     run.records.sort(key=lambda r: r.start)
     return run

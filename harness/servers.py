@@ -13,10 +13,7 @@ time: start-up waits at most `ready_timeout` seconds, stopping at most
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
-import runpy
 import signal
 import socket
 import subprocess
@@ -24,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,8 +29,7 @@ import psutil
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.config import ENV_NAMES
-
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT
 
 
 def free_port() -> int:
@@ -281,83 +276,6 @@ class GunicornServer:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
-@contextlib.contextmanager
-def served_in_thread(wsgi_app):
-    """`wsgi_app` on a free loopback port, served by werkzeug from a thread of this process
-    (where a test can still reach the app); yields its base URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    """Poll `predicate` until it is true or `timeout` seconds pass; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def gunicorn_settings(env: dict) -> dict:
-    """The settings gunicorn.conf.py produces under `env` (timeout, workers, threads, ...)."""
-    from app import serve_preloaded
-
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        values = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        serve_preloaded(None)  # this process is no gunicorn master: its next create_app() loads
-    return {k: v for k, v in values.items() if not k.startswith("_") and not callable(v)}
-
-
-def fly_config() -> dict:
-    return tomllib.loads((ROOT / "fly.toml").read_text())
-
-
-def fly_env() -> dict[str, str]:
-    """The [env] that fly.toml ships, less PORT and MODEL_PATH (a local server sets its own)."""
-    return {k: str(v) for k, v in fly_config()["env"].items() if k not in ("PORT", "MODEL_PATH")}
-
-
-class MemoryWatch:
-    """Samples the RSS (and, less often, PSS) of every server process in the background and
-    keeps the peaks. RSS sums count pages shared by the preloaded master and its workers once
-    per process; PSS splits them, so its sum is the memory really used."""
-
-    def __init__(self, server: GunicornServer, interval: float = 0.25):
-        self.server, self.interval = server, interval
-        self.baseline_rss = server.rss_bytes()
-        self.baseline_pss = server.pss_bytes()
-        self.peak_rss, self.peak_pss = self.baseline_rss, self.baseline_pss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        tick = 0
-        while not self._stop.wait(self.interval):
-            self.peak_rss = max(self.peak_rss, self.server.rss_bytes())
-            tick += 1
-            if tick % 8 == 0:  # PSS reads /proc/*/smaps: ~0.1 s of CPU, so only now and then
-                self.peak_pss = max(self.peak_pss, self.server.pss_bytes())
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def run_to_exit(model_path, env: dict | None = None, timeout: float = 120.0):
     """Start the service where it is expected to refuse to start: (exit code, output).
 
@@ -370,18 +288,3 @@ def run_to_exit(model_path, env: dict | None = None, timeout: float = 120.0):
     finally:
         server.stop()
     return code, server.log_text()
-
-
-def benchmark_args(doc: str, *add) -> tuple[argparse.Namespace, Path]:
-    """The long runs' command line: --model and --json, plus `add` as (flag, kwargs) pairs.
-    Exits with a one-line message when the model file is missing."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "export.pkl"))
-    parser.add_argument("--json", help="also write the figures to this file")
-    for flag, kwargs in add:
-        parser.add_argument(flag, **kwargs)
-    args = parser.parse_args()
-    model = Path(args.model)
-    if not model.is_file():
-        sys.exit(f"no model at {model}: train one (make train) or pass --model")
-    return args, model

@@ -13,7 +13,7 @@ import pytest
 
 from harness.browser import CHROMIUM, SKIP_REASON, page_opener
 from harness.images import encode, photo
-from harness.servers import served_in_thread
+from harness.thread_server import served_in_thread
 
 TIMEOUT_MS = 30_000  # generous: a loaded 2-core machine, a Grad-CAM per explained request
 

@@ -10,7 +10,7 @@ from jsonschema import ValidationError
 from openapi_spec_validator import validate as validate_spec
 
 from app.model_service import model_service
-from harness.hostile import png_declaring
+from harness.hostile_images import png_declaring
 from harness.images import TEXT, encode, photo
 from tests.app.openapi_check import check_response, validate
 

@@ -6,7 +6,7 @@ import io
 import pytest
 
 from app.model_service import model_service
-from harness.hostile import png_declaring
+from harness.hostile_images import png_declaring
 from harness.images import TEXT, encode, photo, truncated
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from harness.browser import CHROMIUM, SKIP_REASON, page_opener
 from harness.images import encode
-from harness.servers import served_in_thread
+from harness.thread_server import served_in_thread
 
 TIMEOUT_MS = 30_000
 

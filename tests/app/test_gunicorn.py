@@ -14,9 +14,12 @@ import pytest
 import requests
 
 from app.config import load_settings
-from harness import hostile as h
 from harness.images import TEXT, encode, photo
-from harness.servers import GunicornServer, fly_env, gunicorn_settings, wait_until
+from harness.judge import check_prediction
+from harness.polling import wait_until
+from harness.raw_http import read_response, upload
+from harness.servers import GunicornServer
+from harness.shipped_config import fly_env, gunicorn_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +120,7 @@ def test_sigterm_drains_a_request_in_flight_and_exits_zero(server):
     must still be a 200 prediction, and the master must then exit 0."""
     read_timeout = load_settings(server.env).read_timeout
     graceful = float(gunicorn_settings(server.env)["graceful_timeout"])
-    raw = h.upload("/predict", encode(photo((400, 300), seed=1)), "a.png", "image/png")
+    raw = upload("/predict", encode(photo((400, 300), seed=1)), "a.png", "image/png")
     assert len(raw) < load_settings(server.env).max_content_length / 2
     client = socket.create_connection(("127.0.0.1", server.port),
                                       timeout=graceful + read_timeout)
@@ -130,11 +133,11 @@ def test_sigterm_drains_a_request_in_flight_and_exits_zero(server):
         # The pause stays under READ_TIMEOUT, or the server would rightly give up on us.
         assert time.monotonic() - half_sent < read_timeout / 2
         client.sendall(raw[len(raw) // 2:])
-        out = h.read_response(client, timeout=graceful + read_timeout)
+        out = read_response(client, timeout=graceful + read_timeout)
     finally:
         client.close()
     assert out.status == 200, (out.status, out.error, out.body[:300], server.log_tail())
-    assert h.check_prediction(json.loads(out.body)) == []
+    assert check_prediction(json.loads(out.body)) == []
     code = server.wait_exit(graceful + 15)
     assert code == 0, server.log_tail()
     assert not server.alive() and not server.worker_pids()
@@ -167,7 +170,7 @@ def test_sigterm_closes_connections_waiting_for_a_request_at_once(model_dir):
         kept = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         try:
             kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert h.read_response(kept, timeout=30).status == 200  # then kept alive
+            assert read_response(kept, timeout=30).status == 200  # then kept alive
             assert wait_until(lambda: server.serves_connection_from(idle), 15)
             stopped = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)

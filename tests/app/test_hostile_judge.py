@@ -6,22 +6,23 @@ import json
 import pytest
 
 from app.errors import ERRORS
-from harness import hostile as h
+from harness.judge import Case, judge
+from harness.raw_http import Outcome
 
 
-def answer(status: int, code: str) -> h.Outcome:
+def answer(status: int, code: str) -> Outcome:
     body = json.dumps({"error": {"code": code, "message": "m"}}).encode()
-    return h.Outcome(status=status, headers={"content-type": "application/json"}, body=body)
+    return Outcome(status=status, headers={"content-type": "application/json"}, body=body)
 
 
 @pytest.mark.parametrize("code", sorted(ERRORS))
 def test_every_code_must_come_with_its_status(code):
-    case = h.Case("c", b"", "any" if ERRORS[code] < 500 else "error")
+    case = Case("c", b"", "any" if ERRORS[code] < 500 else "error")
     if ERRORS[code] < 500:
-        assert h.judge(case, answer(ERRORS[code], code)) == []
+        assert judge(case, answer(ERRORS[code], code)) == []
     wrong = 418 if ERRORS[code] != 418 else 400
-    assert h.judge(case, answer(wrong, code)), f"{code} with {wrong} was accepted"
+    assert judge(case, answer(wrong, code)), f"{code} with {wrong} was accepted"
 
 
 def test_a_code_outside_the_table_is_a_problem():
-    assert h.judge(h.Case("c", b"", "error"), answer(400, "made_up"))
+    assert judge(Case("c", b"", "error"), answer(400, "made_up"))

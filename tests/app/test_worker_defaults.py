@@ -6,7 +6,7 @@ import os
 import pytest
 
 from app.config import ENV_NAMES, load_settings
-from harness.servers import gunicorn_settings
+from harness.shipped_config import gunicorn_settings
 
 UNSET = {name: "" for name in ENV_NAMES}
 

@@ -9,7 +9,7 @@ import sys
 import tomllib
 
 from harness.dockerfile import ROOT, dockerignore_patterns, parse_dockerfile
-from harness.servers import fly_config
+from harness.shipped_config import fly_config
 
 DOCKERFILE = parse_dockerfile()
 LEAN = parse_dockerfile(target="lean")

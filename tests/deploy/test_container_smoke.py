@@ -21,7 +21,8 @@ from PIL import Image
 
 from harness.containers import wait_ready
 from harness.dockerfile import lay_out_image, parse_dockerfile
-from harness.servers import fly_config, free_port
+from harness.servers import free_port
+from harness.shipped_config import fly_config
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from classifier.images import (
     load_rgb,
     open_checked,
 )
-from harness.hostile import heif_avif_declaring, jpeg_declaring, png_declaring
+from harness.hostile_images import heif_avif_declaring, jpeg_declaring, png_declaring
 from tests.images.conftest import big_photo, encode
 
 MODEL_SIZE = 224
@@ -145,7 +145,8 @@ def test_heic_and_avif_declaring_huge_sizes_are_refused(name, data):
 def test_damaged_heic_and_avif_are_invalid_images_never_other_errors():
     import random
 
-    from harness.hostile import bitflipped, image_bytes, truncated
+    from harness.hostile_images import bitflipped
+    from harness.images import image_bytes, truncated
 
     rng = random.Random(3)
     for fmt in ("HEIF", "AVIF"):
@@ -162,7 +163,7 @@ def test_damaged_heic_and_avif_are_invalid_images_never_other_errors():
 
 
 def test_heic_decoder_is_allow_listed_and_others_stay_out():
-    from harness.hostile import image_bytes
+    from harness.images import image_bytes
 
     with pytest.raises(InvalidImage, match="HEIC or AVIF"):
         open_checked(image_bytes("PPM", (16, 16)))

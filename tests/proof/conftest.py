@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import ROOT
 from harness.browser import page_opener
 from harness.images import image_bytes
-from harness.servers import ROOT, GunicornServer, MemoryWatch
+from harness.memory import MemoryWatch
+from harness.servers import GunicornServer
 
 ARTIFACTS = ROOT / "test-artifacts"
 FIGURES = ARTIFACTS / "proof_figures.json"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness import ROOT
 from harness.browser import CHROMIUM
-from harness.servers import ROOT
 from tests.proof.test_proof_browser import check_result
 
 expect = pytest.importorskip("playwright.sync_api").expect

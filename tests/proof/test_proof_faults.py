@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from classifier.model_files import sha256_file
-from harness.servers import ROOT, run_to_exit
+from harness import ROOT
+from harness.servers import run_to_exit
 from tests.conftest import make_image_folder, run_training
 from tests.training.helpers import FAST, leftovers
 

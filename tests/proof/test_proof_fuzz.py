@@ -17,9 +17,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.config import load_settings
-from harness import hostile as h
+from harness.hostile_cases import corpus
+from harness.hostile_images import bitflipped, bombs
 from harness.images import EXT, FORMATS, MIME, image_bytes, truncated
-from harness.servers import gunicorn_settings, wait_until
+from harness.judge import Case, Tally, error_code, run_cases
+from harness.polling import wait_until
+from harness.raw_http import (
+    Outcome,
+    http_request,
+    multipart,
+    raw_upload,
+    read_response,
+    send,
+    upload,
+)
+from harness.shipped_config import gunicorn_settings
 from tests.proof.conftest import PROOF_ENV, record_figures
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,7 +43,7 @@ MAX_UPLOAD_MB = float(PROOF_ENV["MAX_UPLOAD_MB"])
 MAX_BATCH = int(PROOF_ENV["MAX_BATCH"])
 READ_TIMEOUT = load_settings(PROOF_ENV).read_timeout  # a stalled upload is cut off after it
 
-TALLY = h.Tally()  # every request this module sends, for the figures
+TALLY = Tally()  # every request this module sends, for the figures
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +52,16 @@ def server(proof_server):
     return proof_server
 
 
-def fire(server, case: h.Case) -> h.Outcome:
-    out = h.send(server.port, case.raw, timeout=case.timeout)
+def fire(server, case: Case) -> Outcome:
+    out = send(server.port, case.raw, timeout=case.timeout)
     problems = TALLY.add(case, out)
     assert not problems, f"{case.name}: {problems}\n{server.log_tail(15)}"
     return out
 
 
 def test_generated_corpus_never_5xx(server):
-    cases = h.corpus(max_upload_mb=MAX_UPLOAD_MB, max_batch=MAX_BATCH, seed=0)
-    tally = h.run_cases(server.port, cases)
+    cases = corpus(max_upload_mb=MAX_UPLOAD_MB, max_batch=MAX_BATCH, seed=0)
+    tally = run_cases(server.port, cases)
     TALLY.cases += tally.cases
     TALLY.statuses.update(tally.statuses)
     TALLY.codes.update(tally.codes)
@@ -62,28 +74,28 @@ def test_generated_corpus_never_5xx(server):
 
 def test_bombs_are_refused_as_too_large(server):
     """Files declaring more pixels than MAX_IMAGE_PIXELS: 413 image_too_large, API and form."""
-    for name, data in h.bombs().items():
+    for name, data in bombs().items():
         if name.endswith("badcrc"):
             continue  # a broken header is refused as invalid before its size is believed
-        out = fire(server, h.Case(name, h.upload("/predict", data, name), "error"))
-        assert (out.status, h.error_code(out)) == (413, "image_too_large"), name
-        form = fire(server, h.Case(name + "/form", h.upload("/", data, name), "error", api=False))
+        out = fire(server, Case(name, upload("/predict", data, name), "error"))
+        assert (out.status, error_code(out)) == (413, "image_too_large"), name
+        form = fire(server, Case(name + "/form", upload("/", data, name), "error", api=False))
         assert form.status == 413, name
 
 
 def test_oversized_body_gets_413_json(server):
     body = os.urandom(int(MAX_UPLOAD_MB * 2**20) + 4096)
-    out = fire(server, h.Case("oversize", h.upload("/predict", body, "big.png", "image/png"),
+    out = fire(server, Case("oversize", upload("/predict", body, "big.png", "image/png"),
                               "error"))
-    assert (out.status, h.error_code(out)) == (413, "payload_too_large")
+    assert (out.status, error_code(out)) == (413, "payload_too_large")
 
 
 @FUZZ
 @given(data=st.binary(max_size=4096))
 def test_random_bytes(server, data):
-    fire(server, h.Case("hyp_bytes", h.upload("/predict", data, "x.jpg", "image/jpeg"), "error"))
+    fire(server, Case("hyp_bytes", upload("/predict", data, "x.jpg", "image/jpeg"), "error"))
     if data:
-        fire(server, h.Case("hyp_bytes_raw", h.raw_upload(data, "image/jpeg"), "error"))
+        fire(server, Case("hyp_bytes_raw", raw_upload(data, "image/jpeg"), "error"))
 
 
 @FUZZ
@@ -91,10 +103,10 @@ def test_random_bytes(server, data):
        flips=st.integers(0, 16), width=st.integers(1, 120), height=st.integers(1, 120))
 def test_damaged_images_same_answer_on_api_and_form(server, fmt, cut, seed, flips, width, height):
     data = image_bytes(fmt, (width, height), seed=seed)
-    data = h.bitflipped(truncated(data, cut) if cut < 1 else data, random.Random(seed), flips)
-    api = fire(server, h.Case("hyp_damaged", h.upload("/predict", data, f"x.{EXT[fmt]}",
+    data = bitflipped(truncated(data, cut) if cut < 1 else data, random.Random(seed), flips)
+    api = fire(server, Case("hyp_damaged", upload("/predict", data, f"x.{EXT[fmt]}",
                                                        MIME[fmt]), "any"))
-    form = fire(server, h.Case("hyp_damaged/form", h.upload("/", data, f"x.{EXT[fmt]}",
+    form = fire(server, Case("hyp_damaged/form", upload("/", data, f"x.{EXT[fmt]}",
                                                             MIME[fmt]), "any", api=False))
     assert api.status == form.status, "the form and the API disagree about the same file"
 
@@ -104,8 +116,8 @@ def test_damaged_images_same_answer_on_api_and_form(server, fmt, cut, seed, flip
        valid=st.booleans())
 def test_any_content_type(server, ctype, valid):
     data = image_bytes("PNG") if valid else b"not an image"
-    fire(server, h.Case("hyp_ctype_raw", h.raw_upload(data, ctype), "any" if valid else "error"))
-    fire(server, h.Case("hyp_ctype_part", h.upload("/predict", data, "x", ctype),
+    fire(server, Case("hyp_ctype_raw", raw_upload(data, ctype), "any" if valid else "error"))
+    fire(server, Case("hyp_ctype_part", upload("/predict", data, "x", ctype),
                         "any" if valid else "error"))
 
 
@@ -123,9 +135,9 @@ def test_malformed_multipart(server, pieces, boundary):
     png = image_bytes("PNG", (8, 8))
     body = b"".join(png if p == b"PNG" else p for p in pieces)
     ctype = "multipart/form-data; boundary=" + boundary
-    fire(server, h.Case("hyp_multipart", h.http_request(
+    fire(server, Case("hyp_multipart", http_request(
         "POST", "/predict", [("Content-Type", ctype)], body), "any"))
-    fire(server, h.Case("hyp_multipart/form", h.http_request(
+    fire(server, Case("hyp_multipart/form", http_request(
         "POST", "/", [("Content-Type", ctype)], body), "any", api=False))
 
 
@@ -181,8 +193,8 @@ def test_slow_dribbling_clients_do_not_starve_others(server):
     # READ_TIMEOUT: the probe waits at most that long for a thread.
     window = DRIBBLE_BYTES * DRIBBLE_PAUSE + READ_TIMEOUT
     n = _capacity() + 2
-    raw = h.upload("/predict", image_bytes("PNG", (8, 8)), "a.png", "image/png")
-    results: list[h.Outcome | Exception] = []
+    raw = upload("/predict", image_bytes("PNG", (8, 8)), "a.png", "image/png")
+    results: list[Outcome | Exception] = []
 
     def dribble():
         try:
@@ -192,7 +204,7 @@ def test_slow_dribbling_clients_do_not_starve_others(server):
                     sock.sendall(bytes([byte]))
                     time.sleep(DRIBBLE_PAUSE)
                 sock.sendall(raw[DRIBBLE_BYTES:])
-                results.append(h.read_response(sock, timeout=30))
+                results.append(read_response(sock, timeout=30))
             finally:
                 sock.close()
         except OSError as exc:  # the server closing on a too-slow client is fine
@@ -208,7 +220,7 @@ def test_slow_dribbling_clients_do_not_starve_others(server):
     assert took is not None and took < window, (
         f"a normal request waited {took}s behind dribblers (allowed {window}s)")
     for out in results:
-        if isinstance(out, h.Outcome) and out.status is not None:
+        if isinstance(out, Outcome) and out.status is not None:
             assert out.status < 500
     assert server.ready()
 
@@ -222,13 +234,13 @@ def test_stalled_clients_are_cut_off_and_do_not_starve_others(server):
     rounds = -(-n // _capacity())
     limit = rounds * READ_TIMEOUT + 10  # + slack for a loaded 2-core machine
     png = image_bytes("PNG")
-    ctype, body = h.multipart([("file", "a.png", "image/png", png)])
-    head = h.http_request("POST", "/predict", [("Content-Type", ctype)], body)
+    ctype, body = multipart([("file", "a.png", "image/png", png)])
+    head = http_request("POST", "/predict", [("Content-Type", ctype)], body)
     head = head[:len(head) - len(body) + 100]  # headers and the first 100 body bytes
     socks, outcomes, probe = [], {}, {}
 
     def answer(i, sock):
-        outcomes[i] = h.read_response(sock, timeout=limit)
+        outcomes[i] = read_response(sock, timeout=limit)
 
     try:
         for _ in range(n):
@@ -249,7 +261,7 @@ def test_stalled_clients_are_cut_off_and_do_not_starve_others(server):
     finally:
         for sock in socks:
             sock.close()
-    answers = [(o.status, h.error_code(o)) for o in outcomes.values()]
+    answers = [(o.status, error_code(o)) for o in outcomes.values()]
     took = probe.get("took")
     record_figures(stalled_clients=n, stalled_answered=len(answers),
                    stalled_close_wait_s=round(waited, 1),

@@ -19,10 +19,12 @@ from collections import Counter
 import pytest
 
 from app.config import load_settings
-from harness import hostile as h
 from harness.images import image_bytes
 from harness.load import drive, in_background
-from harness.servers import GunicornServer, gunicorn_settings, wait_until
+from harness.polling import wait_until
+from harness.raw_http import read_response, upload
+from harness.servers import GunicornServer
+from harness.shipped_config import gunicorn_settings
 from tests.proof.conftest import record_figures
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -94,7 +96,7 @@ def test_sigterm_drains_in_flight_requests(server):
     time.sleep(SECONDS / 3)
     # One request whose body is still arriving when SIGTERM lands: half-sent just before the
     # signal, the rest after it, the pause well under READ_TIMEOUT.
-    raw = h.upload("/predict", image_bytes("PNG"), "a.png", "image/png")
+    raw = upload("/predict", image_bytes("PNG"), "a.png", "image/png")
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=graceful)
     try:
         slow.sendall(raw[:len(raw) // 2])
@@ -105,7 +107,7 @@ def test_sigterm_drains_in_flight_requests(server):
         assert wait_until(lambda: "Handling signal: term" in server.log_text(), read_timeout / 4)
         silent = time.monotonic() - half_sent
         slow.sendall(raw[len(raw) // 2:])
-        out = h.read_response(slow, timeout=graceful)
+        out = read_response(slow, timeout=graceful)
     finally:
         slow.close()
     code = server.wait_exit(graceful + 15)

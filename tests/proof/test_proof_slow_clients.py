@@ -4,8 +4,8 @@ With PROOF_SLOW_COUNT (default 200) slow-header, slow-body and idle keep-alive c
 held open (each reconnecting when the server closes it), normal requests from 4 clients
 see no failure and a p50 at most twice their p50 without the attackers; every attacker is
 closed within its configured deadline; an upload at 100 KB/s (1 MB here, 10 MB in
-benchmarks/slow_clients.py) gets its prediction; memory stays bounded. A second server with
-a small MAX_CONNECTIONS shows the answer past the cap.
+`python -m benchmarks.slow_clients`) gets its prediction; memory stays bounded. A second
+server with a small MAX_CONNECTIONS shows the answer past the cap.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import requests
 
 from harness import slow_clients
 from harness.servers import GunicornServer
+from harness.slow_client_campaign import measure
 from tests.proof.conftest import record_figures
 
 COUNT = int(os.environ.get("PROOF_SLOW_COUNT", "200"))
@@ -46,9 +47,8 @@ def enough_file_descriptors():
 def test_service_keeps_answering_under_slow_and_idle_connections(proof_model, tmp_path):
     env = {"WEB_CONCURRENCY": "2"}
     with GunicornServer(proof_model, env=env, log_path=tmp_path / "gunicorn.log") as server:
-        figures = slow_clients.measure(server, count=COUNT, clients=4, seconds=PHASE_SECONDS,
-                                       rounds=2, upload=slow_clients.noise_png(UPLOAD_BYTES),
-                                       upload_rate=RATE, env=env)
+        figures = measure(server, count=COUNT, clients=4, seconds=PHASE_SECONDS, rounds=2,
+                          upload=slow_clients.noise_png(UPLOAD_BYTES), upload_rate=RATE, env=env)
         log = server.log_text()
     record_figures(slow_clients=figures)
     summary = json.dumps(figures, indent=1)
