@@ -48,11 +48,11 @@ image: $(MODEL)
 
 # Speed, memory and robustness figures (long runs, not tests): see docs/measurements.md.
 bench: dev $(MODEL)
-	$(BIN)/python benchmarks/serve_bench.py
-	$(BIN)/python benchmarks/deploy_footprint.py --build
-	$(BIN)/python benchmarks/load_test.py
-	$(BIN)/python benchmarks/fuzz_long.py
-	$(BIN)/python benchmarks/slow_clients.py
+	$(BIN)/python -m benchmarks.serve_bench
+	$(BIN)/python -m benchmarks.deploy_footprint --build
+	$(BIN)/python -m benchmarks.load_test
+	$(BIN)/python -m benchmarks.fuzz_long
+	$(BIN)/python -m benchmarks.slow_clients
 
 clean:
 	rm -rf $(VENV) .pytest_cache
