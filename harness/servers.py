@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.config import ENV_NAMES
 from harness import ROOT
+from harness.waiting import run_in_threads
 
 
 def free_port() -> int:
@@ -249,12 +249,10 @@ class GunicornServer:
         calls = 0
         deadline = time.monotonic() + timeout
         while True:
-            threads = [threading.Thread(target=send) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            calls += len(threads)
+            for outcome in run_in_threads(lambda _: send(), 4, timeout):
+                if isinstance(outcome, Exception):
+                    raise outcome
+            calls += 4
             workers = set(self.worker_pids())
             served = {pid for pid, n in self.requests_by_worker(endpoint).items() if n > 0}
             if workers <= served:

@@ -1,4 +1,5 @@
-"""Slow, stalled and idle connections held open against a server, and a slow honest upload.
+"""Slow, stalled and idle connections held open against a server, a client that never reads
+its answers, and a slow honest upload.
 
 The slow-client campaign (harness/slow_client_campaign.py) runs them beside normal load;
 tests may drive them alone. One thread runs every attacking socket from a selector, so
@@ -228,6 +229,19 @@ def slow_upload(port: int, body: bytes, content_type: str, rate: float,
     except (IndexError, ValueError):
         status = None
     return status, seconds, rest
+
+
+def unread_requests(port: int, path: str, count: int) -> socket.socket:
+    """A reader that never reads: a connection with the smallest receive buffer the kernel
+    allows, `count` pipelined `GET path` sent on it at once, and not a byte read back. Once
+    the answers fill both sides' buffers the server's write waits on this client. The caller
+    closes the returned socket."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # before connect: the window
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path.encode() * count)
+    return sock
 
 
 def noise_png(target_bytes: int) -> bytes:

@@ -21,10 +21,10 @@ import pytest
 from app.config import load_settings
 from harness.images import image_bytes
 from harness.load import drive, in_background
-from harness.polling import wait_until
 from harness.raw_http import read_response, upload
 from harness.servers import GunicornServer
 from harness.shipped_config import gunicorn_settings
+from harness.waiting import wait_until
 from tests.proof.conftest import record_figures
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -18,9 +18,12 @@ import time
 import pytest
 import requests
 
+from app.config import load_settings
 from harness import slow_clients
+from harness.images import image_bytes
 from harness.servers import GunicornServer
-from harness.slow_client_campaign import measure
+from harness.slow_client_campaign import measure, tolerance
+from harness.waiting import wait_until
 from tests.proof.conftest import record_figures
 
 COUNT = int(os.environ.get("PROOF_SLOW_COUNT", "200"))
@@ -77,7 +80,7 @@ def test_connections_past_the_cap_get_a_clear_answer(proof_model, tmp_path):
         held = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
                 for _ in range(cap)]
         try:
-            time.sleep(0.5)  # the worker has accepted them all
+            assert wait_until(lambda: all(server.serves_connection_from(s) for s in held), 10)
             t0 = time.monotonic()
             r = requests.get(server.url + "/healthz", timeout=10)
             took = time.monotonic() - t0
@@ -93,3 +96,40 @@ def test_connections_past_the_cap_get_a_clear_answer(proof_model, tmp_path):
                 break
             time.sleep(0.2)
         assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_client_that_does_not_read_is_cut_off_and_others_are_served(proof_model, tmp_path):
+    """docs/reliability.md: responses are written under READ_TIMEOUT, so a client that does not
+    read its answers is cut off once the server's write has waited READ_TIMEOUT on it, and
+    meanwhile the one worker goes on answering others. HEADER_TIMEOUT (the keep-alive bound)
+    is set far above READ_TIMEOUT, so a close by it instead would miss the bound here."""
+    env = {"WEB_CONCURRENCY": "1", "READ_TIMEOUT": "4", "HEADER_TIMEOUT": "60"}
+    read_timeout = load_settings(env).read_timeout
+    limit = read_timeout + tolerance(read_timeout)
+    with GunicornServer(proof_model, env=env, log_path=tmp_path / "gunicorn.log") as server:
+        size = len(requests.get(server.url + "/openapi.json", timeout=10).content)
+        count = 4 * 2**20 // size + 1  # answers far beyond what socket buffers hold
+        first_sent = time.monotonic()
+        reader = slow_clients.unread_requests(server.port, "/openapi.json", count)
+        all_sent = time.monotonic()
+        try:
+            assert wait_until(lambda: server.serves_connection_from(reader), 5)
+            started = time.monotonic()
+            r = requests.post(server.url + "/predict", timeout=3 * limit,
+                              files={"file": ("a.png", image_bytes("PNG"), "image/png")})
+            probe = time.monotonic() - started
+            held_meanwhile = server.serves_connection_from(reader)
+            cut = wait_until(lambda: not server.serves_connection_from(reader), 3 * limit, 0.05)
+            cut_at = time.monotonic()
+        finally:
+            reader.close()
+        log = server.log_text()
+    record_figures(slow_reader={"answers_asked": count, "cut_after_s": round(cut_at - all_sent, 1),
+                                "probe_s": round(probe, 2)})
+    assert r.status_code == 200 and held_meanwhile, (r.status_code, held_meanwhile)
+    assert probe < read_timeout / 2, f"a normal request waited {probe:.1f}s behind the reader"
+    assert cut, f"the reader still held after {3 * limit:g}s:\n{log[-3000:]}"
+    assert read_timeout <= cut_at - first_sent and cut_at - all_sent <= limit, (
+        f"cut {cut_at - all_sent:.1f}s after its requests; READ_TIMEOUT {read_timeout:g}s "
+        f"(+ tolerance: {limit:g}s)")
+
