@@ -16,10 +16,10 @@ import requests
 from app.config import load_settings
 from harness.images import TEXT, encode, photo
 from harness.judge import check_prediction
-from harness.waiting import wait_until
 from harness.raw_http import read_response, upload
 from harness.servers import GunicornServer
 from harness.shipped_config import fly_env, gunicorn_settings
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

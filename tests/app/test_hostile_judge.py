@@ -1,4 +1,4 @@
-"""The hostile-input judge (harness/hostile.py) holds every error code to the API's table."""
+"""The hostile-input judge (harness/judge.py) holds every error code to the API's table."""
 from __future__ import annotations
 
 import json
