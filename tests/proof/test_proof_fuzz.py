@@ -116,7 +116,10 @@ def test_damaged_images_same_answer_on_api_and_form(server, fmt, cut, seed, flip
        valid=st.booleans())
 def test_any_content_type(server, ctype, valid):
     data = image_bytes("PNG") if valid else b"not an image"
-    fire(server, Case("hyp_ctype_raw", raw_upload(data, ctype), "any" if valid else "error"))
+    # DEL is a control character RFC 9110 forbids in a field value: gunicorn answers that
+    # malformed HTTP with its own 400, as it does a NUL (hostile_cases.lying_type_cases).
+    level = "http" if "\x7f" in ctype else "any" if valid else "error"
+    fire(server, Case("hyp_ctype_raw", raw_upload(data, ctype), level))
     fire(server, Case("hyp_ctype_part", upload("/predict", data, "x", ctype),
                         "any" if valid else "error"))
 
