@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/export.pkl
 
-.PHONY: serve test test-fast lint train venv dev bench clean image
+.PHONY: serve test test-fast lint train venv dev bench clean image settings-docs
 
 serve: $(MODEL)
 	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
@@ -19,6 +19,10 @@ test-fast: dev
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/vulture
+
+# docs/serving.md's table of settings, made from app/config.py's Settings.
+settings-docs: venv
+	$(BIN)/python -c "from app.config import write_docs_table; write_docs_table()"
 
 # The demo model: scikit-learn's handwritten digits through the same folder pipeline as user data.
 $(MODEL): | venv

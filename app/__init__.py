@@ -3,7 +3,8 @@
     gunicorn -c gunicorn.conf.py "app:create_app()"
 
 `config` overrides the environment variables of the same names (MODEL_PATH,
-MAX_BATCH, API_KEY, ...; see app/config.py); other upper-case keys go to Flask.
+MAX_BATCH, API_KEY, ...; see app/config.py); other upper-case keys go to Flask. The
+app keeps its Settings in app.extensions: `app.config.app_settings()` returns them.
 Under gunicorn, gunicorn.conf.py hands over the settings it loaded
 (`serve_preloaded`), and the workers warm up after the fork.
 A model that cannot be served raises ModelLoadError (a RuntimeError whose
@@ -15,7 +16,7 @@ import logging
 
 from flask import Flask
 
-from app.config import ENV_NAMES, ROOT, Settings, load_settings
+from app.config import ENV_NAMES, ROOT, SETTINGS_KEY, Settings, load_settings
 from app.upload_deadline import with_upload_deadline
 from classifier.model_files import ModelLoadError
 
@@ -64,6 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
         MAX_FORM_PARTS=settings.max_batch + FORM_PARTS_SLACK,
     )
     app.config.update({k: v for k, v in config.items() if k not in ENV_NAMES})
+    app.extensions[SETTINGS_KEY] = settings  # app_settings() reads them
     app.json.sort_keys = False  # probabilities stay in vocab order
     app.wsgi_app = with_upload_deadline(app.wsgi_app, settings.read_timeout,
                                         settings.min_upload_kbps * 1024)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from app.config import app_settings
 from app.model_service import model_service
 from app.openapi import openapi_document
 from app.options import answer_options
@@ -15,15 +16,14 @@ bp = Blueprint("api", __name__)
 
 @bp.after_request
 def cors(response):
-    return add_cors_headers(response, model_service().settings.cors_origins)
+    return add_cors_headers(response, app_settings().cors_origins)
 
 
 @bp.route("/predict", methods=["POST"])
 def predict():
-    service = model_service()
-    check_api_key(service.settings.api_key)
+    service, settings = model_service(), app_settings()
+    check_api_key(settings.api_key)
     options = answer_options(request.args, len(service.info["vocab"]), service.threshold)
-    settings = service.settings
     fetch_url = fetcher_for(settings) if settings.allow_url_fetch else None
     results = service.classify(uploads_from_request(settings.max_batch, fetch_url=fetch_url),
                                explain=options.explain)
@@ -41,4 +41,4 @@ def model():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document(model_service(), request.host_url))
+    return jsonify(openapi_document(model_service(), app_settings(), request.host_url))

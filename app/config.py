@@ -1,174 +1,46 @@
-"""Settings from environment variables (and create_app overrides), parsed and checked once.
+"""Settings: one table, the fields of `Settings`, of every environment variable the server reads.
 
-Every knob the docs describe is read here, each with its default written once (in
-`Settings`), so gunicorn.conf.py and the app agree on worker, thread and
-inference-thread counts.
+Each field is written once, with its variable, default, parser and the line the docs show;
+`load_settings`, `ENV_NAMES` and docs/serving.md's table of settings (`docs_table`, written by
+`make settings-docs`) all come from it. A default computed from the machine (workers,
+threads, runtime) is a function from app/machine.py. The app keeps its Settings in
+`app.extensions` (`app_settings()`); gunicorn.conf.py reads the same ones.
+
+Our own table rather than pydantic-settings: the parsers here are what the table needs
+anyway (a one-line ConfigError naming the variable, on/off switches, blank meaning the
+default, paths resolved from the working directory, comma-separated origins, defaults
+computed from the machine), and pydantic would add validators for each of those, a
+translation of its multi-line ValidationError, and two packages to the lean image.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from classifier.images import (
-    DEFAULT_MAX_DECLARED_PIXELS,
-    DEFAULT_MAX_IMAGE_PIXELS,
-    exact_decode_requested,
-)
+from flask import current_app
+
+from app import machine
+from app.machine import MB
+from classifier.images import DEFAULT_MAX_DECLARED_PIXELS, DEFAULT_MAX_IMAGE_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
-MB = 1024 * 1024
+RUNTIMES = ("auto", "onnx", "torch")
+SETTINGS_KEY = "settings"  # the app's Settings in app.extensions
 
 
 class ConfigError(RuntimeError):
     """A setting has a value we cannot use; the message names it (one line)."""
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (a container's cpuset, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def default_workers(cpus: int) -> int:
-    """One worker per core (at most 4), each running the network on every core.
-
-    Measured on 2 idle cores (docs/measurements.md, "Workers and inference threads"):
-    2 workers x 2 threads answers a lone request as fast as 1 x 2 (the network on both
-    cores) and keeps the throughput of 2 x 1 under load; 1 x 2 lost a fifth of it there.
-    """
-    return max(1, min(cpus, 4))
-
-
-RUNTIMES = ("auto", "onnx", "torch")
-
-
-# Peak memory (PSS without CUDA library pages, all server processes, 8 clients, resnet18
-# at 224 px, onnxruntime) measured with 1 and 2 workers by benchmarks/deploy_footprint.py,
-# rounded up (docs/deploy.md "Measured"): what the master and its first worker take, and
-# what each further worker adds, for the default ("torch") and the lean image.
-SERVER_MB = {"torch": 1070, "lean": 280}
-EXTRA_WORKER_MB = {"torch": 230, "lean": 175}
-MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
-
-
-def memory_limit(cgroup_root: Path = Path("/sys/fs/cgroup"),
-                 proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
-    """Bytes this process's cgroup may use (a container's or fly machine's memory), or None.
-
-    Reads cgroup v2's memory.max, else v1's memory.limit_in_bytes, for the group named in
-    /proc/self/cgroup and, inside a container's own cgroup namespace, at the root.
-    """
-    try:
-        groups = dict(line.split(":", 2)[1:] for line in proc_cgroup.read_text().splitlines())
-    except (OSError, ValueError):
-        groups = {}
-    candidates = [cgroup_root / groups.get("", "/").lstrip("/") / "memory.max",
-                  cgroup_root / "memory.max"]
-    v1 = next((path for names, path in groups.items() if "memory" in names.split(",")), "/")
-    candidates += [cgroup_root / "memory" / v1.lstrip("/") / "memory.limit_in_bytes",
-                   cgroup_root / "memory" / "memory.limit_in_bytes"]
-    for path in candidates:
-        try:
-            raw = path.read_text().strip()
-        except OSError:
-            continue
-        if raw == "max":
-            return None
-        value = int(raw)
-        return value if value < 1 << 50 else None  # v1 says "unlimited" with a huge number
-    return None
-
-
-def memory_capped_workers(workers: int, limit: int | None, image: str) -> int:
-    """At most as many workers as fit in `limit` bytes for this image ("torch" or "lean")."""
-    if limit is None:
-        return workers
-    room = limit * MEMORY_HEADROOM / MB - SERVER_MB[image]
-    return max(1, min(workers, 1 + int(room // EXTRA_WORKER_MB[image])))
-
-
-def default_runtime(limit: int | None, image: str) -> str:
-    """INFERENCE_RUNTIME when unset: "auto" (onnxruntime, about 2x faster per image) where
-    one worker of this image fits the memory limit with it, else "torch", which needs about
-    a third less (a 1 GB machine: docs/deploy.md "Measured")."""
-    if image == "torch" and limit is not None and limit * MEMORY_HEADROOM / MB < SERVER_MB[image]:
-        return "torch"
-    return "auto"
-
-
-def installed_image() -> str:
-    """ "lean" where torch is not installed (the lean image), else "torch"."""
-    import importlib.util
-
-    return "torch" if importlib.util.find_spec("torch") else "lean"
-
-
-@dataclass(frozen=True)
-class Settings:
-    model_path: Path = ROOT / "models" / "export.pkl"
-    port: int = 8000
-    workers: int = 1  # from load_settings: default_workers(CPUs)
-    threads: int = 8
-    inference_threads: int = 1  # from load_settings: the CPU count
-    runtime: str = "auto"  # from load_settings: default_runtime(memory limit, image)
-    # A 108 MP phone JPEG is 20-35 MB; 200 MP ones reach about 50 MB.
-    max_upload_mb: float = 40.0
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # pixels decoded (see classifier/images.py)
-    max_declared_pixels: int = DEFAULT_MAX_DECLARED_PIXELS  # pixels a header may claim
-    exact_decode: bool = False  # decode uploads at full size, not at the size the model needs
-    max_batch: int = 32
-    api_key: str | None = None
-    cors_origins: tuple[str, ...] = field(default_factory=tuple)
-    read_timeout: float = 10.0
-    unsure_threshold: float | None = None  # None: the model's own (export.json), if any
-    explanations: bool = True  # False: no Grad-CAM; with onnxruntime, PyTorch weights freed
-    # Slow-client bounds (app/worker.py, app/upload_deadline.py; docs/reliability.md).
-    header_timeout: int = 10
-    min_upload_kbps: float = 20.0
-    max_connections: int = 1000
-    # {"url": ...} on /predict makes the server fetch it (app/url_fetch.py): off by default.
-    allow_url_fetch: bool = False
-    # Lets URL fetching reach 127.0.0.0/8 and ::1 only; exists for the tests' local server.
-    allow_url_fetch_loopback: bool = False
-    # Where POST /feedback keeps corrected images (<label>/<sha256>.<ext>); None: off.
-    feedback_dir: Path | None = None
-
-    @property
-    def max_content_length(self) -> int:
-        return int(self.max_upload_mb * MB)
-
-    @property
-    def examples_dir(self) -> Path:
-        return self.model_path.parent / "examples"
-
-
-# The environment variables read here, by the Settings field each sets
-# (create_app's config accepts the same names).
-ENV_FIELDS = {"MODEL_PATH": "model_path", "PORT": "port", "WEB_CONCURRENCY": "workers",
-              "THREADS": "threads", "INFERENCE_THREADS": "inference_threads",
-              "INFERENCE_RUNTIME": "runtime", "MAX_UPLOAD_MB": "max_upload_mb",
-              "MAX_IMAGE_PIXELS": "max_image_pixels", "MAX_BATCH": "max_batch",
-              "API_KEY": "api_key", "CORS_ORIGINS": "cors_origins",
-              "READ_TIMEOUT": "read_timeout", "UNSURE_THRESHOLD": "unsure_threshold",
-              "EXPLANATIONS": "explanations", "MAX_DECLARED_PIXELS": "max_declared_pixels",
-              "EXACT_DECODE": "exact_decode", "HEADER_TIMEOUT": "header_timeout",
-              "MIN_UPLOAD_KBPS": "min_upload_kbps", "MAX_CONNECTIONS": "max_connections",
-              "ALLOW_URL_FETCH": "allow_url_fetch",
-              "ALLOW_URL_FETCH_LOOPBACK": "allow_url_fetch_loopback",
-              "FEEDBACK_DIR": "feedback_dir"}
-ENV_NAMES = tuple(ENV_FIELDS)
-
-
-def _int(name: str, raw, minimum: int = 1) -> int:
+# Parsers: (variable name, raw value from the environment or create_app) -> value.
+def _int(name: str, raw) -> int:
     try:
         value = int(str(raw).strip())
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}.")
     return value
 
 
@@ -182,9 +54,7 @@ def _float(name: str, raw) -> float:
     return value
 
 
-def _fraction(name: str, raw) -> float | None:
-    if raw is None:
-        return None
+def _fraction(name: str, raw) -> float:
     try:
         value = float(str(raw).strip())
     except ValueError:
@@ -201,60 +71,207 @@ def _switch(name: str, raw) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
+def _runtime(name: str, raw) -> str:
+    value = str(raw).strip().lower()
+    if value not in RUNTIMES:
+        raise ConfigError(f"{name} must be auto, onnx or torch, not {raw!r}.")
+    return value
+
+
+def _path(_name: str, raw) -> Path:
+    """Relative to the working directory, as a shell user means it."""
+    return Path.cwd() / Path(raw)
+
+
+def _text(_name: str, raw) -> str:
+    return str(raw)
+
+
+def _origins(_name: str, raw) -> tuple[str, ...]:
+    """Comma-separated (or, from create_app, a list); without a trailing slash."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    return tuple(o.strip().rstrip("/") for o in items if o.strip())
+
+
+def setting(env: str, default, parse, doc: str, shown: str | None = None):
+    """One row: a Settings field read from `env` by `parse`, and the docs' line for it.
+    `default` is a value, or a function of the machine (the docs then show `shown`)."""
+    meta = {"env": env, "parse": parse, "doc": doc, "shown": shown}
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: Path = setting(
+        "MODEL_PATH", ROOT / "models" / "export.pkl", _path,
+        "The fastai export to serve (relative to the working directory). `export.json` beside"
+        " it, when present, gives `/model`'s metadata, the \"not sure\" threshold and the "
+        "sha256 the file must match. `examples/<label>/<image>` beside it become one-click "
+        "examples on the form; `report/` beside it is served at `/report`.")
+    port: int = setting("PORT", 8000, _int,
+                        "gunicorn binds `0.0.0.0:$PORT` (the container sets 8080).")
+    workers: int = setting(
+        "WEB_CONCURRENCY", machine.default_worker_count, _int, shown="one per CPU (1 to 4), "
+        "capped by the memory limit", doc="gunicorn worker processes ([workers and "
+        "threads](#workers-and-threads)).")
+    threads: int = setting(
+        "THREADS", 8, _int, "Real threads per worker that decode uploads and run the model. "
+        "Connections are not limited by it (see `MAX_CONNECTIONS`).")
+    inference_threads: int = setting(
+        "INFERENCE_THREADS", machine.default_inference_threads, _int, shown="the CPU count",
+        doc="torch and onnxruntime threads per worker: a lone request's network uses every core.")
+    runtime: str = setting(
+        "INFERENCE_RUNTIME", machine.runtime_for_this_machine, _runtime,
+        shown="`auto`, or `torch` where one worker with onnxruntime does not fit the memory limit",
+        doc="`auto`: onnxruntime when the export converts and matches PyTorch (logits within "
+        "1e-3) at start-up, else PyTorch. `onnx` (fail start-up if it cannot) or `torch`. "
+        "Unset, the default image picks `torch` where one worker with onnxruntime would not "
+        "fit 85 % of the container's memory limit (a 1 GB machine; `default_runtime` in "
+        "`app/machine.py`, [deploy.md](deploy.md#how-it-scales)); the lean image has no torch "
+        "and refuses `torch`.")
+    max_upload_mb: float = setting(
+        "MAX_UPLOAD_MB", 40.0, _float,
+        "Largest request body, all files together (413 `payload_too_large`); for JSON, the "
+        "decoded images together. A 108 MP phone JPEG is 24–36 MB; a 200 MP one (45–65 MB) "
+        "needs `MAX_UPLOAD_MB=64`.")
+    max_image_pixels: int = setting(
+        "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, _int,
+        "Most pixels actually decoded, width × height (413 `image_too_large`). A baseline "
+        "JPEG counts at its reduced decoding scale (a 200 MP JPEG decodes 3.1 MP at 1/8); a "
+        "progressive JPEG counts in full.")
+    max_declared_pixels: int = setting(
+        "MAX_DECLARED_PIXELS", DEFAULT_MAX_DECLARED_PIXELS, _int,
+        "Most pixels a file's header may claim, checked before any pixel is decoded (413 "
+        "`image_too_large`; decompression bombs). A 200 MP photo is 16320 × 12240 = 199.8 MP."
+        " Pillow's own bomb guard is raised to match.")
+    exact_decode: bool = setting(
+        "EXACT_DECODE", False, _switch,
+        "`true`: decode every image at full size, as fastai does, instead of at the size the "
+        "model needs ([images](#images-formats-decoding-limits)).")
+    max_batch: int = setting(
+        "MAX_BATCH", 32, _int, "Most images in one `/predict` request (`file` fields, or "
+        "`images` in JSON; 413 `payload_too_large`).")
+    api_key: str | None = setting(
+        "API_KEY", None, _text,
+        "When set, `/predict` and `/feedback` require `Authorization: Bearer <key>` or "
+        "`X-API-Key: <key>` (401 `unauthorized`; compared in constant time). The form, "
+        "`/model`, `/docs`, health and metrics stay public.")
+    cors_origins: tuple[str, ...] = setting(
+        "CORS_ORIGINS", (), _origins,
+        "Comma-separated origins allowed to call the JSON API from a browser (`*` for any): "
+        "`Access-Control-Allow-Origin` on responses and preflight (`OPTIONS /predict`) "
+        "answers.")
+    read_timeout: float = setting(
+        "READ_TIMEOUT", 10.0, _float,
+        "Seconds a client may pause while sending its request body (and while a response is "
+        "written); also the grace period before `MIN_UPLOAD_KBPS` applies. A stalled upload "
+        "gets 400 `bad_request`.")
+    header_timeout: int = setting(
+        "HEADER_TIMEOUT", 10, _int,
+        "Seconds for the whole request head, from the connection's start or from the previous"
+        " response on a keep-alive connection (gunicorn's `keepalive`). Past it the "
+        "connection is closed without an answer.")
+    min_upload_kbps: float = setting(
+        "MIN_UPLOAD_KBPS", 20.0, _float,
+        "After `READ_TIMEOUT` seconds, the body must keep up this average (KB/s), checked "
+        "every 64 KB (`app/upload_deadline.py`); a trickle gets 400 `bad_request` and the "
+        "connection closes. A 10 MB body may take at most 10 s + 10 MB ÷ 20 KB/s ≈ 522 s.")
+    max_connections: int = setting(
+        "MAX_CONNECTIONS", 1000, _int,
+        "Open connections per worker. Past it a new connection gets, at once, 503 "
+        "`too_many_connections` with `Retry-After: 1` and `Connection: close`; 256 more per "
+        "worker are accepted only to be told so, and beyond that the kernel queues them "
+        "(`backlog` 1024). gunicorn.conf.py raises the open-files soft limit to fit (up to "
+        "the hard limit).")
+    unsure_threshold: float | None = setting(
+        "UNSURE_THRESHOLD", None, _fraction,
+        "A number from 0 to 1 that overrides the model's own \"not sure\" threshold "
+        "(export.json) for the whole server; `0` means never unsure.")
+    explanations: bool = setting(
+        "EXPLANATIONS", True, _switch,
+        "`off`: `?explain=1` answers 409 `explanation_unavailable`, and with onnxruntime "
+        "serving the PyTorch weights are freed after the start-up parity check (saving their "
+        "memory). `on` keeps them: Grad-CAM needs the PyTorch model even when onnxruntime "
+        "serves predictions. The lean image has no PyTorch model, so it never explains.")
+    allow_url_fetch: bool = setting(
+        "ALLOW_URL_FETCH", False, _switch,
+        "`on`: `/predict` fetches `{\"url\": ...}` itself "
+        "([URL input](#url-input-off-by-default)).")
+    allow_url_fetch_loopback: bool = setting(
+        "ALLOW_URL_FETCH_LOOPBACK", False, _switch,
+        "Lets URL fetching reach 127.0.0.0/8 and ::1 only. Exists for the tests' local "
+        "server; never set it in production.")
+    feedback_dir: Path | None = setting(
+        "FEEDBACK_DIR", None, _path,
+        "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.<ext>` and "
+        "`feedback.jsonl`); unset: corrections are off "
+        "([corrections](#corrections-that-become-training-data-feedback_dir)).")
+
+    @property
+    def max_content_length(self) -> int:
+        return int(self.max_upload_mb * MB)
+
+    @property
+    def examples_dir(self) -> Path:
+        return self.model_path.parent / "examples"
+
+
+# The environment variables read (create_app's config accepts the same names).
+ENV_NAMES = tuple(f.metadata["env"] for f in fields(Settings))
+
+
 def load_settings(environ=None, overrides=None) -> Settings:
-    """Settings from `environ` (default os.environ), then `overrides` (same names) on top."""
+    """Settings from `environ` (default os.environ), then `overrides` (same names) on top.
+    A blank value means the default; a bad one raises ConfigError naming the variable."""
     source = dict(os.environ if environ is None else environ)
     source.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {}
+    for f in fields(Settings):
+        name, raw = f.metadata["env"], source.get(f.metadata["env"])
+        if raw is not None and str(raw).strip() != "":
+            given[f.name] = f.metadata["parse"](name, raw)
+    return Settings(**given)
 
-    def given(name):
-        value = source.get(name)
-        return None if value is None or str(value).strip() == "" else value
 
-    def get(name):
-        """The variable's value, or its Settings default when it is unset or blank."""
-        value = given(name)
-        return getattr(Settings, ENV_FIELDS[name]) if value is None else value
+def app_settings(app=None) -> Settings:
+    """The Settings of `app` (default: the app handling this request)."""
+    return (app or current_app).extensions[SETTINGS_KEY]
 
-    cpus = cpu_count()
-    workers = _int("WEB_CONCURRENCY", given("WEB_CONCURRENCY") or memory_capped_workers(
-        default_workers(cpus), memory_limit(), installed_image()))
-    inference_threads = _int("INFERENCE_THREADS", given("INFERENCE_THREADS") or cpus)
-    runtime = str(given("INFERENCE_RUNTIME")
-                  or default_runtime(memory_limit(), installed_image())).lower()
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"INFERENCE_RUNTIME must be auto, onnx or torch, not {runtime!r}.")
-    model_path = Path(get("MODEL_PATH"))
-    if not model_path.is_absolute():
-        model_path = Path.cwd() / model_path
-    feedback_dir = given("FEEDBACK_DIR")
-    if feedback_dir is not None:
-        feedback_dir = Path(feedback_dir)
-        feedback_dir = feedback_dir if feedback_dir.is_absolute() else Path.cwd() / feedback_dir
-    origins = given("CORS_ORIGINS") or ""
-    if isinstance(origins, str):
-        origins = origins.split(",")
-    return Settings(
-        model_path=model_path,
-        port=_int("PORT", get("PORT")),
-        workers=workers,
-        threads=_int("THREADS", get("THREADS")),
-        inference_threads=inference_threads,
-        runtime=runtime,
-        max_upload_mb=_float("MAX_UPLOAD_MB", get("MAX_UPLOAD_MB")),
-        max_image_pixels=_int("MAX_IMAGE_PIXELS", get("MAX_IMAGE_PIXELS")),
-        max_declared_pixels=_int("MAX_DECLARED_PIXELS", get("MAX_DECLARED_PIXELS")),
-        exact_decode=exact_decode_requested({"EXACT_DECODE": given("EXACT_DECODE") or ""}),
-        max_batch=_int("MAX_BATCH", get("MAX_BATCH")),
-        api_key=given("API_KEY"),
-        cors_origins=tuple(o.strip().rstrip("/") for o in origins if o.strip()),
-        read_timeout=_float("READ_TIMEOUT", get("READ_TIMEOUT")),
-        unsure_threshold=_fraction("UNSURE_THRESHOLD", given("UNSURE_THRESHOLD")),
-        explanations=_switch("EXPLANATIONS", get("EXPLANATIONS")),
-        header_timeout=_int("HEADER_TIMEOUT", get("HEADER_TIMEOUT")),
-        min_upload_kbps=_float("MIN_UPLOAD_KBPS", get("MIN_UPLOAD_KBPS")),
-        max_connections=_int("MAX_CONNECTIONS", get("MAX_CONNECTIONS")),
-        allow_url_fetch=_switch("ALLOW_URL_FETCH", get("ALLOW_URL_FETCH")),
-        allow_url_fetch_loopback=_switch("ALLOW_URL_FETCH_LOOPBACK",
-                                         get("ALLOW_URL_FETCH_LOOPBACK")),
-        feedback_dir=feedback_dir,
-    )
+
+# docs/serving.md's table of settings lies between these two lines.
+TABLE_BEGIN = ("<!-- Settings table: made from app/config.py's Settings by `make settings-docs`"
+               " (tests/test_docs.py checks it); edit it there. -->")
+TABLE_END = "<!-- End of the settings table. -->"
+
+
+def _shown_default(f) -> str:
+    value = f.default
+    if f.metadata["shown"]:
+        return f.metadata["shown"]
+    if value is None or value == ():
+        return "unset"
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    elif isinstance(value, Path):
+        value = value.relative_to(ROOT).as_posix()
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    return f"`{value}`"
+
+
+def docs_table() -> str:
+    """The Markdown table of every setting: variable, default, meaning."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    rows += [f"| `{f.metadata['env']}` | {_shown_default(f)} | {f.metadata['doc']} |"
+             for f in fields(Settings)]
+    return "\n".join(rows) + "\n"
+
+
+def write_docs_table(path: Path = ROOT / "docs" / "serving.md") -> None:
+    """Replace the table between TABLE_BEGIN and TABLE_END with `docs_table()`."""
+    head, rest = path.read_text().split(TABLE_BEGIN + "\n", 1)
+    tail = rest.split(TABLE_END, 1)[1]
+    path.write_text(head + TABLE_BEGIN + "\n" + docs_table() + TABLE_END + tail)
+

@@ -26,6 +26,7 @@ from pathlib import Path
 from flask import Blueprint, g, jsonify, redirect, request, url_for
 from PIL import Image
 
+from app.config import app_settings
 from app.errors import ApiError
 from app.json_uploads import decode_base64
 from app.model_service import model_service
@@ -96,8 +97,7 @@ def append_line(log_path: Path, record: dict) -> None:
 
 @bp.route("/feedback", methods=["POST"])
 def feedback():
-    service = model_service()
-    settings = service.settings
+    service, settings = model_service(), app_settings()
     if settings.feedback_dir is None:
         raise ApiError("feedback_disabled", "Corrections are not collected on this "
                        "server (set FEEDBACK_DIR to turn them on).")

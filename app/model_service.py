@@ -170,7 +170,7 @@ class ModelService:
     def decode_min_side(self) -> int | None:
         """The shorter side an upload is decoded down to (twice the model's input), or None
         for a full decode (EXACT_DECODE). The form shrinks photos to it before sending."""
-        return None if self.settings.exact_decode else decode_side(self.predictor.image_size)
+        return decode_side(self.predictor.image_size, exact=self.settings.exact_decode)
 
     def _decode(self, data: bytes, on_image):
         # Taken in the thread that decodes: an OS lock held across an event-loop wait

@@ -187,8 +187,7 @@ def feedback_operation(settings, base_url: str) -> dict:
     }
 
 
-def openapi_document(service, base_url: str = "http://localhost:8000") -> dict:
-    settings = service.settings
+def openapi_document(service, settings, base_url: str = "http://localhost:8000") -> dict:
     base_url = base_url.rstrip("/")
     predict = {
         "summary": "Classify one image, or several as one batch.",

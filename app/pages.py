@@ -6,6 +6,7 @@ import re
 from flask import Blueprint, render_template, request, send_from_directory, url_for
 from markupsafe import Markup, escape
 
+from app.config import app_settings
 from app.errors import ApiError
 from app.model_service import model_service
 from app.openapi import openapi_document
@@ -48,7 +49,7 @@ def schema_fields(schema: dict) -> list[dict]:
 
 @bp.get("/docs")
 def docs():
-    doc = openapi_document(model_service(), request.host_url)
+    doc = openapi_document(model_service(), app_settings(), request.host_url)
     return render_template("docs.html", doc=doc, schema_type=schema_type,
                            schemas={name: {"type": schema_type(s), "fields": schema_fields(s),
                                            "description": s.get("description", "")}

@@ -19,6 +19,7 @@ from flask import (
     url_for,
 )
 
+from app.config import app_settings
 from app.errors import HTML_PAGE, ApiError
 from app.model_service import model_service
 from app.options import answer_options
@@ -55,7 +56,7 @@ def list_examples(folder: Path) -> list[dict]:
 def _examples() -> list[dict]:
     cache = current_app.extensions.setdefault("classifier_examples", {})
     if "list" not in cache:
-        cache["list"] = list_examples(model_service().settings.examples_dir)
+        cache["list"] = list_examples(app_settings().examples_dir)
     return cache["list"]
 
 
@@ -96,19 +97,19 @@ def model_card(info: dict) -> dict:
 
 
 def render_page(result=None, error=None, status: int = 200):
-    service = model_service()
+    service, settings = model_service(), app_settings()
     html = render_template("index.html", result=result, error=error, examples=_examples(),
                            vocab=service.info.get("vocab", []),
                            card=model_card(service.info),
                            report_url=url_for("pages.report") if service.report_dir else None,
                            explanations=service.info["explanations"],
-                           max_upload_mb=service.settings.max_upload_mb,
+                           max_upload_mb=settings.max_upload_mb,
                            decode_side=service.decode_min_side,
                            # "Wrong? The right answer is ..." (app/feedback.py), keyless only
-                           feedback=service.settings.feedback_dir is not None
-                           and not service.settings.api_key,
+                           feedback=settings.feedback_dir is not None
+                           and not settings.api_key,
                            # With an API key the script leaves submission to the plain form.
-                           predict_url=None if service.settings.api_key
+                           predict_url=None if settings.api_key
                            else url_for("api.predict"))
     return current_app.response_class(html, status=status, mimetype="text/html")
 
@@ -117,7 +118,7 @@ def _example_upload(name: str) -> Upload:
     known = {e["name"] for e in _examples()}
     if name not in known:
         raise ApiError("missing_file", "That example is not available.")
-    folder = model_service().settings.examples_dir
+    folder = app_settings().examples_dir
     return Upload(Path(name).name, (folder / name).read_bytes())
 
 
@@ -147,5 +148,5 @@ def classify():
 def example(name: str):
     if name not in {e["name"] for e in _examples()}:
         abort(404)
-    folder = model_service().settings.examples_dir
+    folder = app_settings().examples_dir
     return send_from_directory(folder, name, max_age=3600)

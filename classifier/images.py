@@ -11,12 +11,12 @@ in full and as much again for fastai's Resize, against 30-60 ms for a 224 px net
 So a JPEG is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg (Pillow's draft mode), and
 any other format is shrunk by a whole factor (`Image.reduce`) right after decoding, both
 keeping the shorter side at least twice the model's larger input side; the learner's own
-Resize then does the rest. `EXACT_DECODE=true` in the environment turns this off.
+Resize then does the rest. `exact=True` (the server's EXACT_DECODE setting, the batch
+CLI's --exact-decode) turns this off.
 """
 from __future__ import annotations
 
 import io
-import os
 import struct
 import warnings
 from pathlib import Path
@@ -65,16 +65,10 @@ class ImageTooLarge(ImageError):
     code = "image_too_large"
 
 
-def exact_decode_requested(environ=None) -> bool:
-    """EXACT_DECODE=true/1/yes: decode every image at full size (parity with a full decode)."""
-    value = (os.environ if environ is None else environ).get("EXACT_DECODE", "")
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def decode_side(image_size) -> int | None:
+def decode_side(image_size, exact: bool = False) -> int | None:
     """The shorter side a decode must keep for a model of input `image_size` (int or (h, w)),
-    or None (decode in full) when the size is unknown or EXACT_DECODE is set."""
-    if not image_size or exact_decode_requested():
+    or None (decode in full) when the size is unknown or `exact` is asked for."""
+    if not image_size or exact:
         return None
     sides = (image_size, image_size) if isinstance(image_size, int) else image_size
     return DECODE_MARGIN * max(int(s) for s in sides)
@@ -83,19 +77,22 @@ def decode_side(image_size) -> int | None:
 class RGBLoader:
     """`load_rgb` for a model of a given input size: the DataBlock's `get_x`.
 
-    An instance pickles as this class (by reference) plus its one number, so an export
+    An instance pickles as this class (by reference) plus its size and switch, so an export
     loads wherever classifier.images imports, and `learn.predict(path)` decodes exactly
     as serving does. Exports made before it carry `load_rgb` itself, which decodes in full.
+    `exact=True` (training's way to ask for EXACT_DECODE) decodes in full too.
     """
 
-    def __init__(self, image_size):
-        self.image_size = image_size
+    exact = False  # exports pickled before `exact` existed
+
+    def __init__(self, image_size, exact: bool = False):
+        self.image_size, self.exact = image_size, exact
 
     def __call__(self, source) -> Image.Image:
-        return load_rgb(source, decode_side(self.image_size))
+        return load_rgb(source, decode_side(self.image_size, self.exact))
 
     def __repr__(self) -> str:
-        return f"RGBLoader({self.image_size!r})"
+        return f"RGBLoader({self.image_size!r}{', exact=True' if self.exact else ''})"
 
 
 def _source_to_pil(source) -> Image.Image:

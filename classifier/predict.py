@@ -86,11 +86,11 @@ class Progress:
         self.stream.flush()
 
 
-def _load(path: Path, predictor, max_pixels: int):
+def _load(path: Path, predictor, max_pixels: int, exact: bool):
     """(model input, None) or (None, why the file cannot be used)."""
     try:
-        image = open_checked(path.read_bytes(), max_pixels,
-                             min_side=decode_side(predictor.image_size))  # as the server does
+        image = open_checked(path.read_bytes(), max_pixels,  # as the server does
+                             min_side=decode_side(predictor.image_size, exact))
         return predictor.prepare(image), None
     except ImageError as exc:
         return None, str(exc)
@@ -100,14 +100,15 @@ def _load(path: Path, predictor, max_pixels: int):
 
 def predict_files(predictor, files: list[Path], threshold: float | None,
                   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, workers: int | None = None,
-                  on_progress=None):
-    """Yield one result dict per file, in order; decoding runs `workers` files at a time."""
+                  on_progress=None, exact: bool = False):
+    """Yield one result dict per file, in order; decoding runs `workers` files at a time
+    (at full size with `exact`, as the server does with EXACT_DECODE)."""
     workers = workers or min(4, os.cpu_count() or 1)
     done = 0
     with ThreadPoolExecutor(workers) as pool:  # Pillow decodes with the GIL released
         for start in range(0, len(files), BATCH):
             chunk = files[start:start + BATCH]
-            loaded = list(pool.map(lambda p: _load(p, predictor, max_pixels), chunk))
+            loaded = list(pool.map(lambda p: _load(p, predictor, max_pixels, exact), chunk))
             good = [item for item, _ in loaded if item is not None]
             predictions = iter(predictor.predict_prepared(good))
             for path, (item, error) in zip(chunk, loaded):
@@ -157,6 +158,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="refuse larger images, as the server does (default %(default)s)")
+    parser.add_argument("--exact-decode", action="store_true",
+                        help="decode every image at full size, as the server does with "
+                        "EXACT_DECODE=on (default: at the size the model needs)")
     args = parser.parse_args(argv)
     try:
         fmt = _output_format(args.out)
@@ -187,7 +191,7 @@ def main(argv=None) -> int:
             yield row
 
     rows = tracked(predict_files(predictor, files, threshold, args.max_pixels,
-                                 on_progress=progress.update))
+                                 on_progress=progress.update, exact=args.exact_decode))
     if args.out is None:
         write_rows(rows, sys.stdout, fmt, predictor.vocab, threshold)
     else:

@@ -3,15 +3,14 @@ serving reference that cannot drift from the code.
 
 README.md is the front door (at most 200 lines); the rest lives in docs/*.md. Every relative
 link or image in them must name a file that exists, and a `#section` after a Markdown file must
-name one of its headings (GitHub's anchors). docs/serving.md's configuration table lists
-exactly app/config.py's ENV_FIELDS with their defaults, and its errors table every code in
+name one of its headings (GitHub's anchors). docs/serving.md's configuration table is the one
+app/config.py makes from its Settings, and its errors table lists every code in
 app/errors.py's ERRORS with its status. Its diagram of app/'s layers is the table that
 tests/app/test_layers.py enforces. Every figure in docs/measurements.md comes with its command and
 the load it was taken at.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -81,56 +80,15 @@ def section(markdown: str, heading: str) -> str:
     return match.group(1)
 
 
-def table_rows(text: str) -> dict[str, list[str]]:
-    """First-column backticked name -> the row's cells, for every table row in `text`."""
-    rows = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
-        if cells and re.fullmatch(r"`[A-Z_]+`", cells[0]):
-            rows[cells[0].strip("`")] = cells
-    return rows
+def test_serving_docs_table_of_settings_is_the_one_made_from_settings():
+    from app.config import ENV_NAMES, TABLE_BEGIN, TABLE_END, docs_table
 
-
-def documented_default(value) -> str | None:
-    """How serving.md writes a Settings default, or None where it is computed or unset."""
-    from pathlib import PurePath
-
-    from app.config import ROOT as APP_ROOT
-
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, (int, float)):
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    if isinstance(value, PurePath):
-        return value.relative_to(APP_ROOT).as_posix()
-    if isinstance(value, str):
-        return value
-    return None
-
-
-def test_serving_docs_list_exactly_the_settings_with_their_defaults():
-    from app.config import ENV_FIELDS, Settings
-
-    rows = table_rows(section((ROOT / "docs" / "serving.md").read_text(), "Configuration")
-                      .split("Two more variables are read by")[0])
-    assert set(rows) == set(ENV_FIELDS), (
-        f"docs/serving.md's configuration table and app/config.py's ENV_FIELDS differ: "
-        f"undocumented {sorted(set(ENV_FIELDS) - set(rows))}, "
-        f"not settings {sorted(set(rows) - set(ENV_FIELDS))}")
-    # From the machine (load_settings): CPU count, memory limit, image.
-    computed = {"workers", "inference_threads", "runtime"}
-    wrong = {}
-    for name, field_name in ENV_FIELDS.items():
-        value = Settings.__dataclass_fields__[field_name].default
-        value = None if value is dataclasses.MISSING else value  # CORS_ORIGINS: an empty tuple
-        expected = None if field_name in computed else documented_default(value)
-        written = rows[name][1]
-        if expected is None:
-            if field_name not in computed and "unset" not in written:
-                wrong[name] = (written, "unset")
-        elif f"`{expected}`" != written:
-            wrong[name] = (written, f"`{expected}`")
-    assert not wrong, f"defaults in docs/serving.md differ from app/config.py: {wrong}"
+    configuration = section((ROOT / "docs" / "serving.md").read_text(), "Configuration")
+    assert TABLE_BEGIN in configuration and TABLE_END in configuration
+    written = configuration.split(TABLE_BEGIN + "\n", 1)[1].split(TABLE_END, 1)[0]
+    assert written == docs_table(), ("docs/serving.md's table of settings differs from "
+                                     "app/config.py's Settings: run `make settings-docs`")
+    assert [line.split("`")[1] for line in written.splitlines()[2:]] == list(ENV_NAMES)
 
 
 def test_serving_docs_list_every_error_code():

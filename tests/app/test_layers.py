@@ -1,4 +1,4 @@
-"""app/ depends one way: config -> errors -> model service -> {api, web, health, pages} -> create_app.
+"""app/ depends one way: machine -> config -> errors -> model service -> {api, web, ...} -> create_app.
 
 Read from the source (every import, those inside functions included), so a cycle
 fails here even when a lazy import would hide it at run time.
@@ -13,6 +13,7 @@ from app.config import ROOT
 APP = ROOT / "app"
 # Each module may import only modules of an earlier layer.
 LAYERS = [
+    {"machine"},
     {"config", "event_loop"},
     {"errors", "request_id", "upload_deadline"},
     {"metrics", "security", "options", "url_fetch", "json_uploads"},

@@ -1,7 +1,7 @@
 """Workers sized by the machine: the cgroup memory limit caps what the CPU count asks for."""
 from __future__ import annotations
 
-from app.config import MB, default_runtime, memory_capped_workers, memory_limit
+from app.machine import MB, default_runtime, memory_capped_workers, memory_limit
 
 
 def cgroup_files(tmp_path, proc: str, files: dict[str, str]):

@@ -2,7 +2,8 @@
 
 Our exports decode through RGBLoader (their get_x), so serving and learn.predict see the
 same pixels by default. A notebook export decodes in full (fastai's PILImage.create), so
-parity with it holds under EXACT_DECODE=true; the default's gap is measured in
+parity with it holds with an exact decode (EXACT_DECODE=on, RGBLoader(size, exact=True)); the
+default's gap is measured in
 benchmarks/decode_bench.py, not asserted here.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.images import decode_side, open_checked
+from classifier.images import RGBLoader, decode_side, open_checked
 from classifier.inference import Predictor
 from classifier.model_files import load_learner_checked
 from tests.images.conftest import big_photo, encode
@@ -35,7 +36,7 @@ def photo_files(tmp_path_factory):
 
 
 def served(predictor: Predictor, path, exact: bool):
-    side = None if exact else decode_side(predictor.image_size)
+    side = decode_side(predictor.image_size, exact)
     return predictor.predict(open_checked(path.read_bytes(), min_side=side))
 
 
@@ -49,19 +50,24 @@ def assert_same(learn, predictor, files, exact: bool):
                                    atol=1e-4, rtol=0, err_msg=path.name)
 
 
+def decode_in_full(learn, image_size) -> None:
+    """Make `learn` what an export made with RGBLoader(size, exact=True) is."""
+    from fasttransform import Transform
+
+    pipeline = learn.dls.valid_ds.tls[0].tfms  # learn.predict's get_x, then PILImage.create
+    assert "RGBLoader" in repr(pipeline.fs[0])
+    pipeline.fs[0] = Transform(RGBLoader(image_size, exact=True))
+
+
 @pytest.mark.parametrize("exact", [False, True], ids=["reduced", "exact"])
-def test_our_export_matches_learn_predict_on_the_same_file(trained_model, photo_files,
-                                                           exact, monkeypatch):
-    if exact:
-        monkeypatch.setenv("EXACT_DECODE", "true")
-    else:
-        monkeypatch.delenv("EXACT_DECODE", raising=False)
+def test_our_export_matches_learn_predict_on_the_same_file(trained_model, photo_files, exact):
     assert b"RGBLoader" in trained_model.read_bytes()  # its get_x decodes as serving does
     learn, _ = load_learner_checked(trained_model)
     predictor = Predictor(learn)
-    side = decode_side(predictor.image_size)
-    assert (side is None) == exact
-    if not exact:  # the photos really are decoded smaller than stored
+    if exact:
+        decode_in_full(learn, predictor.image_size)
+    else:  # the photos really are decoded smaller than stored
+        side = decode_side(predictor.image_size)
         assert open_checked(photo_files[1].read_bytes(), min_side=side).size == (160, 120)
     assert_same(learn, predictor, photo_files, exact)
 

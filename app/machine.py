@@ -1,0 +1,105 @@
+"""The machine this server runs on: its CPUs, its memory limit (cgroup) and which image it is,
+and the worker count and runtime that follow from them when the settings leave them unset.
+
+app/config.py uses `default_worker_count`, `default_inference_threads` and
+`runtime_for_this_machine` as the defaults of WEB_CONCURRENCY, INFERENCE_THREADS and
+INFERENCE_RUNTIME; the figures behind them are in docs/deploy.md ("Measured").
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+MB = 1024 * 1024
+
+# Peak memory (PSS without CUDA library pages, all server processes, 8 clients, resnet18
+# at 224 px, onnxruntime) measured with 1 and 2 workers by benchmarks/deploy_footprint.py,
+# rounded up (docs/deploy.md "Measured"): what the master and its first worker take, and
+# what each further worker adds, for the default ("torch") and the lean image.
+SERVER_MB = {"torch": 1070, "lean": 280}
+EXTRA_WORKER_MB = {"torch": 230, "lean": 175}
+MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(cpus: int) -> int:
+    """One worker per core (at most 4), each running the network on every core.
+
+    Measured on 2 idle cores (docs/measurements.md, "Workers and inference threads"):
+    2 workers x 2 threads answers a lone request as fast as 1 x 2 (the network on both
+    cores) and keeps the throughput of 2 x 1 under load; 1 x 2 lost a fifth of it there.
+    """
+    return max(1, min(cpus, 4))
+
+
+def memory_limit(cgroup_root: Path = Path("/sys/fs/cgroup"),
+                 proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes this process's cgroup may use (a container's or fly machine's memory), or None.
+
+    Reads cgroup v2's memory.max, else v1's memory.limit_in_bytes, for the group named in
+    /proc/self/cgroup and, inside a container's own cgroup namespace, at the root.
+    """
+    try:
+        groups = dict(line.split(":", 2)[1:] for line in proc_cgroup.read_text().splitlines())
+    except (OSError, ValueError):
+        groups = {}
+    candidates = [cgroup_root / groups.get("", "/").lstrip("/") / "memory.max",
+                  cgroup_root / "memory.max"]
+    v1 = next((path for names, path in groups.items() if "memory" in names.split(",")), "/")
+    candidates += [cgroup_root / "memory" / v1.lstrip("/") / "memory.limit_in_bytes",
+                   cgroup_root / "memory" / "memory.limit_in_bytes"]
+    for path in candidates:
+        try:
+            raw = path.read_text().strip()
+        except OSError:
+            continue
+        if raw == "max":
+            return None
+        value = int(raw)
+        return value if value < 1 << 50 else None  # v1 says "unlimited" with a huge number
+    return None
+
+
+def memory_capped_workers(workers: int, limit: int | None, image: str) -> int:
+    """At most as many workers as fit in `limit` bytes for this image ("torch" or "lean")."""
+    if limit is None:
+        return workers
+    room = limit * MEMORY_HEADROOM / MB - SERVER_MB[image]
+    return max(1, min(workers, 1 + int(room // EXTRA_WORKER_MB[image])))
+
+
+def default_runtime(limit: int | None, image: str) -> str:
+    """INFERENCE_RUNTIME when unset: "auto" (onnxruntime, about 2x faster per image) where
+    one worker of this image fits the memory limit with it, else "torch", which needs about
+    a third less (a 1 GB machine: docs/deploy.md "Measured")."""
+    if image == "torch" and limit is not None and limit * MEMORY_HEADROOM / MB < SERVER_MB[image]:
+        return "torch"
+    return "auto"
+
+
+def installed_image() -> str:
+    """ "lean" where torch is not installed (the lean image), else "torch"."""
+    return "torch" if importlib.util.find_spec("torch") else "lean"
+
+
+def default_worker_count() -> int:
+    """WEB_CONCURRENCY when unset: one per core (at most 4), as many as the memory limit fits."""
+    return memory_capped_workers(default_workers(cpu_count()), memory_limit(), installed_image())
+
+
+def default_inference_threads() -> int:
+    """INFERENCE_THREADS when unset: every core, so a lone request's network uses them all."""
+    return cpu_count()
+
+
+def runtime_for_this_machine() -> str:
+    """INFERENCE_RUNTIME when unset (see default_runtime)."""
+    return default_runtime(memory_limit(), installed_image())
