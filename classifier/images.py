@@ -33,9 +33,15 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 # The most pixels a file may declare in its header, whatever is then decoded: above a
 # 200 MP phone photo (16320 x 12240), far below a decompression bomb's billions.
 DEFAULT_MAX_DECLARED_PIXELS = 250_000_000
-# Pillow refuses files declaring over twice this from Image.open on; keep that second
-# fence just above our own header ceiling.
-Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, DEFAULT_MAX_DECLARED_PIXELS // 2 + 1)
+
+
+def keep_pillow_fence_above(max_declared: int) -> None:
+    """Pillow's Image.open refuses files declaring over twice Image.MAX_IMAGE_PIXELS: keep
+    that second fence just above our own header ceiling, so the ceiling is the one that acts."""
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_declared // 2 + 1)
+
+
+keep_pillow_fence_above(DEFAULT_MAX_DECLARED_PIXELS)
 
 # Formats a browser or phone produces, plus the ones the seeds' datasets use.
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff",
@@ -177,6 +183,7 @@ def open_checked(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     """
     if not data:
         raise InvalidImage("The file is empty (0 bytes).")
+    keep_pillow_fence_above(max_declared)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -16,7 +16,7 @@ from classifier.images import (
     open_checked,
 )
 from harness.hostile_images import heif_avif_declaring, jpeg_declaring, png_declaring
-from tests.images.conftest import big_photo, encode
+from tests.images.conftest import big_photo, encode, flat_gray_jpeg
 
 MODEL_SIZE = 224
 SIDE = decode_side(MODEL_SIZE)
@@ -33,12 +33,14 @@ def close_to(reduced: Image.Image, full: Image.Image) -> float:
 
 
 def test_decode_side_is_twice_the_larger_model_side(monkeypatch):
-    monkeypatch.delenv("EXACT_DECODE", raising=False)
     assert decode_side(224) == 448
     assert decode_side((48, 40)) == 96
     assert decode_side(None) is None
+    assert decode_side(224, exact=True) is None
+    # The decoder reads no environment: EXACT_DECODE reaches it only through its caller
+    # (the server's Settings, the batch CLI's --exact-decode).
     monkeypatch.setenv("EXACT_DECODE", "true")
-    assert decode_side(224) is None
+    assert decode_side(224) == 448
 
 
 def test_jpeg_is_decoded_at_reduced_scale_keeping_twice_the_model_size(jpeg_12mp, photo_12mp):
@@ -99,14 +101,25 @@ def test_rgb_loader_pickles_by_reference_and_decodes_like_serving(jpeg_12mp, tmp
     assert load_rgb(path).size == (4032, 3024)  # exports made before RGBLoader: a full decode
 
 
-def test_exact_decode_turns_reduction_off(jpeg_12mp, monkeypatch, tmp_path):
+def test_exact_decode_turns_reduction_off(jpeg_12mp, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg_12mp)
-    monkeypatch.setenv("EXACT_DECODE", "true")
-    assert RGBLoader(MODEL_SIZE)(path).size == (4032, 3024)
+    assert RGBLoader(MODEL_SIZE, exact=True)(path).size == (4032, 3024)
+    old = RGBLoader.__new__(RGBLoader)  # as an export pickled before `exact` existed loads
+    old.__dict__.update(image_size=MODEL_SIZE)
+    assert old(path).size == RGBLoader(MODEL_SIZE)(path).size != (4032, 3024)
 
 
 # ---------------------------------------------------------------- limits
+def test_max_declared_pixels_above_250_mp_lets_a_larger_photo_through(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    data = flat_gray_jpeg(20480, 15360)  # 314.6 MP declared: a 1.2 MB baseline JPEG
+    with pytest.raises(ImageTooLarge):
+        open_checked(data, min_side=decode_side(64))  # the default ceiling, 250 MP
+    im = open_checked(data, min_side=decode_side(64), max_declared=400_000_000)
+    assert min(im.size) >= decode_side(64) and im.getpixel((0, 0)) == (128, 128, 128)
+
+
 def test_pixel_limit_counts_the_pixels_decoded(jpeg_12mp):
     """A 12 MP baseline JPEG under a 4 MP limit: accepted at 1/4 scale, refused in full."""
     assert open_checked(jpeg_12mp, max_pixels=4_000_000, min_side=SIDE).size == (1008, 756)
