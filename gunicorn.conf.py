@@ -13,6 +13,7 @@ import tempfile
 
 from app import serve_preloaded
 from app.config import ConfigError, load_settings
+from app.worker import OVERFLOW
 
 try:
     _settings = load_settings()
@@ -39,8 +40,8 @@ def _raise_open_files_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-# The cap, the refusals beyond it (app/worker.py OVERFLOW) and the worker's own files.
-_raise_open_files_limit(_settings.max_connections + 256 + 256)
+# The cap, the refusals beyond it and the worker's own files.
+_raise_open_files_limit(_settings.max_connections + OVERFLOW + 256)
 
 bind = f"0.0.0.0:{_settings.port}"
 preload_app = True
