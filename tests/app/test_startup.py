@@ -66,6 +66,15 @@ def test_bad_setting(notebook_export):
 
 
 @pytest.mark.e2e
+def test_gunicorn_exits_1_with_one_line_on_a_bad_setting(model_dir):
+    """The README's command (gunicorn.conf.py loads the settings) with a bad value."""
+    code, output = run_to_exit(model_dir / "export.pkl", env={"EXACT_DECODE": "maybe"},
+                               timeout=90)
+    assert code == 1, output
+    assert output.strip().splitlines() == ["Error: EXACT_DECODE must be on or off, not 'maybe'."]
+
+
+@pytest.mark.e2e
 def test_gunicorn_exits_nonzero_with_one_clear_line(tmp_path):
     code, output = run_to_exit(tmp_path / "missing.pkl", timeout=90)
     assert code not in (None, 0)
@@ -75,14 +84,15 @@ def test_gunicorn_exits_nonzero_with_one_clear_line(tmp_path):
 
 def test_gunicorn_settings_are_used_and_warm_up_is_left_to_the_workers(model_dir):
     from app import serve_preloaded
-    from app.config import load_settings
+    from app.config import app_settings, load_settings
     from app.model_service import model_service
 
     settings = load_settings(environ={"MODEL_PATH": str(model_dir / "export.pkl"),
                                      "MAX_BATCH": "3"})
     serve_preloaded(settings)  # as gunicorn.conf.py does in the master
-    service = model_service(create_app())
-    assert service.settings is settings and not service.ready
+    app = create_app()
+    service = model_service(app)
+    assert app_settings(app) is settings and not service.ready
     assert service.warm_up() and service.ready  # post_worker_init, in each worker
     # Only the one create_app() that gunicorn makes is affected.
     assert start(model_dir / "export.pkl").test_client().get("/readyz").status_code == 200

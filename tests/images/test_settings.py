@@ -16,7 +16,7 @@ def test_defaults_fit_phone_photos():
 
 
 def test_a_lone_request_may_use_every_core(monkeypatch):
-    monkeypatch.setattr("app.config.cpu_count", lambda: 4)
+    monkeypatch.setattr("app.machine.cpu_count", lambda: 4)
     s = load_settings(environ={})
     assert (s.workers, s.inference_threads) == (4, 4)
     assert load_settings(environ={"INFERENCE_THREADS": "1"}).inference_threads == 1
@@ -27,6 +27,13 @@ def test_a_lone_request_may_use_every_core(monkeypatch):
 def test_exact_decode_setting(raw, expected):
     assert load_settings(environ={"EXACT_DECODE": raw}).exact_decode is expected
     assert load_settings(environ={}, overrides={"EXACT_DECODE": raw}).exact_decode is expected
+
+
+@pytest.mark.parametrize("source", ["environ", "overrides"])
+def test_a_bad_exact_decode_value_is_refused_in_one_line_naming_it(source):
+    with pytest.raises(ConfigError) as exc:
+        load_settings(**{"environ": {}, source: {"EXACT_DECODE": "maybe"}})
+    assert str(exc.value) == "EXACT_DECODE must be on or off, not 'maybe'."
 
 
 def test_max_declared_pixels_is_checked():
