@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from classifier import predict as cli
-from classifier.images import load_rgb
+from classifier.images import load_rgb, open_checked
 from classifier.inference import Predictor
 from classifier.model_files import load_learner_checked
 from harness.images import encode, photo
@@ -140,3 +140,20 @@ def test_progress_bar_on_a_terminal():
     text = stream.getvalue()
     assert text.startswith("\r[###############...............] 2/4")
     assert "\r[##############################] 4/4" in text and text.endswith("\n")
+
+
+def test_exact_decode_flag_decodes_in_full(notebook_export, tmp_path, monkeypatch):
+    (tmp_path / "big.jpg").write_bytes(encode(photo(seed=4).resize((1600, 1200)), "JPEG"))
+    sizes = []
+
+    def recording(data, *args, **kwargs):
+        image = open_checked(data, *args, **kwargs)
+        sizes.append(image.size)
+        return image
+
+    monkeypatch.setattr(cli, "open_checked", recording)
+    for flags in ([], ["--exact-decode"]):
+        assert cli.main([str(notebook_export), str(tmp_path / "big.jpg"),
+                         "--out", str(tmp_path / "r.csv"), *flags]) == 0
+    reduced, full = sizes
+    assert full == (1600, 1200) and max(reduced) < 1600
