@@ -119,7 +119,7 @@ TRAIN = textwrap.dedent("""
     from fastai.vision.all import resnet18, vision_learner
     from training.data import find_dataset, dataloaders
     ds = find_dataset(Path(sys.argv[1]), valid_pct=0.25, seed=0)
-    dls = dataloaders(ds, size=224, bs=4, augment=False)
+    dls = dataloaders(ds, size=224, bs=4, augment=False, exact_decode=sys.argv[2] == 'exact')
     learn = vision_learner(dls, resnet18, pretrained=False)
     with learn.no_bar(), learn.no_logging():
         t0 = time.perf_counter(); learn.fit(1); print(time.perf_counter() - t0)
@@ -137,8 +137,7 @@ def training_epoch(rounds: int, per_class: int) -> str:
         times = {"exact": [], "reduced": []}
         for _ in range(rounds):
             for mode in times:
-                env = dict(os.environ, EXACT_DECODE="true" if mode == "exact" else "false")
-                out = subprocess.run([sys.executable, "-c", TRAIN, tmp], cwd=ROOT, env=env,
+                out = subprocess.run([sys.executable, "-c", TRAIN, tmp, mode], cwd=ROOT,
                                      capture_output=True, text=True, check=False)
                 if out.returncode:
                     raise RuntimeError(out.stderr[-2000:])

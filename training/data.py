@@ -224,9 +224,11 @@ def item_transforms(size: int, augment: bool):
     return Resize(size), []
 
 
-def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int = 0):
+def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int = 0,
+                exact_decode: bool = False):
     """The DataBlock of every model we train: get_x is classifier.images.RGBLoader(size),
-    which decodes each photo no larger than twice `size`, exactly as serving does."""
+    which decodes each photo no larger than twice `size`, exactly as serving does (in full
+    with `exact_decode`, as serving does with EXACT_DECODE)."""
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import IndexSplitter, parent_label
     from fastai.vision.data import ImageBlock
@@ -235,7 +237,7 @@ def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int
     training = list(ds.train) + list(ds.extra)
     items = training + list(ds.valid)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=ds.vocab)),
-                      get_x=RGBLoader(size), get_y=parent_label,
+                      get_x=RGBLoader(size, exact_decode), get_y=parent_label,
                       splitter=IndexSplitter(range(len(training), len(items))),
                       item_tfms=item_tfms, batch_tfms=batch_tfms)
     return block.dataloaders(items, bs=bs, num_workers=num_workers)
