@@ -17,7 +17,6 @@ prints the load average before and after each part: on a shared machine read the
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
