@@ -44,7 +44,7 @@ def _refuse(code: str, message: str) -> ApiError:
 
 
 def resolve(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to (one DNS lookup; tests replace this)."""
+    """Every address `host` resolves to, each once (one DNS lookup)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(info[4][0] for info in infos))
 

@@ -2,8 +2,9 @@
 against server-side request forgery refusing with its own code.
 
 Safety: no test sends traffic anywhere but 127.0.0.1. Non-loopback addresses come from a
-patched resolver and must be refused before any connection; `guard` makes sure of it by
-failing any attempt to connect elsewhere.
+patched `socket.getaddrinfo` (the DNS answer; url_fetch's own resolver code runs) and must be
+refused before any connection; `guard` makes sure of it by failing any attempt to connect
+elsewhere.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import ipaddress
 import socket
 import threading
 import time
+import types
 
 import pytest
 
@@ -26,6 +28,7 @@ PNG = encode(photo(seed=7))
 
 class Handler(http.server.BaseHTTPRequestHandler):
     hosts: list[str] = []
+    release = threading.Event()  # ends a /stall
 
     def log_message(self, *args):
         pass
@@ -63,20 +66,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(10**9))
             self.end_headers()
-        elif path == "/stall":
+        elif path == "/stall":  # headers, then nothing until the test lets go (or 60 s)
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
             self.wfile.flush()
-            time.sleep(3)
+            Handler.release.wait(60)
         elif path == "/drip":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
-            for _ in range(30):
-                self.wfile.write(b"\0")
-                self.wfile.flush()
-                time.sleep(0.1)
+            try:
+                for _ in range(30):
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except ConnectionError:
+                pass  # the fetch gave up first, as the tests want
         else:
             self._send(404, b"nothing", "text/plain")
 
@@ -108,13 +114,27 @@ def guard(monkeypatch):
 
 
 def resolve_to(monkeypatch, *addresses):
+    """Names under .example resolve to `addresses`, as getaddrinfo answers (an IPv6 address
+    with its 4-tuple); any other name or a literal IP goes to the real getaddrinfo. Returns
+    the names looked up."""
+    real = socket.getaddrinfo
     calls = []
 
-    def resolve(host, port):
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if not str(host).endswith(".example"):
+            return real(host, port, family, type, proto, flags)
         calls.append(host)
-        return list(addresses)
+        answers = []
+        for address in addresses:
+            if ":" in address:
+                answers.append((socket.AF_INET6, type or socket.SOCK_STREAM, 6, "",
+                                (address, port, 0, 0)))
+            else:
+                answers.append((socket.AF_INET, type or socket.SOCK_STREAM, 6, "",
+                                (address, port)))
+        return answers * 2  # one per address and protocol, as a resolver may answer
 
-    monkeypatch.setattr(url_fetch, "resolve", resolve)
+    monkeypatch.setattr(url_fetch.socket, "getaddrinfo", getaddrinfo)
     return calls
 
 
@@ -249,17 +269,38 @@ def test_byte_cap_while_streaming_and_when_declared(fetch, server):
 
 
 def test_read_timeout(monkeypatch, fetch, server):
+    # The stall lasts until released, far past every timeout but READ_TIMEOUT: a fetch that
+    # times out within 20 s timed out on the read, however slow the machine.
     monkeypatch.setattr(url_fetch, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(url_fetch, "CONNECT_TIMEOUT", 60)
+    monkeypatch.setattr(url_fetch, "TOTAL_TIMEOUT", 60)
+    Handler.release.clear()
     started = time.monotonic()
-    code, message = refusal(fetch, server + "/stall")[1:]
+    try:
+        code, message = refusal(fetch, server + "/stall")[1:]
+    finally:
+        Handler.release.set()
     assert code == "url_fetch_failed" and "timed out" in message
-    assert time.monotonic() - started < 2.5  # the stall lasts 3 s
+    assert time.monotonic() - started < 20
 
 
 def test_total_time_is_bounded(monkeypatch, fetch, server):
-    monkeypatch.setattr(url_fetch, "TOTAL_TIMEOUT", 0.5)  # the drip takes 3 s
+    """The drip sends a byte every 0.1 s, each read well within READ_TIMEOUT. The fetch's clock
+    moves 1 s per read and not at all while connecting, so the budget counts the download
+    alone, whatever the machine's load."""
+    clock = [0.0]
+    real_read1 = url_fetch.http.client.HTTPResponse.read1
+
+    def read1(self, n=-1):
+        clock[0] += 1.0
+        return real_read1(self, n)
+
+    monkeypatch.setattr(url_fetch, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(url_fetch.http.client.HTTPResponse, "read1", read1)
+    monkeypatch.setattr(url_fetch, "TOTAL_TIMEOUT", 5)  # the drip takes 30 reads
     code, message = refusal(fetch, server + "/drip")[1:]
-    assert code == "url_fetch_failed" and "longer than 0.5 s" in message
+    assert code == "url_fetch_failed" and "longer than 5 s" in message
+    assert clock[0] == 6  # cut at the first check past the budget
 
 
 def test_http_errors_and_non_images(fetch, server):
@@ -270,10 +311,10 @@ def test_http_errors_and_non_images(fetch, server):
 
 
 def test_dns_failure_and_closed_port(monkeypatch, fetch):
-    def fail(host, port):
+    def fail(host, port, *args, **kwargs):
         raise socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr(url_fetch, "resolve", fail)
+    monkeypatch.setattr(url_fetch.socket, "getaddrinfo", fail)
     assert refusal(fetch, "http://no-such-host.invalid/")[1] == "url_fetch_failed"
     monkeypatch.undo()
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens
