@@ -4,11 +4,12 @@
     python -m training.evaluate MODEL.pkl DATA_DIR     # score an export on a labelled folder
 
 Modules: `train` (the CLI; read it top to bottom), `data` (find, verify and split the images;
-the DataBlock), `model` (architecture and weights -> fastai learner), `checkpoint` (interrupt,
-checkpoint, resume), `evaluate` (metrics and the "not sure" threshold), `export` (export.pkl,
-export.json, examples/), `report` (plots and report.html from templates/), `demo_data`
-(scikit-learn's digits written as PNG folders). Everything the exported learner pickles lives
-in `classifier/` or fastai itself, never here, so the serving image does not need this package.
+the DataBlock), `model` (architecture and weights -> fastai learner), `fit` (the phases:
+interrupt, checkpoint, resume), `checkpoint` (its files), `evaluate` (metrics and the "not sure"
+threshold), `export` (export.pkl, export.json, examples/), `report` (plots and report.html from
+templates/), `demo_data` (scikit-learn's digits written as PNG folders). Everything the exported
+learner pickles lives in `classifier/` or fastai itself, never here, so the serving image does
+not need this package.
 """
 
 import argparse

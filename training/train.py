@@ -8,8 +8,8 @@ data/digits/. Writes, atomically, beside --out (default models/export.pkl): expo
 export.json (metadata), examples/<label>/ and report/. See docs/training.md.
 
 Read it top to bottom, like nanoGPT's train.py: options -> TrainConfig -> data -> learner ->
-learning rate -> fit -> evaluate -> export. Checkpoints live in checkpoint.py, the export's
-files in export.py, the network in model.py.
+learning rate -> fit -> evaluate -> export. The fit's phases and callbacks live in fit.py, its
+checkpoint files in checkpoint.py, the export's files in export.py, the network in model.py.
 """
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def resolve(c: TrainConfig) -> TrainConfig:
 def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # before fastai imports torch
-    from training.checkpoint import SignalStop
+    from training.fit import SignalStop
     command = "python -m training.train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
 
 
 def run(argv, command: str, stop) -> int:
-    from training import checkpoint, data, evaluate, export
+    from training import checkpoint, data, evaluate, export, fit
     from training.model import build_learner, resolve_arch
     started = time.time()
     config, out, saved = parse_config(argv)
@@ -216,7 +216,7 @@ def run(argv, command: str, stop) -> int:
     try:
         learn = build_learner(dls, config, arch, workdir)
         plain = not sys.stdout.isatty()
-        if plain:  # one clean line per epoch (printed by checkpoint.TrainingRun), no progress bars
+        if plain:  # one clean line per epoch (printed by fit.TrainingRun), no progress bars
             from fastai.callback.progress import ProgressCallback
             learn.remove_cb(ProgressCallback)
             learn.logger = lambda *args: None
@@ -231,9 +231,9 @@ def run(argv, command: str, stop) -> int:
             config = dataclasses.replace(config, lr=suggest_lr(learn))
 
         # -- fit (a checkpoint after every epoch; Ctrl-C / SIGTERM save one and stop) --
-        progress = checkpoint.TrainingRun(config, out, stop, plain)
+        progress = fit.TrainingRun(config, out, stop, plain)
         try:
-            checkpoint.resumable_fit(learn, progress, saved)
+            fit.resumable_fit(learn, progress, saved)
         except KeyboardInterrupt:
             signum = stop.signum or signal.SIGINT
             print(f"\ninterrupted ({signal.Signals(signum).name}) after {len(progress.history)} "
