@@ -193,10 +193,12 @@ class TrainingRun(Callback):
 
 def phases(config, lr: float) -> list[tuple[bool, int, object, dict]]:
     """(frozen, epochs, lr_max, fit_one_cycle options) per fit. fastai's fine_tune, spelled out
-    so a run can resume inside either phase: 1 frozen epoch, then `epochs` unfrozen."""
+    so a run can resume inside either phase: 1 frozen epoch (its slice(lr) gives the body's
+    BatchNorm layers lr/10), then `epochs` unfrozen. tests/training/test_fit.py pins it to
+    fastai's own fine_tune."""
     if not config.fine_tune:
         return [(False, config.epochs, lr, {})]
-    return [(True, 1, lr, {"pct_start": 0.99}),
+    return [(True, 1, slice(lr), {"pct_start": 0.99}),
             (False, config.epochs, slice(lr / 2 / 100, lr / 2), {"pct_start": 0.3, "div": 5.0})]
 
 
