@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+import typing
 import warnings
 from pathlib import Path
 
@@ -40,60 +41,70 @@ DEMO_AUGMENT = False        # flips and rotations turn some digits into others
 LR_FLOOR, LR_CEILING = 1e-4, 1e-2   # the lr_find suggestion is clipped to this range
 
 
+def option(default, help: str, *, metavar=None, flag=None, path=False) -> dataclasses.Field:
+    """A TrainConfig field that is also a command-line option, defined once: build_parser() makes
+    the argument from its name (`flag`: --name-with-dashes unless given), type, default and help.
+    `path`: --resume compares the value as a resolved path."""
+    return dataclasses.field(default=default, metadata={"help": help, "metavar": metavar,
+                                                        "flag": flag, "path": path})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a run. The one format for the command line, export.json's "training"
-    and the checkpoint: `--resume` continues with TrainConfig(**saved). A None is a default
-    that depends on other settings, filled in by `resolve` (bs and lr once data and model exist)."""
-    data_dir: str | None = None    # None: the digits demo
-    extra: str | None = None       # more training images, e.g. the web app's FEEDBACK_DIR
-    valid_pct: float = 0.2
-    seed: int = 42
-    arch: str = "resnet18"
-    pretrained: bool | None = None
-    weights: str | None = None
-    epochs: int | None = None
-    size: int | None = None
-    bs: int | None = None
-    lr: float | None = None
-    augment: bool | None = None
-    early_stop: int = 0
+    """Every setting of a run, each one a command-line option (its --help text is here); the one
+    format for export.json's "training" and the checkpoint (`--resume`: TrainConfig(**saved)).
+    None: a default that depends on other settings, filled in by `resolve` (bs, lr: later)."""
+    data_dir: str | None = option(None, "labelled images; omit for the digits demo",
+                                  flag="DATA_DIR", path=True)
+    extra: str | None = option(None, "more TRAINING images as DIR/<label>/<image> (the web app's "
+                               "FEEDBACK_DIR); never used for validation or test",
+                               metavar="DIR", path=True)
+    valid_pct: float = option(0.2, "fraction held out for validation (layout DATA_DIR/<label>/)")
+    seed: int = option(42, "random seed, split and training")
+    arch: str = option("resnet18", "torchvision/fastai architecture name (timm names when timm "
+                       "is installed)")
+    pretrained: bool | None = option(None, "start from ImageNet weights and fine_tune (default: "
+                                     "yes for your data, no for the demo); --no-pretrained "
+                                     "trains from scratch with one-cycle")
+    weights: str | None = option(None, "local torchvision-format state dict to fine-tune from "
+                                 "(air-gapped machines)", metavar="FILE", path=True)
+    epochs: int | None = option(None, f"training epochs (default: {PRETRAINED_EPOCHS} fine-tuning, "
+                                f"{SCRATCH_EPOCHS} from scratch, {DEMO_EPOCHS} for the demo)")
+    size: int | None = option(None, f"input size in pixels (default: {DEFAULT_SIZE}; {DEMO_SIZE} "
+                              "for the demo)")
+    bs: int | None = option(None, f"batch size (default: {DEFAULT_BS}, lowered for small datasets "
+                            f"so an epoch has at least {MIN_BATCHES} batches, not below {MIN_BS})")
+    lr: float | None = option(None, "learning rate (default: the learning-rate finder's "
+                              f"suggestion, kept within {LR_FLOOR:g}..{LR_CEILING:g})")
+    augment: bool | None = option(None, "RandomResizedCrop + aug_transforms (default: yes; no "
+                                  "for the demo)")
+    early_stop: int = option(0, "stop when valid_loss has not improved for N epochs and keep the "
+                             "best epoch's weights; 0 is off", metavar="N")
 
     @property
     def fine_tune(self) -> bool:
         return bool(self.pretrained or self.weights)
 
 
+def flag(field: dataclasses.Field) -> str:  # --valid-pct, DATA_DIR
+    return field.metadata["flag"] or "--" + field.name.replace("_", "-")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Options left out are absent from the result (SUPPRESS), so --resume can tell which were given."""
-    d = TrainConfig()
+    """The TrainConfig fields as arguments, then --resume and --out. Options left out are absent
+    from the result (SUPPRESS), so --resume can tell which were given."""
     p = OneLineParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
                       argument_default=argparse.SUPPRESS)
-    p.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="labelled images; omit for the digits demo")
-    p.add_argument("--extra", metavar="DIR", help="more TRAINING images as DIR/<label>/<image> (the "
-                   "web app's FEEDBACK_DIR); never used for validation or test")
-    p.add_argument("--valid-pct", type=float, help=f"fraction held out for validation (layout "
-                   f"DATA_DIR/<label>/; default {d.valid_pct})")
-    p.add_argument("--seed", type=int, help=f"random seed, split and training (default {d.seed})")
-    p.add_argument("--arch", help=f"torchvision/fastai architecture name (default {d.arch}; timm "
-                   "names when timm is installed)")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction,
-                   help="start from ImageNet weights and fine_tune (default: yes for your data, "
-                        "no for the demo); --no-pretrained trains from scratch with one-cycle")
-    p.add_argument("--weights", metavar="FILE",
-                   help="local torchvision-format state dict to fine-tune from (air-gapped machines)")
-    p.add_argument("--epochs", type=int, help=f"training epochs (default: {PRETRAINED_EPOCHS} "
-                   f"fine-tuning, {SCRATCH_EPOCHS} from scratch, {DEMO_EPOCHS} for the demo)")
-    p.add_argument("--size", type=int,
-                   help=f"input size in pixels (default: {DEFAULT_SIZE}; {DEMO_SIZE} for the demo)")
-    p.add_argument("--bs", type=int, help=f"batch size (default: {DEFAULT_BS}, lowered for small "
-                   f"datasets so an epoch has at least {MIN_BATCHES} batches, not below {MIN_BS})")
-    p.add_argument("--lr", type=float, help="learning rate (default: the learning-rate finder's "
-                   f"suggestion, kept within {LR_FLOOR:g}..{LR_CEILING:g})")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   help="RandomResizedCrop + aug_transforms (default: yes; no for the demo)")
-    p.add_argument("--early-stop", type=int, metavar="N", help="stop when valid_loss has not "
-                   "improved for N epochs and keep the best epoch's weights (default 0: off)")
+    types = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        kind = (typing.get_args(types[field.name]) or [types[field.name]])[0]  # int | None: int
+        how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        help = field.metadata["help"] + ("" if field.default is None else f" (default {field.default})")
+        if flag(field).startswith("--"):
+            p.add_argument(flag(field), dest=field.name, metavar=field.metadata["metavar"],
+                           help=help, **how)
+        else:  # DATA_DIR, positional and optional
+            p.add_argument(field.name, nargs="?", metavar=flag(field), help=help, **how)
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run that wrote to --out, from its checkpoint")
     p.add_argument("--out", type=Path, help=f"where to write export.pkl (default {DEFAULT_OUT})")
@@ -115,20 +126,19 @@ def parse_config(argv=None) -> tuple[TrainConfig, Path, dict | None]:
     except TypeError:
         raise UsageError(f"--resume: the checkpoint beside {out} is from another version; start "
                          "a new run without --resume.") from None
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
     for name, value in given.items():  # a flag that would change the run is refused, not dropped
         kept = getattr(config, name)
-        paths = name in ("data_dir", "extra", "weights") and value and kept
+        paths = fields[name].metadata["path"] and value and kept
         if (Path(value).resolve() != Path(kept).resolve()) if paths else value != kept:
-            flag = "DATA_DIR" if name == "data_dir" else "--" + name.replace("_", "-")
             raise UsageError(f"--resume continues the interrupted run with its own settings: "
-                             f"{flag} {value} differs from its {kept}; drop {flag}, or start a "
-                             "new run without --resume.")
+                             f"{flag(fields[name])} {value} differs from its {kept}; drop "
+                             f"{flag(fields[name])}, or start a new run without --resume.")
     return config, out, saved
 
 
 def resolve(c: TrainConfig) -> TrainConfig:
     """Fill the defaults that depend on the demo or on pretraining; reject bad values."""
-    from training.model import resolve_arch
     demo = c.data_dir is None
     if c.weights is not None:
         if c.pretrained is False:
@@ -154,7 +164,6 @@ def resolve(c: TrainConfig) -> TrainConfig:
         raise UsageError(f"--early-stop must be 0 (off) or a number of epochs, not {c.early_stop}.")
     if c.extra is not None and not Path(c.extra).is_dir():
         raise UsageError(f"--extra {c.extra} is not a directory.")
-    resolve_arch(c.arch, c.fine_tune, c.weights)  # fail fast on an unknown name
     return c
 
 
@@ -180,6 +189,7 @@ def run(argv, command: str, stop) -> int:
     from training.model import build_learner, resolve_arch
     started = time.time()
     config, out, saved = parse_config(argv)
+    arch = resolve_arch(config.arch, config.fine_tune, config.weights)  # before the data is read
     if saved:
         print(f"resuming {checkpoint.checkpoint_path(out)} (phase {saved['phase']}, epoch "
               f"{saved['epoch']}) with the interrupted run's settings")
@@ -210,7 +220,6 @@ def run(argv, command: str, stop) -> int:
     dls = data.dataloaders(ds, config.size, config.bs, config.augment)
 
     # -- learner -------------------------------------------------------------------
-    arch = resolve_arch(config.arch, config.fine_tune, config.weights)
     workdir = Path(tempfile.mkdtemp(prefix="train-"))  # lr_find's scratch files, never DATA_DIR
     trained = False
     try:
