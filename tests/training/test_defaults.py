@@ -1,9 +1,12 @@
-"""The defaults docs/training.md promises, checked on real (tiny) runs: training learns, the demo
-that `make serve` trains, augmentation and the batch-size rule for user data, lr_find's
-clipping, another architecture, and --extra images that only ever join the training split."""
+"""The defaults docs/training.md promises: its Options table is the parser's (every option, each
+default as the product resolves it with no flags, so a default made cheap for tests cannot
+slip into the product); and on real (tiny) runs: training learns, the demo that `make serve`
+trains, augmentation and the batch-size rule for user data, lr_find's clipping, another
+architecture, and --extra images that only ever join the training split."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -12,7 +15,7 @@ from PIL import Image
 
 from classifier.inference import Predictor
 from classifier.model_files import load_learner_checked
-from tests.conftest import make_image_folder
+from tests.conftest import ROOT, make_image_folder
 from tests.training.helpers import FAST
 from training import evaluate, train
 from training.data import find_dataset
@@ -20,6 +23,52 @@ from training.data import find_dataset
 
 def meta_of(out):
     return json.loads(out.with_suffix(".json").read_text())
+
+
+def documented_defaults() -> dict[str, str]:
+    """docs/training.md's Options table: an option's first name (`--valid-pct F`: --valid-pct)
+    -> its "default" column."""
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text.split("\n## Options\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| `")]
+    return {re.match(r"`([^` ]+)", name.strip())[1]: default.strip() for name, default in rows}
+
+
+def test_the_options_table_lists_every_option_of_the_parser():
+    actions = [a for a in train.build_parser()._actions if a.dest != "help"]
+    assert sorted(documented_defaults()) == sorted(a.option_strings[0] if a.option_strings
+                                                   else a.metavar for a in actions)
+
+
+def test_with_no_flags_the_product_gets_the_documented_defaults(tmp_path):
+    """What the command line resolves with no flags, for your data and for the demo, written as
+    docs/training.md writes it. Fails when a default changes in the code and not in the docs,
+    e.g. the tests' cheap 32 px or 1 epoch made the product's default."""
+    photos, out, _ = train.parse_config([str(tmp_path)])
+    scratch, _, _ = train.parse_config([str(tmp_path), "--no-pretrained"])
+    demo, _, _ = train.parse_config([])
+    assert (photos.bs, photos.lr, demo.bs, demo.lr) == (None, None, None, None)  # set by the data
+    unset = "\u2014"  # the docs' em dash
+    expected = {
+        "DATA_DIR": "the demo" if demo.data_dir is None else demo.data_dir,
+        "--extra": photos.extra or unset,
+        "--valid-pct": f"{photos.valid_pct:g}",
+        "--seed": str(photos.seed),
+        "--arch": photos.arch,
+        "--pretrained": f"{'pretrained' if photos.pretrained else 'from scratch'} for your data, "
+                        f"{'pretrained' if demo.pretrained else 'from scratch'} for the demo",
+        "--weights": photos.weights or unset,
+        "--epochs": f"{photos.epochs} fine-tuning, {scratch.epochs} from scratch, {demo.epochs} demo",
+        "--size": f"{photos.size} (demo: {demo.size})",
+        "--bs": f"{train.batch_size(None, 10**6)}, lowered for small datasets",
+        "--lr": "lr_find's suggestion",
+        "--augment": f"{'augment' if photos.augment else 'no augmentation'} "
+                     f"(demo: {'yes' if demo.augment else 'no'})",
+        "--early-stop": f"{photos.early_stop} (off)" if not photos.early_stop else str(photos.early_stop),
+        "--resume": unset,
+        "--out": str(out),
+    }
+    assert documented_defaults() == expected
 
 
 @pytest.mark.slow
