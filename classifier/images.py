@@ -25,6 +25,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from classifier.decode_guard import PIXEL_COST, check_opened, check_structure
+
 # HEIC/HEIF (iPhones) through libheif; Pillow reads AVIF itself.
 pillow_heif.register_heif_opener()
 
@@ -50,6 +52,11 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".
 # MPO JPEG through its JPEG reader). Pillow has ~40 readers; some (EPS) hand the data to external programs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
 FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC or AVIF"
+
+# Modes `Image.reduce` averages correctly; others are converted to RGB band by band.
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "I", "F", "CMYK")
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_BAND_PIXELS = 1 << 20  # pixels converted at a time (RGBA + its composite: about 12 MB)
 
 # Checking a training file decodes it no smaller than this (see verify_image_file).
 VERIFY_SIDE = 512
@@ -109,13 +116,17 @@ def _source_to_pil(source) -> Image.Image:
     return Image.open(Path(source))
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB, compositing transparency on white."""
+def _to_rgb(im: Image.Image, peak: float | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing transparency on white.
+
+    A 16-bit or float image is scaled by its brightest value, `peak` (found here unless
+    given: a band of a larger image needs the whole image's)."""
     if im.mode == "RGB":
         return im
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if im.mode in _WIDE_MODES:
         arr = np.asarray(im, dtype=np.float32)
-        peak = float(arr.max()) if arr.size else 0.0
+        if peak is None:
+            peak = float(arr.max()) if arr.size else 0.0
         if im.mode == "F" and peak <= 1.0:
             arr = arr * 255.0
         elif peak > 255.0:
@@ -137,13 +148,23 @@ def _draft(im: Image.Image, min_side: int | None) -> None:
 
 
 def _reduce(im: Image.Image, min_side: int | None) -> Image.Image:
-    """Shrink a decoded image by the largest whole factor that keeps `min_side`."""
-    factor = min(im.size) // min_side if min_side else 1
-    if factor < 2:
-        return im
-    if im.mode not in ("RGB", "RGBA", "L", "LA", "I", "F", "CMYK"):
-        im = _to_rgb(im)
-    return im.reduce(factor)  # keeps im.info, so the EXIF orientation survives
+    """Shrink a decoded image by the largest whole factor that keeps `min_side`.
+
+    `Image.reduce` averages pixel values, so a palette, 1-bit or 16-bit image is turned
+    into RGB first: a band of rows at a time, each reduced before the next is converted,
+    never the whole image at full size (a 40 MP palette PNG took 600 MB that way).
+    """
+    factor = max(1, min(im.size) // min_side if min_side else 1)
+    if im.mode in _REDUCIBLE_MODES:
+        return im.reduce(factor) if factor > 1 else im  # keeps im.info (EXIF orientation)
+    peak = float(im.getextrema()[1]) if im.mode in _WIDE_MODES else None
+    rows = max(1, _BAND_PIXELS // max(1, im.width * factor)) * factor
+    out = Image.new("RGB", (-(-im.width // factor), -(-im.height // factor)))
+    for top in range(0, im.height, rows):
+        band = _to_rgb(im.crop((0, top, im.width, min(top + rows, im.height))), peak)
+        out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+    out.info.update(im.info)
+    return out
 
 
 def _normalise(im: Image.Image, min_side: int | None = None) -> Image.Image:
@@ -187,7 +208,9 @@ def open_checked(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            check_structure(data, max_pixels)
             im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            check_opened(im.info)
             width, height = im.size
             if width <= 0 or height <= 0:
                 raise InvalidImage("The image declares no pixels.")
@@ -199,12 +222,14 @@ def open_checked(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
             # A progressive JPEG keeps every DCT coefficient of the full image (as many
             # values as pixels) in memory, whatever scale it is decoded at.
             decoded = width * height if im.info.get("progressive") else im.size[0] * im.size[1]
-            if decoded > max_pixels:
+            # WebP, HEIC and AVIF decoders hold several copies of the picture.
+            limit = max_pixels // PIXEL_COST.get(im.format, 1)
+            if decoded > limit:
                 raise ImageTooLarge(
                     f"The image is {width}x{height} pixels ({width * height / 1e6:.1f} MP); "
-                    f"this server decodes at most {max_pixels / 1e6:.1f} MP"
+                    f"this server decodes at most {limit / 1e6:.1f} MP of {im.format}"
                     + (" (a baseline JPEG may be larger: it is decoded at reduced scale)."
-                       if min_side else "."))
+                       if min_side and im.format in ("JPEG", "MPO") else "."))
             return _normalise(im, min_side)
     except ImageError:
         raise
