@@ -35,11 +35,12 @@ MAX_JPEG_SCANS = 100
 MAX_TIFF_BLOCKS = 65536
 # Values in one numeric TIFF tag (strip offsets of a 65,535-row, 4-plane image).
 MAX_TIFF_VALUES = 4 * 65536
-# Memory a decoder needs per pixel, in units of Pillow's own 4-byte pixel: libwebp's
-# animation decoder (Pillow's reader for every WebP) holds two RGBA canvases beside
-# Pillow's copy; libheif and libavif a YUV and an RGB picture beside it. MAX_IMAGE_PIXELS
-# is divided by this for the format (docs/reliability.md has the measurements).
-PIXEL_COST = {"WEBP": 3, "HEIF": 2, "AVIF": 2}
+# Memory a decoder needs per pixel, in units of Pillow's own 4-byte pixel, measured
+# (docs/reliability.md): libwebp's animation decoder (Pillow's reader for every WebP)
+# holds two RGBA canvases beside Pillow's copy; libavif and libheif a YUV and an RGB
+# picture. MAX_IMAGE_PIXELS is divided by this for the format: 10 MP of WebP, 13 MP of
+# AVIF, 25 MP of HEIC (an iPhone's 24 MP photo) at the default 40 MP.
+PIXEL_COST = {"WEBP": 4, "AVIF": 3, "HEIF": 1.6}
 # Pillow's own fence on decompressed PNG text (64 MB by default), brought to ours.
 PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA_BYTES
 

@@ -223,7 +223,7 @@ def open_checked(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
             # values as pixels) in memory, whatever scale it is decoded at.
             decoded = width * height if im.info.get("progressive") else im.size[0] * im.size[1]
             # WebP, HEIC and AVIF decoders hold several copies of the picture.
-            limit = max_pixels // PIXEL_COST.get(im.format, 1)
+            limit = int(max_pixels / PIXEL_COST.get(im.format, 1))
             if decoded > limit:
                 raise ImageTooLarge(
                     f"The image is {width}x{height} pixels ({width * height / 1e6:.1f} MP); "

@@ -168,8 +168,8 @@ def _vp8l_1x1() -> bytes:
 _ANMF_1X1 = bytes(12) + (100).to_bytes(3, "little") + b"\x00"
 
 
-def webp_big_canvas(side: int = 3648) -> bytes:
-    """An animated WebP whose canvas is side x side (13 MP) around one 1x1 frame: libwebp's
+def webp_big_canvas(side: int = 3160) -> bytes:
+    """An animated WebP whose canvas is side x side (10 MP) around one 1x1 frame: libwebp's
     animation decoder (which Pillow uses for every WebP) holds two RGBA canvases."""
     anmf = _riff_chunk(b"ANMF", _ANMF_1X1 + _vp8l_1x1())
     anim = _riff_chunk(b"ANIM", b"\xff\xff\xff\xff\x00\x00")
@@ -219,8 +219,8 @@ def bmp_rle4(side: int = 6320) -> bytes:
     return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + header + palette + body
 
 
-def heif_grid(side: int = 4096, tile: int = 512, fmt: str = "HEIF") -> bytes:
-    """A one-colour image of side x side (17 MP) saved as a grid of tile x tile coded
+def heif_grid(side: int = 4608, tile: int = 512, fmt: str = "HEIF") -> bytes:
+    """A one-colour image of side x side (21 MP) saved as a grid of tile x tile coded
     images (as iPhones do): a small file whose every tile is decoded."""
     import pillow_heif
 
@@ -235,8 +235,8 @@ def heif_grid(side: int = 4096, tile: int = 512, fmt: str = "HEIF") -> bytes:
     return buf.getvalue()
 
 
-def avif_big(side: int = 4472) -> bytes:
-    """A one-colour side x side AVIF: a few KB that libavif decodes to 20 MP."""
+def avif_big(side: int = 3648) -> bytes:
+    """A one-colour side x side AVIF: a few KB that libavif decodes to 13 MP."""
     buf = io.BytesIO()
     Image.new("RGB", (side, side), (40, 120, 200)).save(buf, "AVIF", quality=10, speed=10)
     return buf.getvalue()
@@ -256,10 +256,10 @@ ATTACKS = {
     "gif_canvas_40mp": gif_big_canvas,
     "gif_400k_frames": gif_many_frames,
     "gif_2m_extensions": gif_many_extensions,
-    "webp_canvas_13mp": webp_big_canvas,
+    "webp_canvas_10mp": webp_big_canvas,
     "webp_400k_frames": webp_many_frames,
     "webp_exif_8m_shorts": webp_with_exif,
     "bmp_rle4_40mp": bmp_rle4,
-    "heic_grid_17mp": heif_grid,
-    "avif_20mp": avif_big,
+    "heic_grid_21mp": heif_grid,
+    "avif_13mp": avif_big,
 }

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import requests
 from PIL import Image
 
+from harness.cgroup import memory_cgroup, oom_kills, remove
 from harness.containers import wait_ready
 from harness.dockerfile import lay_out_image, parse_dockerfile
 from harness.servers import free_port
@@ -67,30 +67,6 @@ def test_cmd_serves_readyz_and_predict(image_dir, tmp_path):
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output[-3000:]
-
-
-def memory_cgroup(name: str, limit: int) -> Path | None:
-    """A new memory cgroup (v2, else v1) limited to `limit` bytes, or None where we may not."""
-    for parent, limit_file in ((Path("/sys/fs/cgroup"), "memory.max"),
-                               (Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes")):
-        if not (parent / limit_file).exists() and not (parent / "cgroup.subtree_control").exists():
-            continue
-        group = parent / name
-        try:
-            group.mkdir(exist_ok=True)
-            (group / limit_file).write_text(str(limit))
-            return group
-        except OSError:
-            shutil.rmtree(group, ignore_errors=True)
-    return None
-
-
-def oom_kills(group: Path) -> int:
-    for name in ("memory.events", "memory.oom_control"):
-        if (group / name).exists():
-            fields = dict(line.split() for line in (group / name).read_text().splitlines())
-            return int(fields.get("oom_kill", 0))
-    return 0
 
 
 FLY_VM = fly_config()["vm"][0]
@@ -145,9 +121,4 @@ def test_fly_env_serves_on_a_machine_of_that_size(image_dir, tmp_path, cpus, mem
     finally:
         server.terminate()
         server.communicate(timeout=60)
-        for _ in range(50):
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove(group)
