@@ -23,7 +23,8 @@ from urllib.parse import urljoin, urlsplit
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import ApiError
-from classifier.images import ALLOWED_FORMATS
+from classifier.decode_guard import check_structure
+from classifier.images import ALLOWED_FORMATS, DEFAULT_MAX_IMAGE_PIXELS
 
 SCHEMES = {"http": 80, "https": 443}
 MAX_REDIRECTS = 3
@@ -185,6 +186,7 @@ class UrlFetcher:
 def _check_image(data: bytes, url: str, content_type: str | None) -> None:
     """Refuse a page or any other non-image before it goes further (headers only)."""
     try:
+        check_structure(data, DEFAULT_MAX_IMAGE_PIXELS)  # Image.open itself can amplify
         Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise _refuse("url_not_image", f"{_short(url)} is not an image we can read "

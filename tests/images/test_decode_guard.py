@@ -42,6 +42,18 @@ def test_amplifying_structure_is_refused_before_pillow(name, data, monkeypatch):
     assert not opened, name  # refused from the header walk alone
 
 
+def test_a_fetched_url_is_walked_before_pillow_opens_it(monkeypatch):
+    """URL input sniffs the bytes with Image.open before decoding: the walk comes first."""
+    from app import url_fetch
+    from app.errors import ApiError
+
+    opened = []
+    monkeypatch.setattr(url_fetch.Image, "open", lambda *a, **k: opened.append(a))
+    with pytest.raises(ApiError, match="not an image"):
+        url_fetch._check_image(attacks.jpeg_many_markers(5_000), "http://x/a.jpg", "image/jpeg")
+    assert not opened
+
+
 def test_tiff_strips_are_bounded_by_the_image_geometry():
     """2 rows need at most 2 strips; a real 2-row TIFF passes."""
     with pytest.raises(InvalidImage, match="strips or tiles"):
