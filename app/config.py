@@ -140,7 +140,9 @@ class Settings:
         "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, _int,
         "Most pixels actually decoded, width × height (413 `image_too_large`). A baseline "
         "JPEG counts at its reduced decoding scale (a 200 MP JPEG decodes 3.1 MP at 1/8); a "
-        "progressive JPEG counts in full.")
+        "progressive JPEG counts in full. Formats whose decoder holds several copies get a "
+        "share: WebP a quarter (10 MP), AVIF a third, HEIC 1/1.6 (25 MP) "
+        "([reliability.md](reliability.md#decoding-in-bounded-memory-and-time)).")
     max_declared_pixels: int = setting(
         "MAX_DECLARED_PIXELS", DEFAULT_MAX_DECLARED_PIXELS, _int,
         "Most pixels a file's header may claim, checked before any pixel is decoded (413 "

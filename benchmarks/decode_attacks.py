@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT
+from harness.decode_attacks import ATTACKS
+from harness.machine import load_average, machine_line
 
 ONE_FILE = textwrap.dedent("""
     import json, sys, time
@@ -44,10 +44,6 @@ ONE_FILE = textwrap.dedent("""
 """)
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def measure(path: Path, timeout: float = 300) -> dict:
     try:
         result = subprocess.run([sys.executable, "-c", ONE_FILE, str(path)], cwd=ROOT,
@@ -59,17 +55,13 @@ def measure(path: Path, timeout: float = 300) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    sys.path.insert(0, str(ROOT))
-    from harness.decode_attacks import ATTACKS
-
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="names from harness.decode_attacks.ATTACKS")
     parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = args.only or list(ATTACKS)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"load average before: {load_average()}")
+    print(f"before: {machine_line()}")
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
@@ -80,11 +72,12 @@ def main() -> None:
             print(f"{name:24} {row['file_mb']:8.2f} MB file  "
                   f"peak +{row.get('peak_above_idle_mb', float('nan')):7.0f} MB  "
                   f"cpu {row.get('cpu_s', float('nan')):6.2f} s  {row['answer']}", flush=True)
-    print(f"load average after: {load_average()}")
+    print(f"after: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"load_after": load_average(), "rows": rows},
                                               indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

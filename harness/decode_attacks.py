@@ -242,6 +242,21 @@ def avif_big(side: int = 3648) -> bytes:
     return buf.getvalue()
 
 
+def refused_structures() -> dict[str, bytes]:
+    """Small versions (under 1 MB, the fuzz server's upload limit) of the files whose
+    structure alone is refused: a row of the hostile corpus (harness.hostile_cases)."""
+    return {
+        "amplify_tiff_strips": tiff_many_strips(10_000),
+        "amplify_jpeg_segments": jpeg_many_markers(5_000),
+        "amplify_jpeg_scans": jpeg_many_scans(200, side=64),
+        "amplify_png_chunks": png_private_chunks(5_000),
+        "amplify_png_text": png_text_chunks(20),
+        "amplify_apng_frames": apng_many_frames(4_200),
+        "amplify_gif_extensions": gif_many_extensions(5_000),
+        "amplify_webp_frames": webp_many_frames(5_000),
+    }
+
+
 # name -> builder. The three of issue 19 first, then one per remaining accepted format.
 ATTACKS = {
     "tiff_2m_strips": tiff_many_strips,

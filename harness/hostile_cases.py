@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from harness.decode_attacks import refused_structures
 from harness.hostile_images import (
     bitflipped,
     bombs,
@@ -211,6 +212,7 @@ def file_families(rng: random.Random, mutants_per_format: int) -> list[tuple[dic
         *((heif_avif_declaring(width, height), "error", TOO_LARGE_OR_INVALID)
           for width, height in ((50_000, 50_000), (20_000, 20_000), (2**32 - 1, 2**32 - 1))),
         (junk(), "error", ("invalid_image", "missing_file", "unsupported_media_type")),
+        (refused_structures(), "error", TOO_LARGE_OR_INVALID),
         (mutants(rng, mutants_per_format), "any", ()),
     ]
 

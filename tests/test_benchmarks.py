@@ -43,6 +43,7 @@ SMALLEST = {
                         "--images", "1"],
     "explain_cost": ["--size", "32", "--rounds", "1", "--runtime", "torch"],
     "batch_predict_bench": ["--images", "1", "--rounds", "1", "--runtime", "torch"],
+    "decode_attacks": ["--only", "tiff_2m_strips", "png_palette_40mp"],
 }
 
 

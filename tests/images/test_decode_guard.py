@@ -15,7 +15,7 @@ from PIL import Image
 from classifier import decode_guard, images
 from classifier.images import ImageTooLarge, InvalidImage, load_rgb, open_checked
 from harness import decode_attacks as attacks
-from harness.hostile import valid_images
+from harness.hostile_images import valid_images
 from tests.images.conftest import big_photo, encode
 
 SIDE = 448

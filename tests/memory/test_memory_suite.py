@@ -34,18 +34,18 @@ from pathlib import Path
 
 import pytest
 
-from harness import cgroup
+from harness import ROOT, cgroup
 from harness.decode_attacks import ATTACKS
-from harness.hostile import http_request, send, upload
 from harness.images import image_bytes
-from harness.servers import ROOT, GunicornServer
+from harness.raw_http import http_request, send, upload
+from harness.servers import GunicornServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 MB = 2**20
 LEAN_LIMIT = 512 * MB
-# fly's 1 GB machine less the default image's peak there (701 MB, docs/deploy.md
-# "onnxruntime or PyTorch on a 1 GB machine"), rounded down.
+# fly's 1 GB machine less the default image's peak there with PyTorch (701 MB,
+# docs/decisions.md "The container and fly.io"), rounded down.
 FLY_HEADROOM = 320 * MB
 ANSWER_WITHIN = 60.0
 # torch and fastai are absent from the lean image: a sitecustomize makes them unimportable.
