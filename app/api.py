@@ -8,7 +8,7 @@ from app.model_service import model_service
 from app.openapi import openapi_document
 from app.options import answer_options
 from app.security import add_cors_headers, check_api_key
-from app.uploads import uploads_from_request
+from app.uploads import FIELD, uploads_from_request
 from app.url_fetch import fetcher_for
 
 bp = Blueprint("api", __name__)
@@ -25,8 +25,8 @@ def predict():
     check_api_key(settings.api_key)
     options = answer_options(request.args, len(service.info["vocab"]), service.threshold)
     fetch_url = fetcher_for(settings) if settings.allow_url_fetch else None
-    results = service.classify(uploads_from_request(settings.max_batch, fetch_url=fetch_url),
-                               explain=options.explain)
+    uploads = uploads_from_request(settings.max_batch, fetch_url=fetch_url, form_fields=(FIELD,))
+    results = service.classify(uploads, explain=options.explain)
     answers = [result.as_dict(options.top_k, options.threshold) for result in results]
     if len(answers) == 1:
         return jsonify(answers[0])

@@ -31,7 +31,7 @@ from app.errors import ApiError
 from app.json_uploads import decode_base64
 from app.model_service import model_service
 from app.security import check_api_key
-from app.uploads import Upload, uploads_from_request
+from app.uploads import FIELD, Upload, uploads_from_request
 from classifier.images import ALLOWED_FORMATS
 from classifier.model_files import atomic_path
 
@@ -53,7 +53,7 @@ def _image_upload(settings) -> Upload:
         if len(data) > settings.max_content_length:
             raise ApiError("payload_too_large", "The image is too large.")
         return Upload("image", data)
-    return uploads_from_request(max_batch=1)[0]
+    return uploads_from_request(max_batch=1, form_fields=(FIELD, "label", "image"))[0]
 
 
 def _label(vocab: list[str], folder: Path) -> str:

@@ -27,11 +27,14 @@ def _missing(message: str = "Send an image: a multipart form field named 'file',
     return ApiError("missing_file", message)
 
 
-def uploads_from_request(max_batch: int, allow_raw: bool = True, fetch_url=None) -> list[Upload]:
+def uploads_from_request(max_batch: int, allow_raw: bool = True, fetch_url=None,
+                         form_fields: tuple[str, ...] | None = None) -> list[Upload]:
     """The request's images as bytes; raises ApiError for the request's shape.
 
     `allow_raw`: the API's other shapes too, an image/* body and JSON (app/json_uploads.py).
     `fetch_url(url) -> bytes` serves JSON's {"url": ...}; None when URL input is off.
+    `form_fields`: the only fields a multipart form may carry (as JSON's are checked: a
+    parameter sent as a field by mistake is refused, not ignored); None: any.
     """
     mimetype = request.mimetype or ""
     if mimetype == "multipart/form-data":
@@ -42,6 +45,11 @@ def uploads_from_request(max_batch: int, allow_raw: bool = True, fetch_url=None)
             other = [name for name in request.files if name and name != FIELD]
             raise _missing(f"No file in the form field '{FIELD}'"
                            + (f" (got: {', '.join(sorted(other))})." if other else "."))
+        unknown = [] if form_fields is None else \
+            sorted({str(name) for name in (*request.form, *request.files)} - set(form_fields))
+        if unknown:
+            raise ApiError("invalid_field", f"Unknown form field {unknown[0][:40]!r}: send "
+                           f"only {', '.join(form_fields)} (parameters go in the query).")
         if len(files) > max_batch:
             raise ApiError("payload_too_large",
                            f"{len(files)} files sent; at most {max_batch} per request.")

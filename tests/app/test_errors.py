@@ -26,6 +26,15 @@ def test_missing_file_variants(client):
     assert error_of(client.post("/predict", data={"file": "not a file"})) == (400, "missing_file")
 
 
+def test_a_form_field_beside_the_file_is_refused_not_ignored(client):
+    """top_k sent as a form field rather than in the query would be silently dropped."""
+    image = encode(photo())
+    r = client.post("/predict", data={"file": (io.BytesIO(image), "a.png"), "top_k": "1"})
+    assert error_of(r) == (400, "invalid_field") and "'top_k'" in r.get_json()["error"]["message"]
+    assert client.post("/predict?top_k=1", data={"file": (io.BytesIO(image), "a.png")}) \
+        .status_code == 200
+
+
 def half_of(fmt: str) -> bytes:
     return truncated(encode(photo((128, 96)), fmt))
 

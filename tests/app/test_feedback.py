@@ -91,6 +91,8 @@ def test_every_format_is_kept_under_a_suffix_training_reads(fb_app, feedback_dir
       "content_type": "multipart/form-data"}, 400, "invalid_base64"),
     ({"data": b"<x/>", "content_type": "application/xml", "query_string": {"label": "red"}},
      415, "unsupported_media_type"),
+    ({"data": {"file": (io.BytesIO(encode(photo())), "a.png"), "label": "red", "note": "x"}},
+     400, "invalid_field"),
 ])
 def test_bad_corrections_store_nothing(fb_app, feedback_dir, kwargs, status, code):
     before = (len(lines(feedback_dir)), sorted(p.name for p in feedback_dir.rglob("*")))
