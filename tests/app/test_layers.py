@@ -13,10 +13,10 @@ from app.config import ROOT
 APP = ROOT / "app"
 # Each module may import only modules of an earlier layer.
 LAYERS = [
-    {"machine"},
+    {"machine", "version"},
     {"config", "event_loop"},
     {"errors", "request_id", "upload_deadline"},
-    {"metrics", "security", "options", "url_fetch", "json_uploads"},
+    {"metrics", "security", "options", "url_fetch", "json_uploads", "openapi_schemas"},
     {"uploads"},
     {"openapi", "model_service"},
     {"api", "web", "health", "pages", "feedback"},

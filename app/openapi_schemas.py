@@ -1,0 +1,127 @@
+"""The shapes of the service's answers: components/schemas of its OpenAPI document (app/openapi.py).
+
+Closed: every object lists all its fields (`additionalProperties: false`), and the fields keyed
+by class name list this model's classes, so an answer with anything the document does not
+describe fails validation.
+"""
+from __future__ import annotations
+
+from app.errors import ERRORS
+
+PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
+COUNT = {"type": "integer", "minimum": 0}
+SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+LABEL = ref("Label")
+
+
+def closed(properties: dict, required=(), **extra) -> dict:
+    """An object with these fields and no others."""
+    return {"type": "object", **({"required": list(required)} if required else {}),
+            "properties": properties, "additionalProperties": False, **extra}
+
+
+def by_class(vocab: list[str], value: dict, every: bool = False, **extra) -> dict:
+    """An object keyed by the model's classes, in vocab order (all of them when `every`)."""
+    return closed({label: value for label in vocab}, vocab if every else (), **extra)
+
+
+def prediction_fields(vocab: list[str]) -> dict:
+    """The fields of one image's answer (classifier/prediction.py as_dict)."""
+    return {
+        "label": {**LABEL, "description": "Top-1 class (also when unsure)."},
+        "index": {**COUNT, "maximum": len(vocab) - 1, "description": "Its index in vocab."},
+        "confidence": {**PROBABILITY, "description": "Probability of the top class."},
+        "unsure": {"type": "boolean", "description": "True when confidence < threshold: "
+                   "treat the label as the closest match, not an answer."},
+        "threshold": {**PROBABILITY, "nullable": True, "description": "The threshold "
+                      "applied: ?threshold=, else UNSURE_THRESHOLD, else the model's "
+                      "(export.json); null when there is none (never unsure)."},
+        "top": {"type": "array", "minItems": 1, "maxItems": len(vocab), "description": "The "
+                "top_k most probable classes, highest first.", "items": ref("Ranked")},
+        "probabilities": by_class(vocab, PROBABILITY, every=True, description="Every class, "
+                                  "in vocab order; sums to 1."),
+        "explanation": ref("Explanation"),
+    }
+
+
+def schemas(vocab: list[str], max_batch: int) -> dict:
+    """components/schemas for a model with these classes."""
+    prediction = prediction_fields(vocab)
+    required = ["label", "index", "confidence", "unsure", "threshold", "top", "probabilities"]
+    runtime = {"type": "string", "enum": ["onnx", "torch", "onnx-lean"]}
+    return {
+        "Label": {"type": "string", "enum": vocab, "description": "One of the model's classes."},
+        "Prediction": closed(prediction, required),
+        "Ranked": closed({"label": LABEL, "probability": PROBABILITY}, ["label", "probability"]),
+        "Explanation": closed({
+            "method": {"type": "string", "enum": ["grad-cam"]},
+            "label": {**LABEL, "description": "The class explained (the top class)."},
+            "image": {"type": "string", "pattern": "^data:image/png;base64,",
+                      "description": "The photo as the model saw it (resized and cropped), "
+                      "with a heatmap over it: red is what pushed it most towards label."},
+        }, ["method", "label", "image"], description="Only with ?explain=1: what the model "
+           "looked at."),
+        "NamedPrediction": closed({**prediction, "filename": {"type": "string"}},
+                                  [*required, "filename"]),
+        "BatchPrediction": closed({"predictions": {"type": "array", "minItems": 2,
+                                                   "maxItems": max_batch,
+                                                   "items": ref("NamedPrediction")}},
+                                  ["predictions"]),
+        "Error": closed({"error": closed({"code": {"type": "string", "enum": list(ERRORS)},
+                                          "message": {"type": "string"}},
+                                         ["code", "message"])}, ["error"]),
+        "ModelInfo": closed({
+            "vocab": {"type": "array", "items": LABEL, "minItems": 2},
+            "arch": {"type": "string"},
+            "image_size": {"type": "array", "nullable": True, "items": {"type": "integer"},
+                           "minItems": 2, "maxItems": 2, "description": "[height, width]"},
+            "metrics": closed({"validation": ref("Metrics"), "test": ref("Metrics")},
+                              description="From export.json (none for a notebook export)."),
+            "sha256": SHA256,
+            "created_at": {"type": "string"},
+            "runtime": runtime,
+            "file": {"type": "string"},
+            "metadata": {"type": "boolean", "description": "Whether export.json was found "
+                         "(false for a notebook export)."},
+            "recall": by_class(vocab, PROBABILITY, description="Validation recall per class "
+                               "(empty without export.json)."),
+            "train_images": {**COUNT, "nullable": True},
+            "unsure": closed({"threshold": {**PROBABILITY, "nullable": True},
+                              "source": {"type": "string", "nullable": True,
+                                         "enum": ["UNSURE_THRESHOLD", "export.json", None]},
+                              "method": {"type": "string", "nullable": True,
+                                         "description": "How training chose it."}},
+                             ["threshold", "source", "method"]),
+            "explanations": {"type": "boolean", "description": "Whether ?explain=1 works."},
+        }, ["vocab", "arch", "image_size", "metrics", "sha256", "created_at", "runtime",
+            "metadata", "recall", "train_images", "unsure", "explanations"]),
+        "Metrics": closed({
+            "n": COUNT, "accuracy": PROBABILITY, "error_rate": PROBABILITY,
+            "loss": {"type": "number", "minimum": 0},
+            "per_class": by_class(vocab, ref("ClassMetrics")),
+            "confusion_matrix": {"type": "array", "items": {"type": "array", "items": COUNT},
+                                 "description": "Rows: actual class, columns: predicted."},
+        }, ["n", "accuracy", "error_rate", "loss", "per_class", "confusion_matrix"],
+            description="One split's metrics (training/evaluate.py)."),
+        "ClassMetrics": closed({"precision": PROBABILITY, "recall": PROBABILITY,
+                                "f1": PROBABILITY, "support": COUNT},
+                               ["precision", "recall", "f1", "support"]),
+        "Status": closed({"status": {"type": "string", "enum": ["ok", "ready"]},
+                          "runtime": runtime}, ["status"]),
+        "Feedback": closed({
+            "time": {"type": "string", "format": "date-time"},
+            "image": {"type": "string", "description": "Where the image is stored, under "
+                      "FEEDBACK_DIR: <label>/<sha256>.<ext>."},
+            "sha256": SHA256, "label": LABEL,
+            "predicted": {**LABEL, "description": "What the model says of the image."},
+            "confidence": PROBABILITY, "model_sha256": SHA256,
+            "request_id": {"type": "string", "nullable": True},
+        }, ["time", "image", "sha256", "label", "predicted", "confidence", "model_sha256",
+            "request_id"], description="The line appended to FEEDBACK_DIR/feedback.jsonl."),
+    }
