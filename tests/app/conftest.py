@@ -4,12 +4,23 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from flask import Flask
 
 from app import create_app
 from app.config import ENV_NAMES
 from harness.images import encode, photo
+from tests.app.openapi_check import CheckedClient
 
 EXAMPLE_COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_answer_checked():
+    """Every app's test client checks each JSON answer against the app's OpenAPI document
+    (tests/app/openapi_check.py): a test fails on an answer the document does not describe."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Flask, "test_client_class", CheckedClient)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,17 @@ import io
 import re
 
 import pytest
+from flask import Blueprint, Flask
 from jsonschema import ValidationError
 from openapi_spec_validator import validate as validate_spec
+from setuptools.config.pyprojecttoml import read_configuration
 
 from app.model_service import model_service
+from app.version import VERSION
 from harness.hostile_images import png_declaring
 from harness.images import TEXT, encode, photo
-from tests.app.openapi_check import check_response, validate
+from tests.app.openapi_check import CheckedClient, check_response, validate
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +30,62 @@ def doc(app):
 
 def test_document_is_valid_openapi(doc):
     validate_spec(doc)
+
+
+def object_schemas(node):
+    """Every schema of type object in a part of the document."""
+    if isinstance(node, dict):
+        if node.get("type") == "object":
+            yield node
+        for value in node.values():
+            yield from object_schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from object_schemas(value)
+
+
+def test_every_object_schema_is_closed(make_app, tmp_path_factory):
+    """Answers and requests: an object with a field the document does not list is invalid."""
+    app = make_app(API_KEY="k", ALLOW_URL_FETCH="1",
+                   FEEDBACK_DIR=str(tmp_path_factory.mktemp("fb")))
+    doc = app.test_client().get("/openapi.json").get_json()
+    objects = list(object_schemas([doc["paths"], doc["components"]]))
+    assert len(objects) > 20
+    assert all(schema["additionalProperties"] is False for schema in objects)
+
+
+def test_one_version_for_the_project_and_its_api(doc):
+    """pyproject.toml's version (as setuptools reads it) is the document's."""
+    project = read_configuration(ROOT / "pyproject.toml")["project"]
+    assert project["version"] == doc["info"]["version"] == VERSION
+
+
+def test_every_test_client_fails_an_answer_the_document_does_not_describe(doc):
+    """An app whose answers stray from the document, through the test client every test gets."""
+    api = Blueprint("api", __name__)
+    api.add_url_rule("/openapi.json", "openapi", lambda: doc)
+    app = Flask(__name__)
+    app.register_blueprint(api)
+    answers = {"/healthz": {"status": "ok", "extra": 1},
+               "/undocumented": {"status": "ok"},
+               "/model": ({"error": {"code": "not_found", "message": "x"}}, 404),
+               "/readyz": ({"error": {"code": "too_many_connections", "message": "x"}}, 503)}
+    for path, answer in answers.items():
+        app.add_url_rule(path, path, lambda answer=answer: answer)
+    app.register_error_handler(  # where no route answers
+        404, lambda _: ({"error": {"code": "method_not_allowed", "message": "x"}}, 404))
+    client = app.test_client()
+    assert isinstance(client, CheckedClient)
+    with pytest.raises(ValidationError, match="extra"):
+        client.get("/healthz")
+    with pytest.raises(AssertionError, match="not in the OpenAPI document"):
+        client.get("/undocumented")
+    with pytest.raises(AssertionError, match="404 is not documented"):
+        client.get("/model")
+    with pytest.raises(AssertionError, match="too_many_connections not in"):
+        client.get("/readyz")
+    with pytest.raises(AssertionError, match="method_not_allowed answered with 404"):
+        client.get("/nowhere")
 
 
 def test_model_describes_notebook_export(client, model_dir):
