@@ -32,16 +32,12 @@ from app.json_uploads import decode_base64
 from app.model_service import model_service
 from app.security import check_api_key
 from app.uploads import FIELD, Upload, uploads_from_request
-from classifier.images import ALLOWED_FORMATS
+from classifier.images import ALLOWED_FORMATS, image_format
 from classifier.model_files import atomic_path
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feedback", __name__)
 LOG_NAME = "feedback.jsonl"
-# Every decoder uploads may reach (classifier.images.ALLOWED_FORMATS), by the suffix that
-# training's --extra reads back (classifier.images.IMAGE_EXTENSIONS).
-EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp",
-              "BMP": ".bmp", "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
 _append_lock = threading.Lock()  # one line at a time per process (O_APPEND across processes)
 
 
@@ -74,8 +70,8 @@ def _label(vocab: list[str], folder: Path) -> str:
 
 def store_image(folder: Path, data: bytes, digest: str) -> Path:
     """folder/<sha256>.<ext>, written once (atomically); an existing copy is kept."""
-    image_format = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS).format
-    path = folder / f"{digest}{EXTENSIONS.get(image_format, '.img')}"
+    found = image_format(Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS).format)
+    path = folder / f"{digest}{found.suffixes[0] if found else '.img'}"  # as --extra reads it
     if not path.exists():
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)

@@ -24,7 +24,7 @@ from app.errors import HTML_PAGE, ApiError
 from app.model_service import model_service
 from app.options import answer_options
 from app.uploads import Upload, uploads_from_request
-from classifier.images import IMAGE_EXTENSIONS
+from classifier.images import FORMAT_NAMES, FORMATS, find_image_files
 
 bp = Blueprint("web", __name__)
 
@@ -34,17 +34,18 @@ def _render_errors_as_page(state) -> None:
     """Errors on the form's pages (and lost browsers) come back as this page."""
     state.app.extensions[HTML_PAGE] = render_page
 MAX_EXAMPLES = 12
+# The file picker's filter: browsers may not count HEIC or AVIF as image/*, so every suffix too.
+UPLOAD_ACCEPT = ",".join(["image/*", *(suffix for f in FORMATS for suffix in f.suffixes)])
 PREVIEW_PX = 480
 
 
 def list_examples(folder: Path) -> list[dict]:
     """Up to MAX_EXAMPLES images from <model dir>/examples/<label>/, round-robin over labels."""
-    if not folder.is_dir():
-        return []
-    per_label = [sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
-                        and p.is_file() and not p.name.startswith("."))
-                 for sub in sorted(folder.iterdir()) if sub.is_dir()
-                 and not sub.name.startswith(".")]
+    by_label: dict[Path, list[Path]] = {}
+    for path in find_image_files(folder):
+        if path.parent.parent == folder:
+            by_label.setdefault(path.parent, []).append(path)
+    per_label = list(by_label.values())
     picked = []
     while len(picked) < MAX_EXAMPLES and any(per_label):
         for files in per_label:
@@ -100,6 +101,7 @@ def render_page(result=None, error=None, status: int = 200):
     service, settings = model_service(), app_settings()
     html = render_template("index.html", result=result, error=error, examples=_examples(),
                            vocab=service.info.get("vocab", []),
+                           formats=FORMAT_NAMES, accept=UPLOAD_ACCEPT,
                            card=model_card(service.info),
                            report_url=url_for("pages.report") if service.report_dir else None,
                            explanations=service.info["explanations"],

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import classifier.images  # noqa: F401 - registers pillow-heif, which writes and reads HEIF
+import classifier.images  # registers pillow-heif, which writes and reads HEIF
 
-FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF"]
-MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-        "BMP": "image/bmp", "TIFF": "image/tiff", "HEIF": "image/heic", "AVIF": "image/avif"}
-EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif",
-       "HEIF": "heic", "AVIF": "avif"}
+# Every format the server reads, by Pillow's name: its MIME type and the suffix we write.
+FORMATS = list(classifier.images.ALLOWED_FORMATS)
+MIME = {f.pillow: f.mime for f in classifier.images.FORMATS}
+EXT = {f.pillow: f.suffixes[0].lstrip(".") for f in classifier.images.FORMATS}
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 TEXT = b"hello, this is not an image\n" * 10
 

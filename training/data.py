@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifier.images import RGBLoader, verify_image_file
+from classifier.images import RGBLoader, find_image_files, verify_image_file
 from training import UsageError
 
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
@@ -72,24 +72,17 @@ def _subdirs(folder: Path) -> list[Path]:
 def _candidates(folder: Path, skipped: list[dict]) -> list[Path]:
     """Files of a split folder laid out as <label>/<file>; anything else is listed as skipped."""
     found = []
-    for entry in sorted(folder.iterdir()):
-        if _hidden(entry):
-            continue
-        if not entry.is_dir():
-            skipped.append({"path": str(entry), "reason": "not inside a class folder"})
-            continue
-        for dirpath, dirnames, filenames in os.walk(entry):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            here = Path(dirpath)
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                if here == entry:
-                    found.append(here / name)
-                else:
-                    skipped.append({"path": str(here / name), "reason":
-                                    f"inside a sub-folder of class '{entry.name}' (images must "
-                                    "sit directly in their class folder)"})
+    for path in find_image_files(folder, every_file=True):
+        depth = len(path.relative_to(folder).parts)
+        if depth == 2:
+            found.append(path)
+        elif depth == 1:
+            skipped.append({"path": str(path), "reason": "not inside a class folder"})
+        else:
+            label = path.relative_to(folder).parts[0]
+            skipped.append({"path": str(path), "reason":
+                            f"inside a sub-folder of class '{label}' (images must "
+                            "sit directly in their class folder)"})
     return found
 
 
