@@ -8,7 +8,6 @@ takes a request; /readyz reports that per process.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import threading
@@ -20,17 +19,15 @@ from app.errors import ApiError, ModelUnavailable
 from app.event_loop import off_event_loop
 from app.metrics import record_predictions
 from classifier.images import ImageError, decode_side, open_checked
-from classifier.model_files import ModelLoadError, load_learner_checked, read_metadata, sha256_file
-from classifier.onnx_model import load_compiled, read_compiled
-from classifier.prediction import Prediction
+from classifier.loader import ModelCard, load_model
+from classifier.prediction import Prediction, PredictorBase
 
 try:
     import torch
 
     from classifier.explain import ExplanationUnavailable, explain
-    from classifier.inference import Predictor
-except ImportError:  # the lean image: no torch, no fastai (see load_compiled_model below)
-    torch = Predictor = explain = None
+except ImportError:  # the lean image: no torch, no fastai (classifier.loader serves the ONNX graph)
+    torch = explain = None
     ExplanationUnavailable = RuntimeError
 
 log = logging.getLogger(__name__)
@@ -61,8 +58,9 @@ class Classified:
 class ModelService:
     def __init__(self, settings):
         self.settings = settings
-        self.predictor: Predictor | None = None
-        self.info: dict = {}
+        self.predictor: PredictorBase | None = None
+        self.card: ModelCard | None = None
+        self.info: dict = {}  # GET /model's answer (describe)
         self._warm_pid: int | None = None
         self._failure: str | None = None
         self._lock = threading.Lock()
@@ -79,30 +77,15 @@ class ModelService:
     # -- lifecycle --------------------------------------------------------
     def load(self) -> ModelService:
         """Load and check the export; raises ModelLoadError with one line saying why not."""
-        if torch is None:
-            return self.load_compiled_model()
-        torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
-        path = self.settings.model_path
-        learner, metadata = load_learner_checked(path)
-        try:
-            compiled = read_compiled(path)  # the ONNX graph made at image build, if current
-            predictor = Predictor(learner, runtime=self.settings.runtime,
-                                  threads=self.settings.inference_threads,
-                                  onnx_graph=compiled[0] if compiled else None)
-        except ModelLoadError:  # says why itself (a notebook function the model calls)
-            raise
-        except Exception as exc:  # e.g. runtime="onnx" demanded but the export fails parity
-            raise ModelLoadError(f"{path} cannot run with INFERENCE_RUNTIME="
-                                 f"{self.settings.runtime}: {type(exc).__name__}: "
-                                 f"{str(exc)[:200]}") from None
-        if compiled and predictor.runtime == "onnx":
-            log.info("using the ONNX graph compiled at image build (%s)", compiled[1]["pkl_sha256"][:12])
-        if not self.settings.explanations:
-            predictor.release_torch_model()
-        self.predictor = predictor
-        self.info = describe(learner, metadata, predictor, path, self.settings)
-        log.info("loaded %s: %d classes, %s, runtime %s", path, len(predictor.vocab),
-                 self.info["arch"], predictor.runtime)
+        if torch is not None:
+            torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
+        settings = self.settings
+        self.predictor, self.card = load_model(
+            settings.model_path, settings.runtime, settings.inference_threads,
+            keep_torch_model=settings.explanations, option="INFERENCE_RUNTIME")
+        self.info = describe(self.card, self.predictor, settings)
+        log.info("loaded %s: %d classes, %s, runtime %s", settings.model_path,
+                 len(self.card.vocab), self.card.arch, self.predictor.runtime)
         return self
 
     def warm_up(self) -> bool:
@@ -140,22 +123,6 @@ class ModelService:
         """The training report beside the model (report/report.html), or None."""
         folder = self.settings.model_path.parent / "report"
         return folder if (folder / "report.html").is_file() else None
-
-    def load_compiled_model(self) -> ModelService:
-        """The lean image: serve the ONNX graph and preprocessing compiled at image build
-        (classifier/onnx_compile.py), with onnxruntime and no torch or fastai."""
-        path = self.settings.model_path
-        if self.settings.runtime == "torch":
-            raise ModelLoadError("INFERENCE_RUNTIME=torch, but this is the lean image, which has "
-                                 "no torch; set INFERENCE_RUNTIME=auto or onnx.")
-        predictor = load_compiled(path, self.settings.inference_threads)
-        compiled = {key: predictor.meta[key] for key in ("arch", "created_at", "image_size")}
-        metadata = {**compiled, "sha256": predictor.meta["pkl_sha256"], **(read_metadata(path) or {})}
-        self.predictor = predictor
-        self.info = describe(None, metadata, predictor, path, self.settings)
-        log.info("loaded %s compiled: %d classes, %s, runtime %s", path, len(predictor.vocab),
-                 self.info["arch"], predictor.runtime)
-        return self
 
     # -- serving ----------------------------------------------------------
     def prepare(self, data: bytes, on_image=None):
@@ -227,36 +194,25 @@ class ModelService:
             raise ApiError("explanation_unavailable", str(exc)) from None
 
 
-def describe(learner, metadata: dict | None, predictor: Predictor, path, settings) -> dict:
-    """What GET /model (and the page's model card) report: export.json where present,
-    else what the learner knows."""
-    meta = metadata or {}
-    arch = meta.get("arch") or getattr(getattr(learner, "arch", None), "__name__", None) \
-        or type(learner.model).__name__
-    size = meta.get("image_size") or predictor.image_size
-    if isinstance(size, int):
-        size = [size, size]
-    created = meta.get("created_at") or dt.datetime.fromtimestamp(
-        os.path.getmtime(path), dt.UTC).isoformat(timespec="seconds")
-    metrics = meta.get("metrics") or {}
-    unsure = meta.get("unsure") or {}
+def describe(card: ModelCard, predictor: PredictorBase, settings) -> dict:
+    """What GET /model (and the page's model card) report: the model's card, the runtime
+    serving it and the settings that change its answers."""
     threshold, source = settings.unsure_threshold, "UNSURE_THRESHOLD"
-    if threshold is None and unsure.get("threshold") is not None:
-        threshold, source = float(unsure["threshold"]), "export.json"
+    if threshold is None and card.threshold is not None:
+        threshold, source = card.threshold, "export.json"
     return {
-        "vocab": list(predictor.vocab),
-        "arch": str(arch),
-        "image_size": list(size) if size else None,
-        "metrics": metrics,
-        "sha256": meta.get("sha256") or sha256_file(path),
-        "created_at": str(created),
+        "vocab": list(card.vocab),
+        "arch": card.arch,
+        "image_size": list(card.image_size) if card.image_size else None,
+        "metrics": card.metrics,
+        "sha256": card.sha256,
+        "created_at": card.created_at,
         "runtime": predictor.runtime,
-        "file": os.path.basename(path),
-        "metadata": metadata is not None,
-        "recall": {label: row["recall"] for label, row in
-                   (metrics.get("validation") or {}).get("per_class", {}).items()},
-        "train_images": (meta.get("dataset") or {}).get("images", {}).get("train"),
+        "file": card.file,
+        "metadata": card.has_export_json,
+        "recall": card.recall,
+        "train_images": card.train_images,
         "unsure": {"threshold": threshold, "source": source if threshold is not None else None,
-                   "method": unsure.get("method") if source == "export.json" else None},
+                   "method": card.threshold_method if source == "export.json" else None},
         "explanations": settings.explanations and getattr(predictor, "model", None) is not None,
     }

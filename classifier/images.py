@@ -17,6 +17,7 @@ CLI's --exact-decode) turns this off.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 from dataclasses import dataclass

@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 ONNX_PARITY_TOLERANCE = 1e-3
 
 
-def _size_of(pipeline) -> tuple[int, int] | None:
-    """The (height, width) the learner resizes to, read from its item transforms.
+def input_size(learner) -> tuple[int, int] | None:
+    """The (height, width) the learner resizes to, read from its validation item transforms;
+    None when it takes images as they come.
 
     fastai's Resize, RandomResizedCrop, CropPad and RandomCrop take (height, width)
     but store it as PIL's (width, height), so it is swapped back here.
     """
-    for tfm in getattr(pipeline, "fs", []):
+    for tfm in getattr(learner.dls.valid.after_item, "fs", []):
         size = getattr(tfm, "size", None)
         if size is not None and type(tfm).__name__ in ("Resize", "RandomResizedCrop", "CropPad",
                                                        "RandomCrop"):
@@ -65,7 +66,7 @@ class Predictor(PredictorBase):
         # A DataLoader sets split_idx on its pipelines each epoch; the exported
         # pipelines may carry None, which would apply training augmentation.
         self._after_item.split_idx = self._after_batch.split_idx = 1
-        self.image_size = _size_of(self._after_item)
+        self.image_size = input_size(learner)
         activation = getattr(learner.loss_func, "activation", None)
         self._activation = activation or (lambda x: torch.softmax(x, dim=-1))
         self.threads = threads

@@ -12,9 +12,7 @@ and fastai: the Dockerfile runs it at image build.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
-import os
 import sys
 import tempfile
 import warnings
@@ -23,14 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.images import IMAGE_EXTENSIONS
-from classifier.model_files import (
-    ModelLoadError,
-    atomic_path,
-    load_learner_checked,
-    sha256_file,
-    write_json_atomic,
-)
+from classifier.images import find_image_files
+from classifier.loader import load_learner_card
+from classifier.model_files import ModelLoadError, atomic_path, write_json_atomic
 from classifier.onnx_model import FORMAT, CompiledPredictor, graph_path, sidecar_path
 
 TOLERANCE = 1e-4  # largest probability difference from learn.predict accepted
@@ -96,9 +89,7 @@ def preprocessing(learner) -> dict:
 
 def check_images(model_path: Path, workdir: Path) -> list[Path]:
     """The model's example images, and generated ones of shapes that need cropping or padding."""
-    examples = model_path.parent / "examples"
-    found = sorted(p for p in examples.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) \
-        if examples.is_dir() else []
+    found = find_image_files(model_path.parent / "examples")
     rng = np.random.default_rng(0)
     for width, height in GENERATED_SHAPES:
         path = workdir / f"generated_{width}x{height}.png"
@@ -129,7 +120,7 @@ def largest_difference(learner, predictor: CompiledPredictor, images: list[Path]
 def compile_model(model_path) -> float:
     """Write export.onnx and export.onnx.json for `model_path`; returns the checked gap."""
     model_path = Path(model_path)
-    learner, metadata = load_learner_checked(model_path)
+    learner, card = load_learner_card(model_path)
     pre = preprocessing(learner)
     sizes = [step["size"] for step in pre["steps"]]
     if not sizes:
@@ -137,17 +128,13 @@ def compile_model(model_path) -> float:
                            "unknown; serve this model with the default image")
     image_size = [sizes[-1][1], sizes[-1][0]]  # (height, width)
     graph = export_graph(learner.model, image_size)
-    meta = metadata or {}
-    created = meta.get("created_at") or dt.datetime.fromtimestamp(
-        os.path.getmtime(model_path), dt.UTC).isoformat(timespec="seconds")
     sidecar = {
         "format": FORMAT,
-        "pkl_sha256": sha256_file(model_path),
-        "vocab": [str(v) for v in learner.dls.vocab],
+        "pkl_sha256": card.sha256,  # checked against the file by the loader
+        "vocab": list(card.vocab),
         "image_size": image_size,
-        "arch": meta.get("arch") or getattr(getattr(learner, "arch", None), "__name__", None)
-        or type(learner.model).__name__,
-        "created_at": str(created),
+        "arch": card.arch,
+        "created_at": card.created_at,
         "preprocessing": pre,
     }
     predictor = CompiledPredictor(graph, sidecar, threads=1)

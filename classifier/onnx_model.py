@@ -210,7 +210,7 @@ def load_compiled(model_path, threads: int | None = None) -> CompiledPredictor:
     if compiled is None:
         raise ModelLoadError(
             f"No compiled model for {model_path} ({graph_path(model_path).name} and "
-            f"{sidecar_path(model_path).name} missing or stale). This image has no torch: "
-            "build it from the Dockerfile's lean target, which compiles the model "
-            "(python -m classifier.onnx_compile).")
+            f"{sidecar_path(model_path).name} missing or stale), and torch is not installed "
+            f"here to load it: compile it where torch is (python -m classifier.onnx_compile "
+            f"{model_path}), as the Dockerfile's lean target does.")
     return CompiledPredictor(*compiled, threads=threads)

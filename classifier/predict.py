@@ -6,8 +6,9 @@ PATHs are image files or folders (searched recursively for .jpg, .png, ...). Eac
 row: path, label, confidence, unsure (when the model's export.json has a threshold),
 one probability per class, and error (why a file could not be read; such files never
 stop the run). The output is CSV, or JSON lines for a .jsonl name, written to stdout
-without --out, and atomically (all or nothing) with it. Decoding and inference are the
-server's own (classifier.images.open_checked, classifier.inference.Predictor).
+without --out, and atomically (all or nothing) with it. Decoding, loading and inference
+are the server's own (classifier.images.open_checked, classifier.loader.load_model), so
+the lean image, which has no torch, runs it on the compiled graph.
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from pathlib import Path
 
 from classifier.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
-    IMAGE_EXTENSIONS,
     ImageError,
     decode_side,
+    find_image_files,
     open_checked,
 )
+from classifier.model_files import ModelLoadError, atomic_path
 
 BATCH = 16  # images per forward pass; decoding, not the model, dominates for photos
 
@@ -45,22 +47,12 @@ def find_images(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not any(part.startswith(".") for part in
-                                        p.relative_to(path).parts) and p.is_file())
+            found += find_image_files(path)
         elif path.exists():
             found.append(path)
         else:
             raise UsageError(f"{path} does not exist.")
     return list(dict.fromkeys(found))
-
-
-def unsure_threshold(model_path: Path) -> float | None:
-    """export.json's "unsure" threshold, or None (a notebook export, or an older one)."""
-    from classifier.model_files import read_metadata
-
-    value = ((read_metadata(model_path) or {}).get("unsure") or {}).get("threshold")
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 class Progress:
@@ -101,8 +93,10 @@ def _load(path: Path, predictor, max_pixels: int, exact: bool):
 def predict_files(predictor, files: list[Path], threshold: float | None,
                   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, workers: int | None = None,
                   on_progress=None, exact: bool = False):
-    """Yield one result dict per file, in order; decoding runs `workers` files at a time
-    (at full size with `exact`, as the server does with EXACT_DECODE)."""
+    """Yield one result dict per file, in order: path, error (why it could not be read, or
+    None), label, confidence, probabilities (every class, in vocab order) and, with a
+    `threshold`, unsure. Decoding runs `workers` files at a time (at full size with
+    `exact`, as the server does with EXACT_DECODE)."""
     workers = workers or min(4, os.cpu_count() or 1)
     done = 0
     with ThreadPoolExecutor(workers) as pool:  # Pillow decodes with the GIL released
@@ -169,14 +163,13 @@ def main(argv=None) -> int:
         files = find_images(args.paths)
         if not files:
             raise UsageError(f"No images found in {', '.join(map(str, args.paths))}.")
-        from classifier.inference import Predictor
-        from classifier.model_files import ModelLoadError, atomic_path, load_learner_checked
+        from classifier.loader import load_model
         try:
-            learner, _ = load_learner_checked(args.model)
-            predictor = Predictor(learner, runtime=args.runtime)
-            threshold = unsure_threshold(args.model)
+            predictor, card = load_model(args.model, args.runtime, keep_torch_model=False,
+                                         option="--runtime")
         except ModelLoadError as exc:
             raise UsageError(str(exc)) from None
+        threshold = card.threshold
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

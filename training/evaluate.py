@@ -5,8 +5,8 @@
 DATA_DIR is laid out like training data, DATA_DIR/<label>/<image>; for a
 train/valid/test folder it scores test/ (or valid/ when there is no test/).
 Unreadable files are skipped and listed, as in training. Images go through the
-serving code path (classifier.inference.Predictor), so the numbers are what
-the web app will do.
+serving code path (classifier.loader, classifier.predict.predict_files), so the
+numbers are what the web app will do.
 """
 from __future__ import annotations
 
@@ -17,17 +17,19 @@ import numpy as np
 
 from training import OneLineParser, UsageError
 
-BATCH = 64
 
+def probabilities(predictor, paths: list[Path]) -> np.ndarray:
+    """(n, classes) probabilities for verified image files, decoded as serving does (within
+    the pixel limit training's check used); UsageError if one can no longer be read."""
+    from classifier.images import DEFAULT_MAX_DECLARED_PIXELS
+    from classifier.predict import predict_files
 
-def predict_files(predictor, paths: list[Path]) -> np.ndarray:
-    """(n, classes) probabilities for image files, in batches, decoded as serving does."""
-    from classifier.images import RGBLoader
-
-    load = RGBLoader(predictor.image_size)
-    rows = [predictor.probabilities([load(p) for p in paths[i:i + BATCH]])
-            for i in range(0, len(paths), BATCH)]
-    return np.concatenate(rows) if rows else np.zeros((0, len(predictor.vocab)))
+    rows = []
+    for row in predict_files(predictor, paths, None, DEFAULT_MAX_DECLARED_PIXELS):
+        if row["error"]:
+            raise UsageError(f"{row['path']} cannot be read any more: {row['error']}")
+        rows.append(list(row["probabilities"].values()))
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(predictor.vocab))
 
 
 def metrics(probs: np.ndarray, targets: np.ndarray, vocab: list[str]) -> dict:
@@ -57,7 +59,7 @@ def score(predictor, paths: list[Path], vocab: list[str]) -> tuple[dict, np.ndar
 
     index = {label: i for i, label in enumerate(vocab)}
     targets = np.array([index[label_of(p)] for p in paths], dtype=int)
-    probs = predict_files(predictor, paths)
+    probs = probabilities(predictor, paths)
     return metrics(probs, targets, vocab), probs, targets
 
 
@@ -127,16 +129,16 @@ def main(argv=None) -> int:
     parser.add_argument("data_dir", type=Path, help="labelled images: DATA_DIR/<label>/<image>")
     args = parser.parse_args(argv)
     try:
-        from classifier.inference import Predictor
-        from classifier.model_files import ModelLoadError, load_learner_checked
+        from classifier.loader import load_model
+        from classifier.model_files import ModelLoadError
         from training.data import find_labelled
 
         paths, skipped = find_labelled(args.data_dir)
         try:
-            learner, _ = load_learner_checked(args.model)
+            predictor, card = load_model(args.model, runtime="torch")
         except ModelLoadError as exc:
             raise UsageError(str(exc)) from None
-        vocab = [str(v) for v in learner.dls.vocab]
+        vocab = list(card.vocab)
         unknown = sorted({p.parent.name for p in paths} - set(vocab))
         if unknown:
             raise UsageError(f"{args.data_dir} has classes the model does not know: "
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
         return 2
     for item in skipped:
         print(f"skipped {item['path']}: {item['reason']}")
-    result, probs, targets = score(Predictor(learner, runtime="torch"), paths, vocab)
+    result, probs, targets = score(predictor, paths, vocab)
     print(format_metrics(result, f"{args.model} on {args.data_dir}", probs, targets))
     return 0
 
