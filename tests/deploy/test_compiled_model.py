@@ -1,26 +1,32 @@
 """The lean image's model: export.pkl compiled to ONNX + preprocessing, served without torch."""
 from __future__ import annotations
 
+import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from classifier import onnx_model
+from classifier import predict as predict_cli
 from classifier.onnx_compile import CompileError, compile_model
 from classifier.onnx_model import graph_path, read_compiled, sidecar_path
+from harness.images import EXT, encode, photo
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-# Serve a model through the Flask app with torch and fastai made unimportable, as in the
-# lean image, and print /model and the /predict answers for a few generated images.
-SERVE_WITHOUT_TORCH = """
+# On PYTHONPATH, makes torch, torchvision and fastai unimportable, as in the lean image.
+NO_TORCH = Path(__file__).parent / "no_torch"
+
+# Serve a model through the Flask app and print /model and the /predict answers for a few
+# generated images.
+SERVE = """
 import io, json, sys
-if sys.argv[2] == "lean":
-    sys.modules["torch"] = sys.modules["fastai"] = None
 from PIL import Image
 from app import create_app
 client = create_app({"MODEL_PATH": sys.argv[1]}).test_client()
@@ -34,9 +40,16 @@ print(json.dumps(out))
 """
 
 
+def run_python(args: list[str], mode: str) -> subprocess.CompletedProcess:
+    """`python ARGS` in a fresh process: "lean" without torch and fastai, else as installed."""
+    path = [str(NO_TORCH)] if mode == "lean" else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(ROOT)])}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 def serve(model, mode: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_TORCH, str(model), mode],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_python(["-c", SERVE, str(model)], mode)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -74,8 +87,7 @@ def test_lean_app_refuses_a_stale_compiled_model(compiled, tmp_path):
     with open(models / "export.pkl", "ab") as fh:  # the .pkl changed after compiling
         fh.write(b"\0")
     assert read_compiled(models / "export.pkl") is None
-    result = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_TORCH, str(models / "export.pkl"),
-                             "lean"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_python(["-c", SERVE, str(models / "export.pkl")], "lean")
     assert result.returncode != 0
     assert "missing or stale" in result.stderr
 
@@ -126,3 +138,92 @@ def test_compile_check_gives_the_graph_the_pixels_learn_predict_decodes(trained_
     largest_difference(learner, Recording(), large)
     expected = learner.dls.test_dl(large).dataset.tfms(large[0]).size
     assert seen == [expected] and expected != (300, 200)
+
+
+def test_no_torch_blocks_torch_torchvision_and_fastai():
+    result = run_python(["-c", "import importlib.util as u; assert u.find_spec('torch') is None; "
+                         "import torch"], "lean")
+    assert result.returncode == 1 and "ModuleNotFoundError: No module named 'torch'" in result.stderr
+    for name in ("torchvision.models", "fastai.learner"):
+        assert run_python(["-c", f"import {name}"], "lean").returncode == 1
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three photos and a file that is not one."""
+    folder = tmp_path_factory.mktemp("photos")
+    for i, (colour, fmt) in enumerate((((220, 30, 30), "PNG"), ((30, 200, 40), "JPEG"),
+                                       ((30, 40, 220), "WEBP"))):
+        suffix = "." + EXT[fmt]
+        (folder / f"{i}{suffix}").write_bytes(encode(photo(seed=i, colour=colour), fmt))
+    (folder / "notes.png").write_text("not an image")
+    return folder
+
+
+def test_batch_cli_runs_on_the_compiled_graph_without_torch(compiled, photos, tmp_path):
+    out = tmp_path / "lean.csv"
+    result = run_python(["-m", "classifier.predict", str(compiled), str(photos), "--out", str(out)],
+                        "lean")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 of 4 images classified" in result.stderr
+    assert predict_cli.main([str(compiled), str(photos), "--runtime", "torch",
+                             "--out", str(tmp_path / "torch.csv")]) == 0
+    lean, full = (list(csv.DictReader(f.open())) for f in (out, tmp_path / "torch.csv"))
+    assert [r["path"] for r in lean] == [r["path"] for r in full] and len(lean) == 4
+    assert list(lean[0]) == list(full[0])  # the same columns
+    for mine, theirs in zip(lean, full):
+        for column, value in theirs.items():
+            if column in ("path", "label", "unsure", "error") or not value:
+                assert mine[column] == value
+            else:  # confidence and one probability per class
+                assert abs(float(mine[column]) - float(value)) <= 1e-4
+
+
+@pytest.mark.parametrize("runtime, graph, says", [
+    ("torch", True, "--runtime=torch, but torch and fastai are not installed"),
+    ("auto", False, "missing or stale"),
+])
+def test_lean_batch_cli_refuses_with_one_line(compiled, photos, tmp_path, runtime, graph, says):
+    shutil.copytree(compiled.parent, tmp_path / "models")
+    model = tmp_path / "models" / "export.pkl"
+    if not graph:
+        graph_path(model).unlink()
+    result = run_python(["-m", "classifier.predict", str(model), str(photos), "--runtime", runtime],
+                        "lean")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert says in result.stderr, result.stderr
+
+
+# What the lean app refuses: Grad-CAM (there is no PyTorch model), from the API and from the
+# form (whose checkbox it leaves out), and INFERENCE_RUNTIME=torch at start-up.
+LEAN_REFUSALS = """
+import io, json, sys
+from PIL import Image
+from app import ModelLoadError, create_app
+client = create_app({"MODEL_PATH": sys.argv[1]}).test_client()
+buf = io.BytesIO(); Image.new("RGB", (40, 30), (220, 30, 30)).save(buf, "PNG")
+api = client.post("/predict?explain=1", data={"file": (io.BytesIO(buf.getvalue()), "x.png")})
+form = client.post("/", data={"file": (io.BytesIO(buf.getvalue()), "x.png"), "explain": "1"})
+out = {"api": [api.status_code, api.get_json()], "form": [form.status_code, form.get_data(as_text=True)],
+       "page": client.get("/").get_data(as_text=True)}
+try:
+    create_app({"MODEL_PATH": sys.argv[1], "INFERENCE_RUNTIME": "torch"})
+    out["torch"] = "started"
+except ModelLoadError as exc:
+    out["torch"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_lean_app_refuses_what_needs_torch(compiled):
+    result = run_python(["-c", LEAN_REFUSALS, str(compiled)], "lean")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    status, body = out["api"]
+    assert status == 409 and body["error"]["code"] == "explanation_unavailable"
+    assert "lean image" in body["error"]["message"]
+    status, page = out["form"]
+    assert status == 409 and "lean image" in page
+    assert 'id="explain"' not in out["page"]  # no checkbox for what it cannot do
+    assert out["torch"].startswith("INFERENCE_RUNTIME=torch, but torch and fastai are not installed")
