@@ -1,5 +1,10 @@
-"""INFERENCE_RUNTIME: which runtime serves, and what happens when the export has no ONNX form."""
+"""INFERENCE_RUNTIME: which runtime serves, and what happens when the export has no ONNX form
+or its compiled graph does not answer as PyTorch does."""
 from __future__ import annotations
+
+import json
+import logging
+import shutil
 
 import pytest
 import torch
@@ -9,6 +14,9 @@ from torch import nn
 
 from app import ModelLoadError
 from app.model_service import model_service
+from classifier.model_files import sha256_file
+from classifier.onnx_compile import export_graph
+from classifier.onnx_model import FORMAT, graph_path, read_compiled, sidecar_path
 from harness.images import encode, photo
 
 
@@ -50,6 +58,65 @@ def test_onnx_demanded_but_impossible_stops_start_up(make_app, unconvertible_exp
         make_app(MODEL_PATH=str(unconvertible_export), INFERENCE_RUNTIME="onnx")
     message = str(exc.value)
     assert "INFERENCE_RUNTIME=onnx" in message and "\n" not in message
+
+
+class Shifted(nn.Module):
+    """A network whose logits are another's plus 0, 1, 2, ...: far beyond the parity bound."""
+
+    def __init__(self, model: nn.Module, classes: int):
+        super().__init__()
+        self.model, self.shift = model, torch.arange(classes, dtype=torch.float32)
+
+    def forward(self, x):
+        return self.model(x) + self.shift
+
+
+@pytest.fixture(scope="module")
+def graphs(notebook_export) -> dict[str, bytes]:
+    """Compiled graphs to put beside the export: its own, one that disagrees, a corrupt one."""
+    learn = load_learner(notebook_export, cpu=True)
+    return {"right": export_graph(learn.model, (32, 32)),
+            "disagreeing": export_graph(Shifted(learn.model, len(learn.dls.vocab)), (32, 32)),
+            "corrupt": b"not an ONNX graph"}
+
+
+def compiled_beside(export, folder, graph: bytes):
+    """A copy of `export` with `graph` as the graph compiled at image build: export.onnx and
+    a sidecar naming this .pkl's sha256, so the server takes it as current."""
+    folder.mkdir()
+    model = folder / "export.pkl"
+    shutil.copy(export, model)
+    graph_path(model).write_bytes(graph)
+    sidecar_path(model).write_text(json.dumps({"format": FORMAT, "pkl_sha256": sha256_file(model)}))
+    assert read_compiled(model) is not None
+    return model
+
+
+@pytest.mark.parametrize("graph, runtime, logged", [
+    ("right", "onnx", "using the ONNX graph compiled at image build"),
+    ("disagreeing", "torch", "onnxruntime not used (onnxruntime differs from PyTorch by"),
+    ("corrupt", "torch", "onnxruntime not used ("),
+])
+def test_a_compiled_graph_serves_only_in_parity_with_pytorch(
+        make_app, notebook_export, graphs, tmp_path, caplog, graph, runtime, logged):
+    """INFERENCE_RUNTIME=auto falls back to PyTorch, and says so in the log and in /model,
+    when the compiled graph's logits differ from PyTorch's beyond the bound, or it cannot run."""
+    model = compiled_beside(notebook_export, tmp_path / "models", graphs[graph])
+    with caplog.at_level(logging.INFO):
+        app = make_app(MODEL_PATH=str(model), INFERENCE_RUNTIME="auto")
+    assert served_runtime(app) == runtime
+    assert logged in caplog.text
+    assert ("serving with PyTorch" in caplog.text) == (runtime == "torch")
+    r = app.test_client().post("/predict", data=encode(photo()), content_type="image/png")
+    assert r.status_code == 200, r.get_json()
+
+
+def test_onnx_demanded_with_a_disagreeing_graph_stops_start_up(make_app, notebook_export, graphs,
+                                                                tmp_path):
+    model = compiled_beside(notebook_export, tmp_path / "models", graphs["disagreeing"])
+    with pytest.raises(ModelLoadError, match="INFERENCE_RUNTIME=onnx: RuntimeError: "
+                                             "onnxruntime differs from PyTorch"):
+        make_app(MODEL_PATH=str(model), INFERENCE_RUNTIME="onnx")
 
 
 @pytest.fixture
