@@ -93,11 +93,11 @@ def find_image_files(folder: Path, every_file: bool = False) -> list[Path]:
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen:  # a linked folder is followed, a loop of links is not
+        if real in seen:  # a folder reached again through a link (a loop, say): once is enough
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [Path(dirpath, name) for name in filenames if not name.startswith(".")
                   and (every_file or Path(name).suffix.lower() in IMAGE_EXTENSIONS)]
     return sorted(found)
