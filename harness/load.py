@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
-from harness.images import image_bytes
+from harness.images import EXT, MIME, image_bytes
 
 
 @dataclass
@@ -54,10 +54,10 @@ class LoadRun:
 
 
 def sample_images(n: int = 8, size=(64, 64)) -> list[tuple[str, bytes, str]]:
-    fmts = [("PNG", "png", "image/png"), ("JPEG", "jpg", "image/jpeg"),
-            ("WEBP", "webp", "image/webp")]
-    return [(f"load{i}.{ext}", image_bytes(fmt, size, seed=i), mime)
-            for i, (fmt, ext, mime) in ((i, fmts[i % len(fmts)]) for i in range(n))]
+    """`n` small uploads (filename, bytes, MIME type), PNG, JPEG and WebP in turn."""
+    fmts = ("PNG", "JPEG", "WEBP")
+    return [(f"load{i}.{EXT[fmt]}", image_bytes(fmt, size, seed=i), MIME[fmt])
+            for i, fmt in ((i, fmts[i % len(fmts)]) for i in range(n))]
 
 
 def post_image(session: requests.Session, url: str, image: tuple[str, bytes, str],
