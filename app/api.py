@@ -24,7 +24,8 @@ def predict():
     service, settings = model_service(), app_settings()
     check_api_key(settings.api_key)
     options = answer_options(request.args, len(service.info["vocab"]), service.threshold)
-    fetch_url = fetcher_for(settings) if settings.allow_url_fetch else None
+    fetch_url = (fetcher_for(settings, request.environ.get("gunicorn.socket"))
+                 if settings.allow_url_fetch else None)
     uploads = uploads_from_request(settings.max_batch, fetch_url=fetch_url, form_fields=(FIELD,))
     results = service.classify(uploads, explain=options.explain)
     answers = [result.as_dict(options.top_k, options.threshold) for result in results]

@@ -93,6 +93,18 @@ def _origins(_name: str, raw) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in items if o.strip())
 
 
+def _ports(name: str, raw) -> tuple[int, ...]:
+    """Comma-separated TCP ports (or, from create_app, a list)."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    try:
+        ports = tuple(int(str(p).strip()) for p in items if str(p).strip())
+    except ValueError:
+        ports = ()
+    if not ports or not all(1 <= p <= 65535 for p in ports):
+        raise ConfigError(f"{name} must be comma-separated port numbers, not {raw!r}.")
+    return ports
+
+
 def setting(env: str, default, parse, doc: str, shown: str | None = None):
     """One row: a Settings field read from `env` by `parse`, and the docs' line for it.
     `default` is a value, or a function of the machine (the docs then show `shown`)."""
@@ -205,6 +217,10 @@ class Settings:
         "ALLOW_URL_FETCH_LOOPBACK", False, _switch,
         "Lets URL fetching reach 127.0.0.0/8 and ::1 only. Exists for the tests' local "
         "server; never set it in production.")
+    url_fetch_ports: tuple[int, ...] = setting(
+        "URL_FETCH_PORTS", (80, 443), _ports, shown="`80,443`",
+        doc="Comma-separated ports URL fetching may connect to; any other is refused "
+        "(`url_not_allowed`) before DNS.")
     feedback_dir: Path | None = setting(
         "FEEDBACK_DIR", None, _path,
         "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.<ext>` and "

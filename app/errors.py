@@ -38,10 +38,10 @@ ERRORS = {
     "invalid_field": 400,           # a JSON field missing, unknown or of the wrong type
     "invalid_base64": 400,          # an image that is not valid base64
     "url_fetch_disabled": 400,      # {"url": ...} sent but ALLOW_URL_FETCH is off
-    "url_not_allowed": 400,         # not http(s), has credentials, or cannot be parsed
-    "url_blocked_address": 400,     # the host resolves to a non-public address
+    "url_not_allowed": 400,         # not http(s), a port not allowed, credentials, unparsable
+    "url_unreachable": 400,         # not public, no address or no connection: one answer for all
     "url_too_many_redirects": 400,  # more than 3 redirects
-    "url_fetch_failed": 400,        # DNS, connection, timeout or an HTTP error status
+    "url_fetch_failed": 400,        # reached, but TLS, a timeout, the deadline or an HTTP error
     "url_too_large": 400,           # the image at the URL is over MAX_UPLOAD_MB
     "url_not_image": 400,           # the URL answered with something that is not an image
     # POST /feedback (app/feedback.py)

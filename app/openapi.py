@@ -15,7 +15,7 @@ from app.version import VERSION
 
 # The error codes of the JSON and URL inputs (app/json_uploads.py, app/url_fetch.py).
 JSON_CODES = ("invalid_json", "invalid_field", "invalid_base64")
-URL_CODES = ("url_fetch_disabled", "url_not_allowed", "url_blocked_address",
+URL_CODES = ("url_fetch_disabled", "url_not_allowed", "url_unreachable",
              "url_too_many_redirects", "url_fetch_failed", "url_too_large", "url_not_image")
 # What any upload can run into, besides its own shape.
 UPLOAD_CODES = ("missing_file", "invalid_image", "bad_request", *JSON_CODES, "unauthorized",
