@@ -21,6 +21,8 @@ from app import url_exchange, url_fetch
 from app.url_fetch import UNREACHABLE, UrlFetcher
 from harness import ROOT
 from harness.images import encode, photo
+from harness.servers import GunicornServer
+from harness.waiting import wait_until
 
 PNG = encode(photo(seed=7))
 GIVE_UP = 15.0  # seconds a stall lasts at most: far past the deadlines the tests set
@@ -30,14 +32,14 @@ TICK = 0.05  # seconds between the trickled bytes
 class HostileServer:
     """Answers `GET /<stall>` by stalling as named, a few bytes every TICK, each read by the
     fetch well within any per-read timeout; only a deadline over the whole exchange ends it.
-    A TLS hello gets no answer at all. `closed` records when each connection was closed."""
+    A TLS hello gets no answer at all. `closed` records when each stall's connection closed."""
 
     def __init__(self):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.requested = threading.Event()
-        self.closed: list[float] = []
+        self.closed: list[tuple[str, float]] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -49,6 +51,7 @@ class HostileServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket):
+        stall = "tls"
         with conn:
             try:
                 first = conn.recv(1, socket.MSG_PEEK)
@@ -64,7 +67,7 @@ class HostileServer:
             except OSError:
                 pass
             finally:
-                self.closed.append(time.monotonic())
+                self.closed.append((stall, time.monotonic()))
 
     def _trickle(self, conn, parts, then=b""):
         """Send `then`, then the parts one per TICK (repeating the last) until GIVE_UP or
@@ -219,3 +222,24 @@ def test_the_deadline_closes_what_it_abandons():
         deadline.wait_limit()
     assert a.fileno() == -1
     b.close()
+
+
+@pytest.mark.e2e
+def test_the_fetch_ends_when_its_client_leaves(model_dir, hostile):
+    """The real server fetches a body that trickles for a minute; the client hangs up; the
+    fetch's connection must close within seconds, not at the 30 s deadline."""
+    env = {"ALLOW_URL_FETCH": "1", "ALLOW_URL_FETCH_LOOPBACK": "1",
+           "URL_FETCH_PORTS": str(hostile.port), "WEB_CONCURRENCY": "1"}
+    with GunicornServer(model_dir / "export.pkl", env=env) as server:
+        body = json.dumps({"url": f"{hostile.url}/hold"}).encode()
+        hostile.requested.clear()
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                       b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert hostile.requested.wait(30), server.log_tail()
+        time.sleep(1.0)  # the fetch is reading the trickle
+        client.close()
+        left = time.monotonic()
+        assert wait_until(lambda: any(s == "hold" for s, _ in hostile.closed), timeout=40)
+        closed = next(t for s, t in hostile.closed if s == "hold")
+        assert closed - left < 5, closed - left  # the deadline would have been 30 s
