@@ -63,42 +63,25 @@ class FetchDeadline:
             sock.close()
 
 
-class _DeadlineIO:
-    """Socket methods that set the timeout from the fetch's deadline before every wait."""
+# The socket methods that wait: each gets the deadline's timeout first (do_handshake: TLS).
+WAITING_METHODS = ("recv", "recv_into", "send", "sendall", "do_handshake")
 
-    fetch_deadline: FetchDeadline
 
-    def _arm(self) -> None:
+def _on_deadline_method(method):
+    @functools.wraps(method)
+    def on_deadline(self, *args, **kwargs):
         self.settimeout(self.fetch_deadline.wait_limit())
-
-    def recv(self, *args, **kwargs):
-        self._arm()
-        return super().recv(*args, **kwargs)
-
-    def recv_into(self, *args, **kwargs):
-        self._arm()
-        return super().recv_into(*args, **kwargs)
-
-    def send(self, *args, **kwargs):
-        self._arm()
-        return super().send(*args, **kwargs)
-
-    def sendall(self, *args, **kwargs):
-        self._arm()
-        return super().sendall(*args, **kwargs)
-
-
-class _DeadlineTLS(_DeadlineIO):
-    def do_handshake(self, *args, **kwargs):
-        self._arm()
-        return super().do_handshake(*args, **kwargs)
+        return method(self, *args, **kwargs)
+    return on_deadline
 
 
 @functools.cache
 def _on_deadline(base: type) -> type:
-    """`base` (the standard library's socket or SSLSocket class, or gevent's) on a deadline."""
-    mixin = _DeadlineTLS if issubclass(base, ssl.SSLSocket) else _DeadlineIO
-    return type(f"Deadline{base.__name__}", (mixin, base), {})
+    """`base` (the standard library's socket or SSLSocket class, or gevent's) with every
+    waiting method on the deadline of its instance's `fetch_deadline`."""
+    methods = {name: _on_deadline_method(getattr(base, name))
+               for name in WAITING_METHODS if hasattr(base, name)}
+    return type(f"Deadline{base.__name__}", (base,), methods)
 
 
 def open_connection(scheme: str, host: str, port: int, ip: str, deadline: FetchDeadline,

@@ -138,8 +138,9 @@ def short_deadline(monkeypatch):
         monkeypatch.setattr(url_fetch, name, 60.0)
 
 
+@pytest.mark.usefixtures("short_deadline")
 @pytest.mark.parametrize("stall", ["continue", "status", "headers", "trailers", "body"])
-def test_each_stall_ends_at_the_deadline(hostile, short_deadline, stall):
+def test_each_stall_ends_at_the_deadline(hostile, stall):
     fetch = UrlFetcher(10**6, allow_loopback=True, ports=(hostile.port,))
     started = time.monotonic()
     with pytest.raises(url_fetch.ApiError) as info:
@@ -150,7 +151,8 @@ def test_each_stall_ends_at_the_deadline(hostile, short_deadline, stall):
     assert took < GIVE_UP / 2, took  # the stall would have lasted GIVE_UP
 
 
-def test_a_stalled_tls_handshake_ends_at_the_deadline(hostile, short_deadline):
+@pytest.mark.usefixtures("short_deadline")
+def test_a_stalled_tls_handshake_ends_at_the_deadline(hostile):
     fetch = UrlFetcher(10**6, allow_loopback=True, ports=(hostile.port,))
     started = time.monotonic()
     with pytest.raises(url_fetch.ApiError) as info:
