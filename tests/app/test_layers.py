@@ -15,7 +15,7 @@ APP = ROOT / "app"
 LAYERS = [
     {"machine", "version"},
     {"config", "event_loop"},
-    {"errors", "request_id", "upload_deadline"},
+    {"errors", "request_id", "upload_deadline", "url_exchange"},
     {"metrics", "security", "options", "url_fetch", "json_uploads", "openapi_schemas"},
     {"uploads"},
     {"openapi", "model_service"},
