@@ -28,7 +28,6 @@ from PIL import Image, UnidentifiedImageError
 
 from app.errors import ApiError
 from app.url_exchange import (
-    DnsTimedOut,
     FetchDeadline,
     abandoned_if_client_leaves,
     lookup,
@@ -146,24 +145,17 @@ class UrlFetcher:
                            f"{', '.join(map(str, self.ports))}, not {port}.")
         try:
             addresses = resolve(host, port, deadline.wait_limit(DNS_TIMEOUT))
-        except (OSError, UnicodeError, DnsTimedOut) as exc:
-            raise self._unreachable(url, exc, deadline) from None
+        except (OSError, UnicodeError) as exc:  # DnsTimedOut, FetchTimedOut are OSErrors
+            raise _unreachable(url, exc, deadline) from None
         problems = [(a, address_problem(a, self.allow_loopback)) for a in addresses]
         refused = [f"{a}: {problem}" for a, problem in problems if problem]
         if refused or not addresses:
-            raise self._unreachable(url, "; ".join(refused) or "no address", deadline)
+            raise _unreachable(url, "; ".join(refused) or "no address", deadline)
         # Spaces, control characters and non-ASCII percent-encoded, as a browser sends them
         # (http.client refuses them); everything else, escapes included, as given.
         path = quote(parts.path or "/", safe=PATH_SAFE) + (
             f"?{quote(parts.query, safe=PATH_SAFE)}" if parts.query else "")
         return scheme, host, port, addresses[0], path
-
-    def _unreachable(self, url: str, why, deadline: FetchDeadline) -> ApiError:
-        """The one answer for every host refused or not reached; why goes to the log only."""
-        if deadline.abandoned or deadline.left() <= 0:
-            return _failed(url, why, deadline)
-        log.info("url fetch refused, %s: %s", _short(url), why)
-        return ApiError("url_unreachable", UNREACHABLE)
 
     def _get(self, url: str, deadline: FetchDeadline):
         scheme, host, port, ip, path = self._target(url, deadline)
@@ -172,7 +164,7 @@ class UrlFetcher:
         except ssl.SSLError as exc:  # the host answered; its TLS (certificate, handshake) failed
             raise _failed(url, exc, deadline) from None
         except EXCHANGE_ERRORS as exc:
-            raise self._unreachable(url, exc, deadline) from None
+            raise _unreachable(url, exc, deadline) from None
         try:
             conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
             return conn.getresponse(), conn
@@ -196,6 +188,14 @@ class UrlFetcher:
         except EXCHANGE_ERRORS as exc:
             raise _failed(url, exc, deadline, "read") from None
         return buf.getvalue()
+
+
+def _unreachable(url: str, why, deadline: FetchDeadline) -> ApiError:
+    """The one answer for every host refused or not reached; why goes to the log only."""
+    if deadline.abandoned or deadline.left() <= 0:
+        return _failed(url, why, deadline)
+    log.info("url fetch refused, %s: %s", _short(url), why)
+    return ApiError("url_unreachable", UNREACHABLE)
 
 
 def _failed(url: str, exc, deadline: FetchDeadline, what: str = "fetched") -> ApiError:
