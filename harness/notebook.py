@@ -17,6 +17,8 @@ NOTEBOOK = """
 import json, sys
 from fastai.vision.all import *
 path, out, opts = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+if opts["seed"] is not None:
+    set_seed(opts["seed"], reproducible=True)
 size = tuple(opts["size"]) if isinstance(opts["size"], list) else opts["size"]
 block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
                   splitter=RandomSplitter(valid_pct=0.2, seed=42), get_y=parent_label,
@@ -33,14 +35,15 @@ learn.export(out)
 
 def export_like_a_notebook(data: Path, out: Path, size=32, method: str = "crop",
                            normalize: bool = False, epochs: int = 1, bs: int = 8,
-                           timeout: float = 600) -> Path:
+                           seed: int | None = None, timeout: float = 600) -> Path:
     """Train `epochs` (0: untrained) on the labelled folder `data` and export to `out`.
 
     size: an int (square) or (height, width); method: fastai's Resize method ("crop",
-    "squish", "pad"); normalize: add ImageNet normalisation as a batch transform.
+    "squish", "pad"); normalize: add ImageNet normalisation as a batch transform;
+    seed: the same weights on every run (fastai's set_seed), for tests that compare answers.
     """
     opts = {"size": list(size) if isinstance(size, tuple) else size, "method": method,
-            "normalize": normalize, "epochs": epochs, "bs": bs}
+            "normalize": normalize, "epochs": epochs, "bs": bs, "seed": seed}
     result = subprocess.run([sys.executable, "-c", NOTEBOOK, str(data), str(out),
                              json.dumps(opts)], cwd=ROOT, capture_output=True, text=True,
                             timeout=timeout)

@@ -36,13 +36,14 @@ def model_dir(notebook_export, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def make_app(model_dir):
-    """create_app with config on top of a clean slate: the shell's env vars never leak in."""
+def app_for():
+    """app_for(model_path, **config): create_app serving that model, config on top of a clean
+    slate: the shell's env vars never leak in."""
     cache = {}
 
-    def make(**config):
+    def make(model_path, **config):
         settings = {name: "" for name in ENV_NAMES}
-        settings.update(MODEL_PATH=str(model_dir / "export.pkl"), TESTING=True)
+        settings.update(MODEL_PATH=str(model_path), TESTING=True)
         settings.update(config)
         key = tuple(sorted((k, str(v)) for k, v in settings.items()))
         if key not in cache:
@@ -50,6 +51,12 @@ def make_app(model_dir):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def make_app(app_for, model_dir):
+    """make_app(**config): app_for the served model directory."""
+    return lambda **config: app_for(model_dir / "export.pkl", **config)
 
 
 @pytest.fixture(scope="session")
