@@ -93,39 +93,14 @@
     document.title = (data.unsure ? "Not sure: " : "") + data.label + " · Image classifier";
   }
 
-  // Slow mobile links: a phone photo (3-5 MB, a minute at 100 KB/s) is shrunk here to the
-  // size the server decodes it to anyway (its shorter side data-decode-side px, twice the
-  // model's input) and sent as a JPEG of about 100 KB. The browser applies the EXIF
-  // orientation while decoding; transparency goes on white, as on the server. What the
-  // browser cannot decode (HEIC outside Safari), or would not get smaller, goes as it is.
+  // Slow mobile links: a large photo goes shrunk to the size the server decodes it to
+  // (static/shrink.js), with the same answer as the original file.
   const decodeSide = Number(form.dataset.decodeSide) || 0;
-
-  async function shrunk(file) {
-    if (!decodeSide || !window.createImageBitmap) return file;
-    let bitmap;
-    try { bitmap = await createImageBitmap(file); } catch (e) { return file; }
-    const scale = decodeSide / Math.min(bitmap.width, bitmap.height);
-    if (scale >= 0.75) { bitmap.close(); return file; }
-    const canvas = document.createElement("canvas");
-    canvas.width = Math.round(bitmap.width * scale);
-    canvas.height = Math.round(bitmap.height * scale);
-    const ctx = canvas.getContext("2d");
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    ctx.imageSmoothingQuality = "high";
-    ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
-    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
-    if (!blob || blob.size >= file.size) return file;
-    blob.note = "sent as " + canvas.width + "×" + canvas.height + " (" + Math.ceil(blob.size / 1024) +
-      " KB instead of " + (file.size / 1048576).toFixed(1) + " MB)";
-    return blob;
-  }
 
   async function classify(file, filename) {
     status.textContent = "Preparing…";
     form.setAttribute("aria-busy", "true");
-    const sent = await shrunk(file).catch(() => file);
+    const sent = await window.shrinkForUpload(file, decodeSide).catch(() => file);
     const body = new FormData();
     body.append("file", sent, filename || file.name || "upload");
     status.textContent = "Classifying…";
