@@ -12,7 +12,9 @@ So a JPEG is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg (Pillow's draft mod
 any other format is shrunk by a whole factor (`Image.reduce`) right after decoding, both
 keeping the shorter side at least twice the model's larger input side; the learner's own
 Resize then does the rest. `exact=True` (the server's EXACT_DECODE setting, the batch
-CLI's --exact-decode) turns this off.
+CLI's --exact-decode) turns this off. The form (static/shrink.js) repeats this arithmetic
+in the browser to send a photo already reduced; tests/app/test_form_shrink_browser.py
+checks that the two agree.
 """
 from __future__ import annotations
 
