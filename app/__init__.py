@@ -16,6 +16,7 @@ import logging
 
 from flask import Flask
 
+from app.body_budget import BodyBudget, with_body_budget
 from app.config import ENV_NAMES, ROOT, SETTINGS_KEY, Settings, load_settings
 from app.upload_deadline import with_upload_deadline
 from classifier.model_files import ModelLoadError
@@ -69,6 +70,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False  # probabilities stay in vocab order
     app.wsgi_app = with_upload_deadline(app.wsgi_app, settings.read_timeout,
                                         settings.min_upload_kbps * 1024)
+    # Outside the deadline: its bodies are reserved before a byte is read. Made in the
+    # gunicorn master, so each forked worker has a budget of its own.
+    app.wsgi_app = with_body_budget(app.wsgi_app, BodyBudget(settings.body_budget))
     service.install(app)
 
     from app import api, feedback, health, pages, web

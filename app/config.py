@@ -105,6 +105,13 @@ def _ports(name: str, raw) -> tuple[int, ...]:
     return ports
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # loading the model says what is wrong with it
+        return 0
+
+
 def setting(env: str, default, parse, doc: str, shown: str | None = None):
     """One row: a Settings field read from `env` by `parse`, and the docs' line for it.
     `default` is a value, or a function of the machine (the docs then show `shown`)."""
@@ -143,11 +150,22 @@ class Settings:
         "fit 85 % of the container's memory limit (a 1 GB machine; `default_runtime` in "
         "`app/machine.py`, [deploy.md](deploy.md#how-it-scales)); the lean image has no torch "
         "and refuses `torch`.")
-    max_upload_mb: float = setting(
-        "MAX_UPLOAD_MB", 40.0, _float,
-        "Largest request body, all files together (413 `payload_too_large`); for JSON, the "
-        "decoded images together. A 108 MP phone JPEG is 24–36 MB; a 200 MP one (45–65 MB) "
-        "needs `MAX_UPLOAD_MB=64`.")
+    max_upload_mb: float | None = setting(
+        "MAX_UPLOAD_MB", None, _float, shown="half of `BODY_BUDGET_MB`, at most 40",
+        doc="Largest request body, all files together (413 `payload_too_large`); for JSON, "
+        "the decoded images together. A phone photo is 2–8 MB (the form shrinks it before "
+        "sending); a 108 MP phone JPEG is 24–36 MB, a 200 MP one (45–65 MB) needs "
+        "`MAX_UPLOAD_MB=64` and a machine whose body budget holds it "
+        "([reliability.md](reliability.md#a-memory-budget-for-bodies)).")
+    body_budget_mb: float | None = setting(
+        "BODY_BUDGET_MB", None, _float, shown="what the memory limit leaves each worker",
+        doc="Most MB of request bodies one worker holds at once (read, waiting to be decoded "
+        "or decoding; a JSON body counts 2.1 times). A request that would go over it gets 503 "
+        "`busy` with `Retry-After` before its body is read; one larger than the whole budget "
+        "gets 413. Unset: the memory limit less the idle server, the model's file, the other "
+        "workers and one decode at `MAX_IMAGE_PIXELS` per worker, shared among the workers "
+        "(512 with no limit; `body_budget` in `app/machine.py`, "
+        "[reliability.md](reliability.md#a-memory-budget-for-bodies)).")
     max_image_pixels: int = setting(
         "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, _int,
         "Most pixels actually decoded, width × height (413 `image_too_large`). A baseline "
@@ -226,6 +244,22 @@ class Settings:
         "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.<ext>` and "
         "`feedback.jsonl`); unset: corrections are off "
         "([corrections](#corrections-that-become-training-data-feedback_dir)).")
+
+    def __post_init__(self):
+        """The defaults that follow other settings: the body budget (workers, model, pixels)
+        and MAX_UPLOAD_MB (the budget)."""
+        if self.body_budget_mb is None:
+            budget = machine.body_budget(machine.memory_limit(), machine.installed_image(),
+                                         self.workers, _file_size(self.model_path),
+                                         self.max_image_pixels)
+            object.__setattr__(self, "body_budget_mb", budget / MB)
+        if self.max_upload_mb is None:
+            object.__setattr__(self, "max_upload_mb",
+                               machine.default_max_upload(int(self.body_budget_mb * MB)))
+
+    @property
+    def body_budget(self) -> int:
+        return int(self.body_budget_mb * MB)
 
     @property
     def max_content_length(self) -> int:

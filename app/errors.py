@@ -33,6 +33,7 @@ ERRORS = {
     "internal_error": 500,
     "model_unavailable": 503,
     "too_many_connections": 503,    # over MAX_CONNECTIONS (app/worker.py, before any request)
+    "busy": 503,                    # over BODY_BUDGET_MB (app/body_budget.py, before the body)
     # JSON and URL inputs (app/json_uploads.py, app/url_fetch.py)
     "invalid_json": 400,            # not JSON: malformed, not UTF-8, or nested too deeply
     "invalid_field": 400,           # a JSON field missing, unknown or of the wrong type
@@ -81,6 +82,11 @@ class ModelUnavailable(ApiError):
 
     def __init__(self, message: str, retry_after: int = 5):
         super().__init__("model_unavailable", message, {"Retry-After": str(retry_after)})
+
+
+class BodyRefused(ApiError):
+    """A body refused before it is read (app/body_budget.py): nothing more is read from the
+    connection, which closes after the answer."""
 
 
 def wants_html() -> bool:
@@ -143,6 +149,8 @@ def _stop_reading() -> None:
 def register_error_handlers(app) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
+        if isinstance(exc, BodyRefused):
+            _stop_reading()
         headers = dict(exc.headers)
         if exc.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="predict"'

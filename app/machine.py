@@ -3,7 +3,9 @@ and the worker count and runtime that follow from them when the settings leave t
 
 app/config.py uses `default_worker_count`, `default_inference_threads` and
 `runtime_for_this_machine` as the defaults of WEB_CONCURRENCY, INFERENCE_THREADS and
-INFERENCE_RUNTIME; the figures behind them are in docs/deploy.md ("Measured").
+INFERENCE_RUNTIME (figures: docs/deploy.md "Measured"), and `body_budget` and
+`default_max_upload` for BODY_BUDGET_MB and MAX_UPLOAD_MB (figures: docs/reliability.md
+"A memory budget for bodies").
 """
 from __future__ import annotations
 
@@ -20,6 +22,19 @@ MB = 1024 * 1024
 SERVER_MB = {"torch": 1070, "lean": 280}
 EXTRA_WORKER_MB = {"torch": 230, "lean": 175}
 MEMORY_HEADROOM = 0.85  # use at most this share of the limit: page cache and spikes need room
+
+# What one worker holds besides request bodies, from the memory suite (tests/memory, one
+# worker; docs/reliability.md): the server's idle footprint in its cgroup after one photo,
+# less its model (a 45 MB resnet18 export; the default image measured with PyTorch and the
+# CUDA wheels installed here), and the highest peak above idle of one decode at the default
+# MAX_IMAGE_PIXELS (a 21 MP HEIC, +244 MB), which scales with MAX_IMAGE_PIXELS. MARGIN_MB:
+# what earlier requests leave in the heap and page cache (peaks drifted 10-20 MB in reruns).
+IDLE_MB = {"torch": 520, "lean": 155}
+DECODE_MB_PER_MP = 250 / 40
+MARGIN_MB = 24
+MIN_BODY_BUDGET_MB = 16  # two 8 MB phone photos; below it the machine is too small for the model
+UNLIMITED_BODY_BUDGET_MB = 512  # no memory limit known (a developer's machine)
+UPLOAD_CAP_MB = 40  # a 108 MP phone JPEG (24-36 MB) with room
 
 
 def cpu_count() -> int:
@@ -103,3 +118,22 @@ def default_inference_threads() -> int:
 def runtime_for_this_machine() -> str:
     """INFERENCE_RUNTIME when unset (see default_runtime)."""
     return default_runtime(memory_limit(), installed_image())
+
+
+def body_budget(limit: int | None, image: str, workers: int, model_bytes: int,
+                max_image_pixels: int) -> int:
+    """Bytes of request bodies one worker may hold at once (BODY_BUDGET_MB when unset): what
+    the memory limit leaves after the idle server, the model, the other workers and one
+    decode per worker, shared among the workers."""
+    if limit is None:
+        return UNLIMITED_BODY_BUDGET_MB * MB
+    decode = DECODE_MB_PER_MP * max_image_pixels / 1e6 * MB
+    fixed = (IDLE_MB[image] + MARGIN_MB + (workers - 1) * EXTRA_WORKER_MB[image]) * MB
+    room = (limit - fixed - model_bytes) / workers - decode
+    return int(max(room, MIN_BODY_BUDGET_MB * MB))
+
+
+def default_max_upload(budget: int) -> float:
+    """MAX_UPLOAD_MB when unset, in MB: half the body budget, so one upload at the limit can
+    arrive while another is decoded, at most UPLOAD_CAP_MB."""
+    return float(min(UPLOAD_CAP_MB, budget // 2 // MB))
