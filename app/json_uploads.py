@@ -4,11 +4,17 @@ The convention of TensorFlow Serving's `b64` and most hosted vision APIs. Each i
 is standard or URL-safe base64, or a `data:` URL holding base64. The limits are those
 of a multipart upload: MAX_UPLOAD_MB applies to the decoded bytes of all images
 together (the body may be a third larger, as base64 is), MAX_BATCH to their number.
+
+Memory: the body is held once as bytes, then as the text json parses, then as the base64
+strings it yields, each dropped before the next is made but the last two (a document and
+its strings); the base64 is decoded a piece at a time into the image's bytes. One 40 MB
+image as JSON peaks at about twice its body (benchmarks/json_body_memory.py; before, three
+times), which app/body_budget.py's JSON_WEIGHT charges.
 """
 from __future__ import annotations
 
-import base64
 import binascii
+import io
 import json
 import math
 import re
@@ -24,6 +30,8 @@ FIELDS = ("image", "images", "url")
 BODY_SLACK = 64 * 1024
 _DATA_URL = re.compile(r"^data:[^,;]*(;[^,;=]+=[^,;]*)*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"[ \t\r\n]+")
+# Characters of base64 decoded at a time: the only copy of the text made while decoding it.
+BASE64_PIECE = 4 * 2**20
 
 
 def json_body_limit(max_bytes: int) -> int:
@@ -51,10 +59,13 @@ def read_json_body(max_bytes: int):
     if len(data) >= limit:  # werkzeug stops a chunked body at the limit, raising nothing
         raise too_large
     try:
-        # bytes: json detects UTF-8/16/32 itself and refuses anything else
-        return json.loads(data)
+        # UTF-8/16/32, detected as json.loads does for bytes; the bytes go before parsing
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
     except UnicodeDecodeError:
         raise ApiError("invalid_json", "The body is not UTF-8 text.") from None
+    del data
+    try:
+        return json.loads(text)
     except ValueError as exc:
         raise ApiError("invalid_json", f"The body is not valid JSON: {exc}.") from None
     except RecursionError:
@@ -62,21 +73,38 @@ def read_json_body(max_bytes: int):
 
 
 def decode_base64(text, where: str) -> bytes:
-    """A base64 string (standard, URL-safe, with line breaks, or a data: URL) -> bytes."""
+    """A base64 string (standard, URL-safe, with line breaks, or a data: URL) -> bytes,
+    decoded BASE64_PIECE characters at a time into one buffer (no copy of the whole text)."""
     if not isinstance(text, str):
         raise _invalid(f"{where} must be a base64 string, not {_json_type(text)}.")
+    start = 0
     if text[:5].lower() == "data:":
         prefix = _DATA_URL.match(text[:512])
         if not prefix:
             raise ApiError("invalid_base64", f"{where} is a data: URL without base64 "
                            "(expected data:image/...;base64,...).")
-        text = text[prefix.end():]
-    text = _WHITESPACE.sub("", text).replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError("invalid_base64", f"{where} is not valid base64.") from None
+        start = prefix.end()
+    out, carry, padded = io.BytesIO(), "", False
+    for offset in range(start, len(text) + 1, BASE64_PIECE):
+        last = offset + BASE64_PIECE >= len(text)
+        piece = carry + _WHITESPACE.sub("", text[offset:offset + BASE64_PIECE])
+        piece = piece.replace("-", "+").replace("_", "/")
+        whole = len(piece) if last else len(piece) - len(piece) % 4
+        piece, carry = piece[:whole], piece[whole:]
+        if last:
+            piece += "=" * (-len(piece) % 4)
+        if padded and piece:  # "=" ends the data; a strict decode sees one piece at a time
+            raise _not_base64(where)
+        padded = "=" in piece
+        try:
+            out.write(binascii.a2b_base64(piece, strict_mode=True))
+        except (binascii.Error, ValueError):
+            raise _not_base64(where) from None
+    return out.getvalue()
+
+
+def _not_base64(where: str) -> ApiError:
+    return ApiError("invalid_base64", f"{where} is not valid base64.")
 
 
 def _json_type(value) -> str:
@@ -105,8 +133,9 @@ def uploads_from_json(max_batch: int, max_bytes: int, fetch_url=None) -> list[tu
         raise _invalid(f"Send only one of {', '.join(given)}.")
     if "url" in body:
         return [_url_upload(body["url"], fetch_url)]
+    # Each string is taken out of the body as it is decoded, so it is dropped with it.
     if "image" in body:
-        uploads = [("image", decode_base64(body["image"], "image"))]
+        uploads = [("image", decode_base64(body.pop("image"), "image"))]
     else:
         images = body["images"]
         if not isinstance(images, list):
@@ -117,8 +146,10 @@ def uploads_from_json(max_batch: int, max_bytes: int, fetch_url=None) -> list[tu
         if len(images) > max_batch:
             raise ApiError("payload_too_large",
                            f"{len(images)} images sent; at most {max_batch} per request.")
-        uploads = [(f"images[{i}]", decode_base64(item, f"images[{i}]"))
-                   for i, item in enumerate(images)]
+        uploads = []
+        for i in range(len(images)):
+            item, images[i] = images[i], None
+            uploads.append((f"images[{i}]", decode_base64(item, f"images[{i}]")))
     if sum(len(data) for _, data in uploads) > max_bytes:
         raise ApiError("payload_too_large",
                        f"The images are too large: at most {max_bytes / 2**20:.3g} MB in all.")

@@ -13,6 +13,7 @@ gevent's Timeout (the served worker, app/worker.py); elsewhere only the pause bo
 """
 from __future__ import annotations
 
+import io
 import time
 
 from app.event_loop import gevent_active
@@ -71,14 +72,15 @@ class MinimumRateInput:
 
 def read_up_to(stream, cap: int | None) -> bytes:
     """A request body, to its end or `cap` bytes: one read of a WSGI input may return only
-    what has arrived so far, so read until the stream says it is done."""
-    data = bytearray()
-    while cap is None or len(data) < cap:
-        chunk = stream.read(CHUNK if cap is None else min(CHUNK, cap - len(data)))
+    what has arrived so far, so read until the stream says it is done. (A BytesIO grows in
+    place and hands its buffer over as the bytes: one copy of the body in memory, not two.)"""
+    data = io.BytesIO()
+    while cap is None or data.tell() < cap:
+        chunk = stream.read(CHUNK if cap is None else min(CHUNK, cap - data.tell()))
         if not chunk:
             break
-        data += chunk
-    return bytes(data)
+        data.write(chunk)
+    return data.getvalue()
 
 
 def with_upload_deadline(wsgi_app, read_timeout: float, min_rate: float):
