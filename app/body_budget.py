@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 
-from app.errors import BodyRefused
+from app.errors import ApiError
 
 # Parsing one 40 MB image as JSON peaked at 2.05 times its body (benchmarks/json_body_memory.py)
 JSON_WEIGHT = 2.1
@@ -31,21 +31,21 @@ class BodyBudget:
         self._lock = threading.Lock()
 
     def reserve(self, size: int, whole: int) -> None:
-        """Hold `size` more bytes of a body that needs `whole` in all; raises BodyRefused:
+        """Hold `size` more bytes of a body that needs `whole` in all; raises ApiError:
         503 `busy`, or 413 when the whole body could never fit, even alone."""
         if whole > self.capacity:
-            raise BodyRefused("payload_too_large",
-                              f"This server holds at most {self.capacity / 2**20:.1f} MB of "
-                              f"request bodies at a time; this one needs more "
-                              f"({whole / 2**20:.1f} MB). Send a smaller image, or multipart "
-                              "rather than JSON, which counts 2.1 times.")
+            raise ApiError("payload_too_large",
+                           f"This server holds at most {self.capacity / 2**20:.1f} MB of "
+                           f"request bodies at a time; this one needs more "
+                           f"({whole / 2**20:.1f} MB). Send a smaller image, or multipart "
+                           "rather than JSON, which counts 2.1 times.")
         with self._lock:
             if self.held + size > self.capacity:
                 busy = True
             else:
                 self.held, busy = self.held + size, False
         if busy:
-            raise BodyRefused("busy", "The server is receiving and decoding as many uploads as "
+            raise ApiError("busy", "The server is receiving and decoding as many uploads as "
                                    "its memory allows; please retry shortly.",
                            {"Retry-After": str(RETRY_AFTER_S)})
 

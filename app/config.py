@@ -151,21 +151,21 @@ class Settings:
         "`app/machine.py`, [deploy.md](deploy.md#how-it-scales)); the lean image has no torch "
         "and refuses `torch`.")
     max_upload_mb: float | None = setting(
-        "MAX_UPLOAD_MB", None, _float, shown="half of `BODY_BUDGET_MB`, at most 40",
-        doc="Largest request body, all files together (413 `payload_too_large`); for JSON, "
-        "the decoded images together. A phone photo is 2–8 MB (the form shrinks it before "
-        "sending); a 108 MP phone JPEG is 24–36 MB, a 200 MP one (45–65 MB) needs "
-        "`MAX_UPLOAD_MB=64` and a machine whose body budget holds it "
-        "([reliability.md](reliability.md#a-memory-budget-for-bodies)).")
+        "MAX_UPLOAD_MB", None, _float, "Largest request body, all files together (413 "
+        "`payload_too_large`); for JSON, the decoded images together. A phone photo is 2–8 MB "
+        "(the form shrinks it before sending); a 108 MP phone JPEG is 24–36 MB, a 200 MP one "
+        "(45–65 MB) needs `MAX_UPLOAD_MB=64` and a machine whose body budget holds it "
+        "([reliability.md](reliability.md#a-memory-budget-for-bodies)).",
+        shown="half of `BODY_BUDGET_MB`, at most 40")
     body_budget_mb: float | None = setting(
-        "BODY_BUDGET_MB", None, _float, shown="what the memory limit leaves each worker",
-        doc="Most MB of request bodies one worker holds at once (read, waiting to be decoded "
-        "or decoding; a JSON body counts 2.1 times). A request that would go over it gets 503 "
-        "`busy` with `Retry-After` before its body is read; one larger than the whole budget "
-        "gets 413. Unset: the memory limit less the idle server, the model's file, the other "
-        "workers and one decode at `MAX_IMAGE_PIXELS` per worker, shared among the workers "
-        "(512 with no limit; `body_budget` in `app/machine.py`, "
-        "[reliability.md](reliability.md#a-memory-budget-for-bodies)).")
+        "BODY_BUDGET_MB", None, _float, "Most MB of request bodies one worker holds at once "
+        "(read, waiting to be decoded or decoding; a JSON body counts 2.1 times). A request "
+        "that would go over it gets 503 `busy` with `Retry-After` before its body is read; one "
+        "larger than the whole budget gets 413. Unset: the memory limit less the idle server, "
+        "the model's file, the other workers and one decode at `MAX_IMAGE_PIXELS` per worker, "
+        "shared among the workers (512 with no limit; `body_budget` in `app/machine.py`, "
+        "[reliability.md](reliability.md#a-memory-budget-for-bodies)).",
+        shown="what the memory limit leaves each worker")
     max_image_pixels: int = setting(
         "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, _int,
         "Most pixels actually decoded, width × height (413 `image_too_large`). A baseline "

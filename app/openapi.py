@@ -20,7 +20,7 @@ URL_CODES = ("url_fetch_disabled", "url_not_allowed", "url_unreachable",
 # What any upload can run into, besides its own shape.
 UPLOAD_CODES = ("missing_file", "invalid_image", "bad_request", *JSON_CODES, "unauthorized",
                 "payload_too_large", "image_too_large", "unsupported_media_type",
-                "model_unavailable")
+                "model_unavailable", "busy")
 IMAGE = {"type": "string", "format": "binary", "description": "An image file: JPEG, PNG, "
          "GIF, WebP, BMP, TIFF, HEIF or AVIF."}
 
@@ -149,6 +149,8 @@ def predict_operation(settings, base_url: str) -> dict:
                                                      "PyTorch model (EXPLANATIONS=off)",
                           "payload_too_large": f"over {settings.max_upload_mb:g} MB or "
                                                f"{settings.max_batch} files",
+                          "busy": f"the worker holds {settings.body_budget_mb:g} MB of "
+                                  "bodies already; retry after Retry-After",
                           "image_too_large": f"over {settings.max_image_pixels} pixels"}),
         },
         "x-codeSamples": code_samples("post", f"{base_url}/predict?top_k=3",

@@ -9,7 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.body_budget import BodyBudget, BudgetedInput
+from app.config import load_settings
 from app.errors import ApiError
+from app.machine import MB, body_budget, default_max_upload
+from classifier.images import DEFAULT_MAX_IMAGE_PIXELS
 from harness.images import encode, photo
 
 KB = 1024
@@ -86,3 +89,25 @@ def test_a_chunked_body_is_reserved_as_it_is_read():
     with pytest.raises(ApiError) as too_large:
         body.read(100 * KB)
     assert too_large.value.code == "payload_too_large"
+
+
+def test_the_budget_and_the_upload_limit_follow_the_machine(monkeypatch):
+    model = 45 * MB
+    lean = body_budget(512 * MB, "lean", 1, model, DEFAULT_MAX_IMAGE_PIXELS)
+    # 512 less the idle server (155), the margin (24), the model (45) and a 40 MP decode (250)
+    assert lean == 38 * MB
+    assert body_budget(1024 * MB, "torch", 1, model, DEFAULT_MAX_IMAGE_PIXELS) == 185 * MB
+    assert body_budget(512 * MB, "lean", 1, model, 20_000_000) == lean + 125 * MB
+    assert body_budget(512 * MB, "torch", 1, model, DEFAULT_MAX_IMAGE_PIXELS) == 16 * MB  # floor
+    assert (default_max_upload(lean), default_max_upload(185 * MB)) == (19, 40)
+
+    monkeypatch.setattr("app.machine.memory_limit", lambda: 512 * MB)
+    monkeypatch.setattr("app.machine.installed_image", lambda: "lean")
+    monkeypatch.setattr("app.machine.cpu_count", lambda: 1)
+    settings = load_settings(environ={})
+    served = settings.model_path.stat().st_size if settings.model_path.exists() else 0
+    assert settings.body_budget == body_budget(512 * MB, "lean", 1, served,
+                                               DEFAULT_MAX_IMAGE_PIXELS)
+    assert settings.max_upload_mb == default_max_upload(settings.body_budget)
+    given = load_settings(environ={"BODY_BUDGET_MB": "100", "MAX_UPLOAD_MB": "30"})
+    assert (given.body_budget_mb, given.max_upload_mb) == (100, 30)

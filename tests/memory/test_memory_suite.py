@@ -11,7 +11,9 @@ smallest machines are:
   plus FLY_HEADROOM, what that machine leaves the default image; its runtime then follows
   that limit as on fly (docs/reliability.md has the figures).
 
-Each case in CASES is sent (its clients at once), then: every request answered (a 4xx,
+Each case in CASES is sent (its clients at once): every amplification file, then many large
+bodies at once (16 uploads and 4 JSON bodies of 40 MB, as the issue measured them, and the
+same at the server's own MAX_UPLOAD_MB, which BODY_BUDGET_MB must then hold). Then: every request answered (a 4xx,
 429, 503 or 200) within 60 s, no OOM kill, the same worker processes, and a normal photo
 answered 200. The cgroup's peak memory for each case is printed. Where a memory cgroup
 cannot be made the suite fails: it is the only proof of these bounds.
@@ -22,6 +24,7 @@ full-size image, which dominates each peak, is the same.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -34,10 +37,12 @@ from pathlib import Path
 
 import pytest
 
+from app import machine as sizing
+from classifier.images import DEFAULT_MAX_IMAGE_PIXELS
 from harness import ROOT, cgroup
 from harness.decode_attacks import ATTACKS
 from harness.images import image_bytes
-from harness.raw_http import http_request, send, upload
+from harness.raw_http import http_request, raw_upload, send, upload
 from harness.servers import GunicornServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -55,18 +60,38 @@ NO_TORCH = ('import sys\nfor name in ("torch", "torchvision", "fastai"):\n'
 
 @dataclass(frozen=True)
 class Case:
-    """Requests sent at once: `clients` copies of the raw HTTP request `request()` builds."""
+    """Requests sent at once: `clients` copies of the raw HTTP request that `request(max_upload)`
+    builds (`max_upload`: the server's MAX_UPLOAD_MB in bytes)."""
     name: str
-    request: Callable[[], bytes]
+    request: Callable[[int], bytes]
     clients: int = 1
 
 
 def file_upload(name: str, build: Callable[[], bytes]) -> Case:
-    return Case(name, lambda: upload("/predict", build(), f"{name}.bin"))
+    return Case(name, lambda _max_upload: upload("/predict", build(), f"{name}.bin"))
 
 
-# One entry per case: every amplification file of harness.decode_attacks, one at a time.
-CASES = [file_upload(name, build) for name, build in ATTACKS.items()]
+def padded_photo(size: int) -> bytes:
+    """A photo of `size` bytes: a JPEG with zeros after its end, which decoders ignore."""
+    jpeg = image_bytes("JPEG", (640, 480))
+    return jpeg + bytes(size - len(jpeg))
+
+
+def json_body(size: int) -> bytes:
+    body = b'{"image": "' + base64.b64encode(padded_photo(size)) + b'"}'
+    return raw_upload(body, "application/json")
+
+
+# One entry per case: every amplification file of harness.decode_attacks, one at a time;
+# then large bodies at once, of 40 MB and at the server's limit (a JSON body's image at
+# half of it: JSON counts 2.1 times in the body budget, which is twice MAX_UPLOAD_MB).
+CASES = [file_upload(name, build) for name, build in ATTACKS.items()] + [
+    Case("uploads_16x40mb", lambda _: upload("/predict", padded_photo(40 * 2**20), "big.jpg"), 16),
+    Case("json_4x40mb", lambda _: json_body(40 * 2**20), 4),
+    Case("uploads_16_at_limit",
+         lambda limit: upload("/predict", padded_photo(limit - 2**16), "big.jpg"), 16),
+    Case("json_4_at_half_limit", lambda limit: json_body(limit // 2), 4),
+]
 PHOTO = upload("/predict", image_bytes("JPEG", (640, 480)), "photo.jpg")
 
 
@@ -75,6 +100,7 @@ class Machine:
     server: GunicornServer
     group: Path
     idle: int
+    max_upload: int  # the server's MAX_UPLOAD_MB, in bytes, as it derives it from its limit
 
 
 def compiled_copy(trained_model: Path, folder: Path) -> Path:
@@ -126,14 +152,19 @@ def machine(request, trained_model, tmp_path_factory):
         model, env = trained_model, {}
         limit = idle_footprint(model, {"INFERENCE_RUNTIME": "torch"}) + FLY_HEADROOM
     server, group = serve_in_group(model, env, request.param, limit)
+    # what the server derives from its cgroup's limit on its one CPU (app/machine.py)
+    budget = sizing.body_budget(limit, "lean" if request.param == "lean" else "torch", 1,
+                                model.stat().st_size, DEFAULT_MAX_IMAGE_PIXELS)
+    max_upload = int(sizing.default_max_upload(budget) * MB)
     try:
         server.wait_ready()
         answer(server, PHOTO)
         idle = cgroup.usage_bytes(group)
         runtime = json.loads(send(server.port, http_request("GET", "/model")).body)["runtime"]
         print(f"\n{request.param}: idle {idle / MB:.0f} MB in the cgroup, limit "
-              f"{limit / MB:.0f} MB, runtime {runtime}, workers {server.worker_pids()}")
-        yield Machine(server, group, idle)
+              f"{limit / MB:.0f} MB, runtime {runtime}, workers {server.worker_pids()}, "
+              f"body budget {budget / MB:.0f} MB, MAX_UPLOAD_MB {max_upload / MB:g}")
+        yield Machine(server, group, idle, max_upload)
     finally:
         server.stop()
         cgroup.remove(group)
@@ -148,14 +179,15 @@ def answer(server: GunicornServer, raw: bytes) -> None:
 def test_case_is_answered_within_memory(machine, case):
     server, group = machine.server, machine.group
     workers = server.worker_pids()
-    raw = case.request()
+    raw = case.request(machine.max_upload)
     kills_before = cgroup.oom_kills(group)
     cgroup.reset_peak(group)
     with ThreadPoolExecutor(case.clients) as pool:
         outs = list(pool.map(lambda _: send(server.port, raw, timeout=ANSWER_WITHIN),
                              range(case.clients)))
     peak = cgroup.peak_bytes(group)
-    statuses = sorted({out.status for out in outs}, key=str)
+    statuses = {status: [out.status for out in outs].count(status)
+                for status in sorted({out.status for out in outs}, key=str)}
     slowest = max(out.seconds for out in outs)
     print(f"\n{case.name}: peak {peak / MB:.0f} MB (+{(peak - machine.idle) / MB:.0f} over idle), "
           f"slowest {slowest:.1f} s, answers {statuses}, limit hits {cgroup.limit_hits(group)}")
