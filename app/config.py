@@ -105,13 +105,6 @@ def _ports(name: str, raw) -> tuple[int, ...]:
     return ports
 
 
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:  # loading the model says what is wrong with it
-        return 0
-
-
 def setting(env: str, default, parse, doc: str, shown: str | None = None):
     """One row: a Settings field read from `env` by `parse`, and the docs' line for it.
     `default` is a value, or a function of the machine (the docs then show `shown`)."""
@@ -152,18 +145,16 @@ class Settings:
         "and refuses `torch`.")
     max_upload_mb: float | None = setting(
         "MAX_UPLOAD_MB", None, _float, "Largest request body, all files together (413 "
-        "`payload_too_large`); for JSON, the decoded images together. A phone photo is 2–8 MB "
-        "(the form shrinks it before sending); a 108 MP phone JPEG is 24–36 MB, a 200 MP one "
-        "(45–65 MB) needs `MAX_UPLOAD_MB=64` and a machine whose body budget holds it "
+        "`payload_too_large`); for JSON, the decoded images together. Phone photos are 2–8 MB "
+        "(the form shrinks them), 108 MP ones 24–36 MB, 200 MP ones 45–65 MB "
         "([reliability.md](reliability.md#a-memory-budget-for-bodies)).",
         shown="half of `BODY_BUDGET_MB`, at most 40")
     body_budget_mb: float | None = setting(
-        "BODY_BUDGET_MB", None, _float, "Most MB of request bodies one worker holds at once "
-        "(read, waiting to be decoded or decoding; a JSON body counts 2.1 times). A request "
-        "that would go over it gets 503 `busy` with `Retry-After` before its body is read; one "
-        "larger than the whole budget gets 413. Unset: the memory limit less the idle server, "
-        "the model's file, the other workers and one decode at `MAX_IMAGE_PIXELS` per worker, "
-        "shared among the workers (512 with no limit; `body_budget` in `app/machine.py`, "
+        "BODY_BUDGET_MB", None, _float, "Most MB of request bodies a worker holds at once "
+        "(arriving, waiting or decoding; JSON counts 2.1 times): past it 503 `busy` with "
+        "`Retry-After`, before the body is read; over all of it, 413. Unset: the memory limit "
+        "less the idle server, the model's file, the other workers and one decode at "
+        "`MAX_IMAGE_PIXELS` per worker, shared among them (512 with no limit; "
         "[reliability.md](reliability.md#a-memory-budget-for-bodies)).",
         shown="what the memory limit leaves each worker")
     max_image_pixels: int = setting(
@@ -246,16 +237,12 @@ class Settings:
         "([corrections](#corrections-that-become-training-data-feedback_dir)).")
 
     def __post_init__(self):
-        """The defaults that follow other settings: the body budget (workers, model, pixels)
-        and MAX_UPLOAD_MB (the budget)."""
+        """Defaults that follow other settings: the body budget, then MAX_UPLOAD_MB from it."""
         if self.body_budget_mb is None:
-            budget = machine.body_budget(machine.memory_limit(), machine.installed_image(),
-                                         self.workers, _file_size(self.model_path),
-                                         self.max_image_pixels)
-            object.__setattr__(self, "body_budget_mb", budget / MB)
+            object.__setattr__(self, "body_budget_mb", machine.default_body_budget(
+                self.workers, self.model_path, self.max_image_pixels) / MB)
         if self.max_upload_mb is None:
-            object.__setattr__(self, "max_upload_mb",
-                               machine.default_max_upload(int(self.body_budget_mb * MB)))
+            object.__setattr__(self, "max_upload_mb", machine.default_max_upload(self.body_budget))
 
     @property
     def body_budget(self) -> int:

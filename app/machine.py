@@ -3,7 +3,7 @@ and the worker count and runtime that follow from them when the settings leave t
 
 app/config.py uses `default_worker_count`, `default_inference_threads` and
 `runtime_for_this_machine` as the defaults of WEB_CONCURRENCY, INFERENCE_THREADS and
-INFERENCE_RUNTIME (figures: docs/deploy.md "Measured"), and `body_budget` and
+INFERENCE_RUNTIME (figures: docs/deploy.md "Measured"), and `default_body_budget` and
 `default_max_upload` for BODY_BUDGET_MB and MAX_UPLOAD_MB (figures: docs/reliability.md
 "A memory budget for bodies").
 """
@@ -131,6 +131,16 @@ def body_budget(limit: int | None, image: str, workers: int, model_bytes: int,
     fixed = (IDLE_MB[image] + MARGIN_MB + (workers - 1) * EXTRA_WORKER_MB[image]) * MB
     room = (limit - fixed - model_bytes) / workers - decode
     return int(max(room, MIN_BODY_BUDGET_MB * MB))
+
+
+def default_body_budget(workers: int, model: Path, max_image_pixels: int) -> int:
+    """BODY_BUDGET_MB when unset, in bytes (see body_budget), for this machine and model."""
+    try:
+        model_bytes = model.stat().st_size
+    except OSError:  # loading the model says what is wrong with it
+        model_bytes = 0
+    return body_budget(memory_limit(), installed_image(), workers, model_bytes,
+                       max_image_pixels)
 
 
 def default_max_upload(budget: int) -> float:
