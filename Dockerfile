@@ -65,7 +65,7 @@ COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
  && pip install -c /tmp/requirements.txt flask werkzeug gunicorn gevent pillow pillow-heif \
-        prometheus-client onnxruntime
+        prometheus-client limits onnxruntime
 
 # The app with the model: the ONNX graph and the learner's preprocessing compiled once,
 # here, checked against learn.predict (the build fails beyond 1e-4). The default target

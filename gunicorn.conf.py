@@ -6,10 +6,12 @@ app/config.py, so the app and gunicorn agree on them.
 """
 import gc
 import os
+import re
 import resource
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 from app import serve_preloaded
 from app.config import ConfigError, load_settings
@@ -30,6 +32,21 @@ _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="classifier-metrics-")
 _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+# The only files on_starting deletes there: prometheus_client's own samples
+# (counter_<pid>.db, gauge_livesum_<pid>.db, ...), whatever else the folder holds.
+_SAMPLES_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+# Corrections are kept and the metrics folder is swept: never the one inside the other.
+if _settings.feedback_dir is not None and _overlap(Path(_metrics_dir), _settings.feedback_dir):
+    raise SystemExit(f"Error: PROMETHEUS_MULTIPROC_DIR ({_metrics_dir}) and FEEDBACK_DIR "
+                     f"({_settings.feedback_dir}) overlap; give the metrics a folder of "
+                     "their own (or leave PROMETHEUS_MULTIPROC_DIR unset).")
 
 
 def _raise_open_files_limit(needed: int) -> None:
@@ -72,13 +89,11 @@ access_log_format = ('%(h)s "%(r)s" %(s)s %(B)sB %(M)sms rid=%({x-request-id}o)s
 
 
 def on_starting(server):
-    # Stale samples from a previous run would be merged into /metrics.
+    # Stale samples from a previous run would be merged into /metrics. Only those go:
+    # the folder may be on a volume that holds other things.
     for name in os.listdir(_metrics_dir):
-        path = os.path.join(_metrics_dir, name)
-        if name.endswith(".db"):
-            os.unlink(path)
-        elif os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
+        if _SAMPLES_FILE.fullmatch(name):
+            os.unlink(os.path.join(_metrics_dir, name))
 
 
 def on_exit(server):

@@ -75,11 +75,12 @@ def create_app(config: dict | None = None) -> Flask:
     app.wsgi_app = with_body_budget(app.wsgi_app, BodyBudget(settings.body_budget))
     service.install(app)
 
-    from app import api, feedback, health, pages, web
+    from app import api, feedback, health, limits, pages, web
     from app.errors import register_error_handlers
     from app.metrics import init_metrics
     from app.request_id import init_request_id
 
+    limits.install(app, settings)
     init_request_id(app)
     init_metrics(app)
     register_error_handlers(app)

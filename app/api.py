@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from app.config import app_settings
+from app.limits import charge, charge_explanations
 from app.model_service import model_service
 from app.openapi import openapi_document
 from app.options import answer_options
@@ -22,11 +23,14 @@ def cors(response):
 @bp.route("/predict", methods=["POST"])
 def predict():
     service, settings = model_service(), app_settings()
+    charge("predict")  # before the key check: guessing keys costs budget too
     check_api_key(settings.api_key)
     options = answer_options(request.args, len(service.info["vocab"]), service.threshold)
     fetch_url = (fetcher_for(settings, request.environ.get("gunicorn.socket"))
                  if settings.allow_url_fetch else None)
     uploads = uploads_from_request(settings.max_batch, fetch_url=fetch_url, form_fields=(FIELD,))
+    if options.explain:
+        charge_explanations(len(uploads))
     results = service.classify(uploads, explain=options.explain)
     answers = [result.as_dict(options.top_k, options.threshold) for result in results]
     if len(answers) == 1:

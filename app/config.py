@@ -15,10 +15,12 @@ translation of its multi-line ValidationError, and two packages to the lean imag
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from flask import current_app
+from limits import parse_many
 
 from app import machine
 from app.machine import MB
@@ -85,6 +87,25 @@ def _path(_name: str, raw) -> Path:
 
 def _text(_name: str, raw) -> str:
     return str(raw)
+
+
+def _rates(name: str, raw) -> str:
+    """A budget in the `limits` library's notation: "30/minute", "10/minute;200/day"."""
+    value = str(raw).strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate such as 30/minute or 10/minute;200/day, "
+                          f"not {raw!r}.") from None
+    return value
+
+
+def _header(name: str, raw) -> str:
+    value = str(raw).strip()
+    if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        raise ConfigError(f"{name} must be an HTTP header name such as Fly-Client-IP, "
+                          f"not {raw!r}.")
+    return value
 
 
 def _origins(_name: str, raw) -> tuple[str, ...]:
@@ -235,6 +256,42 @@ class Settings:
         "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.<ext>` and "
         "`feedback.jsonl`); unset: corrections are off "
         "([corrections](#corrections-that-become-training-data-feedback_dir)).")
+    feedback_max_mb: float = setting(
+        "FEEDBACK_MAX_MB", 500.0, _float,
+        "Most megabytes `FEEDBACK_DIR` may hold (images and `feedback.jsonl`); past it a "
+        "correction gets 507 `feedback_full`. A stored correction is about 50–150 KB (a "
+        "JPEG at the size the model decodes), so 500 MB holds the default file count and "
+        "leaves half of fly's smallest (1 GB) volume free.")
+    feedback_max_files: int = setting(
+        "FEEDBACK_MAX_FILES", 10000, _int,
+        "Most images `FEEDBACK_DIR` may hold (507 `feedback_full` past it): far more than "
+        "people correct by hand before someone retrains, few enough that counting them on "
+        "each correction takes milliseconds.")
+    client_ip_header: str | None = setting(
+        "CLIENT_IP_HEADER", None, _header,
+        "The header that names the client's address, set by the proxy in front "
+        "(`Fly-Client-IP` on fly.io; fly.toml sets it). Unset: the connection's address. "
+        "Set it only behind a proxy that overwrites it, or clients choose their own budget.")
+    predict_rate: str = setting(
+        "PREDICT_RATE", "120/minute", _rates,
+        "Requests to `/predict` (and the form's `POST /`) per client per worker (429 "
+        "`rate_limited` with `Retry-After`). A person sends one every few seconds at most; "
+        "a script batches up to `MAX_BATCH` images per request, so 120 a minute is more "
+        "than one CPU classifies.")
+    explain_rate: str = setting(
+        "EXPLAIN_RATE", "30/minute", _rates,
+        "Images explained (`?explain=1`, one Grad-CAM each) per client per worker (429 "
+        "`rate_limited`). A Grad-CAM costs several predictions; a person ticking the box "
+        "explains one photo every few seconds at most.")
+    max_explanations: int = setting(
+        "MAX_EXPLANATIONS", 4, _int,
+        "Most images one `?explain=1` request may carry (400 `too_many_explanations`); the "
+        "form sends one.")
+    feedback_rate: str = setting(
+        "FEEDBACK_RATE", "10/minute;200/day", _rates,
+        "Corrections per client per worker (429 `rate_limited`). A person corrects a "
+        "wrong answer now and then, far below either; 200 a day keeps one client from "
+        "filling `FEEDBACK_MAX_FILES` in a day.")
 
     def __post_init__(self):
         """Defaults that follow other settings: the body budget, then MAX_UPLOAD_MB from it."""
@@ -251,6 +308,10 @@ class Settings:
     @property
     def max_content_length(self) -> int:
         return int(self.max_upload_mb * MB)
+
+    @property
+    def feedback_max_bytes(self) -> int:
+        return int(self.feedback_max_mb * MB)
 
     @property
     def examples_dir(self) -> Path:

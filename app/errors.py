@@ -49,6 +49,11 @@ ERRORS = {
     "feedback_disabled": 404,       # no FEEDBACK_DIR set
     "invalid_label": 400,           # the corrected label is not one of the model's classes
     "feedback_unavailable": 503,    # FEEDBACK_DIR is not writable (the error is logged)
+    "feedback_full": 507,           # FEEDBACK_MAX_MB or FEEDBACK_MAX_FILES reached
+    "cross_site_request": 403,      # a browser's post that another site started
+    # Per-client budgets (app/limits.py)
+    "rate_limited": 429,            # over PREDICT_RATE, EXPLAIN_RATE or FEEDBACK_RATE
+    "too_many_explanations": 400,   # ?explain=1 on more than MAX_EXPLANATIONS images
 }
 # werkzeug's HTTP errors get the code of their status; others become their lower_snake name.
 HTTP_CODES = {ERRORS[code]: code for code in (

@@ -29,11 +29,18 @@ PREDICTIONS = Counter("classifier_predictions_total", "Images classified, by top
                       ["label"])
 
 bp = Blueprint("metrics", __name__)
+# The methods a label may name; any other (gunicorn accepts any 3-20 letter token) is
+# "other", so clients cannot grow the series without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 
 def endpoint_label() -> str:
     # The route pattern, never the raw path: unknown URLs must not explode the label set.
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+
+def method_label() -> str:
+    return request.method if request.method in METHODS else "other"
 
 
 def record_predictions(predictions) -> None:
@@ -50,7 +57,7 @@ def init_metrics(app) -> None:
     def observe(response):
         started = g.get("started")
         endpoint, status = endpoint_label(), str(response.status_code)
-        REQUESTS.labels(endpoint=endpoint, method=request.method, status=status).inc()
+        REQUESTS.labels(endpoint=endpoint, method=method_label(), status=status).inc()
         if started is not None:
             LATENCY.labels(endpoint=endpoint, status=status).observe(
                 time.perf_counter() - started)

@@ -21,6 +21,7 @@ from flask import (
 
 from app.config import app_settings
 from app.errors import HTML_PAGE, ApiError
+from app.limits import charge, charge_explanations
 from app.model_service import model_service
 from app.options import answer_options
 from app.uploads import Upload, uploads_from_request
@@ -131,12 +132,15 @@ def index():
 
 @bp.post("/")
 def classify():
+    charge("predict")
     example = request.form.get("example") if request.mimetype in (
         "multipart/form-data", "application/x-www-form-urlencoded") else None
     uploads = [_example_upload(example)] if example else \
         uploads_from_request(max_batch=1, allow_raw=False)
     service = model_service()
     options = answer_options(request.form, len(service.info["vocab"]), service.threshold)
+    if options.explain:
+        charge_explanations(len(uploads))
     (result,) = service.classify(uploads, on_image=preview_data_url, explain=options.explain)
     prediction = result.prediction
     bars = [(c["label"], c["probability"]) for c in prediction.top(len(prediction.probabilities))]

@@ -47,11 +47,18 @@ def gunicorn_command(port: int, loopback: bool = True) -> list[str]:
     return cmd
 
 
+# Tests and benchmarks drive a server from one address, which the per-client budgets
+# (app/limits.py) would soon answer with 429; a test of those budgets passes its own.
+UNLIMITED_RATES = {"PREDICT_RATE": "1000000/minute", "EXPLAIN_RATE": "1000000/minute",
+                   "FEEDBACK_RATE": "1000000/minute"}
+
+
 def server_env(model_path, port: int, env: dict | None = None) -> dict:
     """The parent's environment minus anything that would change the service, plus ours."""
     merged = {k: v for k, v in os.environ.items()
               if k not in ENV_NAMES and k not in ("GUNICORN_CMD_ARGS", "PROMETHEUS_MULTIPROC_DIR")}
-    merged.update(MODEL_PATH=str(model_path), PORT=str(port), PYTHONUNBUFFERED="1")
+    merged.update(MODEL_PATH=str(model_path), PORT=str(port), PYTHONUNBUFFERED="1",
+                  **UNLIMITED_RATES)
     merged.update({k: str(v) for k, v in (env or {}).items()})
     return merged
 

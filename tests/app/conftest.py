@@ -9,6 +9,7 @@ from flask import Flask
 from app import create_app
 from app.config import ENV_NAMES
 from harness.images import encode, photo
+from harness.servers import UNLIMITED_RATES
 from tests.app.openapi_check import CheckedClient
 
 EXAMPLE_COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
@@ -44,6 +45,9 @@ def app_for():
     def make(model_path, **config):
         settings = {name: "" for name in ENV_NAMES}
         settings.update(MODEL_PATH=str(model_path), TESTING=True)
+        # Every test client is one address: tests of other things must not share the
+        # per-client budgets (app/limits.py); tests/app/test_limits.py sets its own.
+        settings.update(UNLIMITED_RATES)
         settings.update(config)
         key = tuple(sorted((k, str(v)) for k, v in settings.items()))
         if key not in cache:

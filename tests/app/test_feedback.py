@@ -3,12 +3,14 @@ line each; off (404, its own code) without the setting; /predict's limits and fo
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app.model_service import model_service
 from classifier.images import IMAGE_EXTENSIONS
@@ -35,24 +37,69 @@ def lines(folder):
 def test_correction_is_stored_once_and_logged(fb_app, feedback_dir):
     client = fb_app.test_client()
     data = encode(photo(seed=11), "JPEG")
-    digest = hashlib.sha256(data).hexdigest()
     before = len(lines(feedback_dir))
     predicted = client.post("/predict", data=data, content_type="image/jpeg").get_json()
     for _ in range(2):
         r = client.post("/feedback", data={"file": (io.BytesIO(data), "x.jpg"), "label": "green"},
                         headers={"X-Request-ID": "req-42"})
         assert r.status_code == 201, r.get_json()
-    stored = feedback_dir / "green" / f"{digest}.jpg"
-    assert stored.read_bytes() == data
-    assert sorted(p.name for p in (feedback_dir / "green").iterdir()) == [f"{digest}.jpg"]
+    (stored,) = (feedback_dir / "green").iterdir()
+    digest = hashlib.sha256(stored.read_bytes()).hexdigest()
+    assert stored.name == f"{digest}.jpg"
     records = lines(feedback_dir)[before:]
     assert len(records) == 2
     record = records[0]
     assert record["label"] == "green" and record["image"] == f"green/{digest}.jpg"
+    assert record["sha256"] == digest
     assert record["predicted"] == predicted["label"]
     assert record["confidence"] == pytest.approx(predicted["confidence"])
     assert record["model_sha256"] == model_service(fb_app).info["sha256"]
-    assert record["request_id"] == "req-42" and record["time"].endswith("+00:00")
+    assert record["request_id"] == "req-42"
+
+
+def test_client_and_time_are_recorded(fb_app, feedback_dir):
+    """Who sent it (the trusted address, or the API key's id) and when, beside each one."""
+    png = encode(photo(seed=14), "PNG")
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    r = fb_app.test_client().post("/feedback?label=red", data=png, content_type="image/png",
+                                  environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    record = lines(feedback_dir)[-1]
+    assert r.get_json() == record
+    assert record["client"] == "ip:198.51.100.7"
+    when = dt.datetime.fromisoformat(record["time"])
+    assert when.tzinfo is not None and started <= when <= dt.datetime.now(dt.UTC)
+
+
+def test_key_holders_are_recorded_by_key_id(make_app, tmp_path):
+    folder = tmp_path / "fb"
+    client = make_app(FEEDBACK_DIR=str(folder), API_KEY="s3cret").test_client()
+    r = client.post("/feedback?label=red", data=encode(photo()), content_type="image/png",
+                    headers={"X-API-Key": "s3cret"})
+    assert r.status_code == 201, r.get_json()
+    client_id = lines(folder)[-1]["client"]
+    assert client_id == "key:" + hashlib.sha256(b"s3cret").hexdigest()[:12]
+    assert "s3cret" not in (folder / "feedback.jsonl").read_text()
+
+
+def test_stored_pixels_carry_no_metadata(fb_app, feedback_dir):
+    """A phone photo's EXIF (GPS included), XMP and comment never reach the disk; its
+    orientation is applied to the pixels instead."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the stored pixels come out upright
+    gps = exif.get_ifd(0x8825)
+    gps[2], gps[4] = (52.0, 22.0, 1.0), (4.0, 53.0, 2.0)  # latitude, longitude
+    original = encode(photo(seed=15, size=(64, 48)), "JPEG", exif=exif.tobytes(),
+                      comment=b"taken at home", xmp=b"<x:xmpmeta>secret</x:xmpmeta>")
+    with Image.open(io.BytesIO(original)) as im:
+        assert im.getexif().get_ifd(0x8825) and "xmp" in im.info
+    r = fb_app.test_client().post("/feedback?label=blue", data=original,
+                                  content_type="image/jpeg")
+    assert r.status_code == 201, r.get_json()
+    stored = (feedback_dir / r.get_json()["image"]).read_bytes()
+    with Image.open(io.BytesIO(stored)) as im:
+        assert im.format == "JPEG" and im.size == (48, 64)
+        assert not im.getexif() and not {"exif", "xmp", "comment", "icc_profile"} & set(im.info)
+    assert b"home" not in stored and b"secret" not in stored
 
 
 def test_same_formats_as_predict(fb_app, feedback_dir):
