@@ -91,9 +91,10 @@ access_log_format = ('%(h)s "%(r)s" %(s)s %(B)sB %(M)sms rid=%({x-request-id}o)s
 def on_starting(server):
     # Stale samples from a previous run would be merged into /metrics. Only those go:
     # the folder may be on a volume that holds other things.
-    for name in os.listdir(_metrics_dir):
-        if _SAMPLES_FILE.fullmatch(name):
-            os.unlink(os.path.join(_metrics_dir, name))
+    with os.scandir(_metrics_dir) as entries:
+        for entry in entries:
+            if _SAMPLES_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
 
 
 def on_exit(server):

@@ -253,7 +253,7 @@ class Settings:
         "(`url_not_allowed`) before DNS.")
     feedback_dir: Path | None = setting(
         "FEEDBACK_DIR", None, _path,
-        "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.<ext>` and "
+        "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.jpg` and "
         "`feedback.jsonl`); unset: corrections are off "
         "([corrections](#corrections-that-become-training-data-feedback_dir)).")
     feedback_max_mb: float = setting(

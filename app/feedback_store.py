@@ -29,8 +29,10 @@ _write_lock = threading.Lock()
 
 def pixels_only(image) -> bytes:
     """The decoded image as a JPEG that holds nothing but its pixels."""
+    pixels = image.convert("RGB")  # a copy: the decoded image keeps its own
+    pixels.info.clear()  # Pillow would write the upload's comment (and more) back out
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, "JPEG", **JPEG_OPTIONS)
+    pixels.save(buf, "JPEG", **JPEG_OPTIONS)
     return buf.getvalue()
 
 

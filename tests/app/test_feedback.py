@@ -106,7 +106,7 @@ def test_same_formats_as_predict(fb_app, feedback_dir):
     client = fb_app.test_client()
     png = encode(photo(seed=12), "PNG")
     r = client.post("/feedback?label=red", data=png, content_type="image/png")
-    assert r.status_code == 201 and r.get_json()["image"].endswith(".png")
+    assert r.status_code == 201 and r.get_json()["image"].endswith(".jpg")
     r = client.post("/feedback?label=blue", json={"image": base64.b64encode(png).decode()})
     assert r.status_code == 201 and r.get_json()["image"].startswith("blue/")
     # The result page's own copy, as a data: URL in a form field, then back to the page.
