@@ -267,11 +267,6 @@ class Settings:
         "Most images `FEEDBACK_DIR` may hold (507 `feedback_full` past it): far more than "
         "people correct by hand before someone retrains, few enough that counting them on "
         "each correction takes milliseconds.")
-    client_ip_header: str | None = setting(
-        "CLIENT_IP_HEADER", None, _header,
-        "The header that names the client's address, set by the proxy in front "
-        "(`Fly-Client-IP` on fly.io; fly.toml sets it). Unset: the connection's address. "
-        "Set it only behind a proxy that overwrites it, or clients choose their own budget.")
     predict_rate: str = setting(
         "PREDICT_RATE", "120/minute", _rates,
         "Requests to `/predict` (and the form's `POST /`) per client per worker (429 "
@@ -292,6 +287,11 @@ class Settings:
         "Corrections per client per worker (429 `rate_limited`). A person corrects a "
         "wrong answer now and then, far below either; 200 a day keeps one client from "
         "filling `FEEDBACK_MAX_FILES` in a day.")
+    client_ip_header: str | None = setting(
+        "CLIENT_IP_HEADER", None, _header,
+        "The header that names the client's address, set by the proxy in front "
+        "(`Fly-Client-IP` on fly.io; fly.toml sets it). Unset: the connection's address. "
+        "Set it only behind a proxy that overwrites it, or clients choose their own budget.")
 
     def __post_init__(self):
         """Defaults that follow other settings: the body budget, then MAX_UPLOAD_MB from it."""

@@ -106,9 +106,13 @@ def feedback_operation(settings, base_url: str) -> dict:
         "responses": {
             "201": _json("Feedback", "Stored: the line appended to feedback.jsonl."),
             **_errors("invalid_label", *UPLOAD_CODES, "feedback_disabled",
-                      "feedback_unavailable", notes={
+                      "feedback_unavailable", "cross_site_request", "rate_limited",
+                      "feedback_full", notes={
                           "unauthorized": "only when the server has an API_KEY",
-                          "feedback_disabled": "no FEEDBACK_DIR"}),
+                          "feedback_disabled": "no FEEDBACK_DIR",
+                          "cross_site_request": "a browser's post from another site",
+                          "rate_limited": f"over {settings.feedback_rate} per client; "
+                                          "see Retry-After"}),
         },
     }
 
@@ -141,9 +145,14 @@ def predict_operation(settings, base_url: str) -> dict:
                     "content": {"application/json": {"schema": {"oneOf": [
                         ref("Prediction"), ref("BatchPrediction")]}}}},
             **_errors(*UPLOAD_CODES, "invalid_parameter", *url_codes,
-                      "explanation_unavailable", notes={
+                      "explanation_unavailable", "too_many_explanations", "rate_limited", notes={
                           "bad_request": "the upload could not be read",
                           "invalid_parameter": "top_k, threshold or explain out of range",
+                          "too_many_explanations": f"explain=1 on over "
+                                                   f"{settings.max_explanations} images",
+                          "rate_limited": f"over {settings.predict_rate} requests or "
+                                          f"{settings.explain_rate} explained images per "
+                                          "client; see Retry-After",
                           "unauthorized": "only when the server has an API_KEY",
                           "explanation_unavailable": "explain=1 on a server without the "
                                                      "PyTorch model (EXPLANATIONS=off)",

@@ -116,12 +116,14 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
                           "runtime": runtime}, ["status"]),
         "Feedback": closed({
             "time": {"type": "string", "format": "date-time"},
-            "image": {"type": "string", "description": "Where the image is stored, under "
-                      "FEEDBACK_DIR: <label>/<sha256>.<ext>."},
+            "client": {"type": "string", "description": "Who sent it: key:<id of the API "
+                       "key> or ip:<address>."},
+            "image": {"type": "string", "description": "Where the image's pixels are stored, "
+                      "under FEEDBACK_DIR: <label>/<sha256>.jpg."},
             "sha256": SHA256, "label": LABEL,
             "predicted": {**LABEL, "description": "What the model says of the image."},
             "confidence": PROBABILITY, "model_sha256": SHA256,
             "request_id": {"type": "string", "nullable": True},
-        }, ["time", "image", "sha256", "label", "predicted", "confidence", "model_sha256",
-            "request_id"], description="The line appended to FEEDBACK_DIR/feedback.jsonl."),
+        }, ["time", "client", "image", "sha256", "label", "predicted", "confidence",
+            "model_sha256", "request_id"], description="The line appended to FEEDBACK_DIR/feedback.jsonl."),
     }

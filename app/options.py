@@ -21,7 +21,8 @@ PARAMETERS = {
                  "(0: never). Default: UNSURE_THRESHOLD, else the model's own from "
                  "export.json, else none.",
     "explain": "1 (or true) adds `explanation`: a Grad-CAM heatmap of what the model looked at "
-               "for its top class. Needs the PyTorch model (EXPLANATIONS=on).",
+               "for its top class. Needs the PyTorch model (EXPLANATIONS=on); at most "
+               "MAX_EXPLANATIONS images per request, each counted against EXPLAIN_RATE.",
 }
 
 

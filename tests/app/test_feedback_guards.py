@@ -2,7 +2,6 @@
 posts only from this site's page, and no start-up sweep that can reach FEEDBACK_DIR."""
 from __future__ import annotations
 
-import io
 import os
 import runpy
 
