@@ -281,7 +281,7 @@ class Settings:
     max_explanations: int = setting(
         "MAX_EXPLANATIONS", 4, _int,
         "Most images one `?explain=1` request may carry (400 `too_many_explanations`); the "
-        "form sends one.")
+        "form sends one. Keep it within `EXPLAIN_RATE`'s count, or such a request never fits.")
     feedback_rate: str = setting(
         "FEEDBACK_RATE", "10/minute;200/day", _rates,
         "Corrections per client per worker (429 `rate_limited`). A person corrects a "
