@@ -94,7 +94,7 @@ def memory_capped_workers(workers: int, limit: int | None, image: str) -> int:
 def default_runtime(limit: int | None, image: str) -> str:
     """INFERENCE_RUNTIME when unset: "auto" (onnxruntime, about 2x faster per image) where
     one worker of this image fits the memory limit with it, else "torch", which needs about
-    a third less (a 1 GB machine: docs/deploy.md "Measured")."""
+    a third less (a 1 GB machine: docs/decisions.md)."""
     if image == "torch" and limit is not None and limit * MEMORY_HEADROOM / MB < SERVER_MB[image]:
         return "torch"
     return "auto"

@@ -32,7 +32,7 @@ from harness import slow_clients
 from harness.servers import GunicornServer, free_port
 from harness.slow_client_campaign import measure
 
-# The nginx candidate, as measured in docs/measurements.md: request buffering on, the same
+# The nginx candidate, as measured in docs/decisions.md: request buffering on, the same
 # head deadline and per-pause body timeout as the service. nginx has no total body deadline.
 NGINX_CONF = """worker_processes 1;
 pid {tmp}/nginx.pid;

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from training import OneLineParser, UsageError
 
-# Defaults. Each is a measured choice; docs/training.md says why, docs/measurements.md has the runs.
+# Defaults. Each is a measured choice; docs/training.md says why, docs/decisions.md has the runs.
 DEFAULT_OUT = "models/export.pkl"
 DEFAULT_SIZE = 224          # photos; pretrained ImageNet models are trained at 224 px
 DEFAULT_BS = 64

@@ -62,7 +62,7 @@ def test_service_keeps_answering_under_slow_and_idle_connections(proof_model, tm
     # The attackers must not take the service away. Each round compares its two adjacent
     # phases and the best round counts, so load from other jobs during one phase of a busy
     # 2-core machine cannot fail this; a worker the attackers slow down fails every round.
-    # (Thread workers under this attack answered nothing: docs/measurements.md.)
+    # (Thread workers under this attack answered nothing: docs/decisions.md.)
     ratios = [attack["p50_ms"] / base["p50_ms"]
               for base, attack in zip(figures["base"], figures["attack"])]
     assert min(ratios) <= 3, summary
