@@ -148,11 +148,20 @@ class RGBLoader:
     """
 
     exact = False  # exports pickled before `exact` existed
+    cache = None  # training's DecodeCache (training/data.py) while a run lasts; never pickled
 
     def __init__(self, image_size, exact: bool = False):
         self.image_size, self.exact = image_size, exact
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "cache"}
+
     def __call__(self, source) -> Image.Image:
+        if self.cache is not None and isinstance(source, (str, os.PathLike)):
+            return self.cache.image(Path(source), self.decode)
+        return self.decode(source)
+
+    def decode(self, source) -> Image.Image:
         return load_rgb(source, decode_side(self.image_size, self.exact))
 
     def __repr__(self) -> str:

@@ -87,3 +87,40 @@ def smooth_photo(size, seed=0, colour=None) -> Image.Image:
         im.paste(colour, (w // 4, h // 4, w // 2, h // 2))
     noise = rng.normal(0, 4, (h, w, 3)) if w * h <= 13_000_000 else 0
     return Image.fromarray(np.clip(np.asarray(im, np.float32) + noise, 0, 255).astype(np.uint8))
+
+
+PHONE_CLASSES = ("disc", "box")  # what labelled_photos' classes hold: a large ellipse or rectangle
+
+
+def labelled_photo(rng, label: str, size=(4032, 3024)) -> Image.Image:
+    """make_photo's scene (a dozen random shapes) plus one large shape that is the class: an
+    ellipse ("disc") or a rectangle ("box") of random colour, place and size. Learnable, but
+    not at a glance: the distractors are ellipses and rectangles too."""
+    w, h = size
+    im = make_photo(rng, (max(16, w // 4), max(12, h // 4)))
+    draw = ImageDraw.Draw(im)
+    side = int(rng.integers(im.height // 3, im.height // 2))
+    x0, y0 = rng.integers(0, im.width - side), rng.integers(0, im.height - side)
+    colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+    shape = draw.ellipse if label == PHONE_CLASSES[0] else draw.rectangle
+    shape([x0, y0, x0 + side, y0 + side], fill=colour, outline=(0, 0, 0), width=max(1, side // 20))
+    return im.resize(size, Image.Resampling.BICUBIC) if im.size != size else im
+
+
+def write_labelled_photos(root: Path, per_class: int, size=(4032, 3024), seed: int = 0) -> Path:
+    """root/<disc|box>/IMG_<n>.jpg: phone photos (JPEG q90) stored sideways with EXIF
+    orientation 6, as a phone held upright stores them. Written once: kept when complete."""
+    rng = np.random.default_rng(seed)
+    for label in PHONE_CLASSES:
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            im = labelled_photo(rng, label, size)
+            path = folder / f"IMG_{i:04d}.jpg"
+            if not path.exists():
+                exif = Image.Exif()
+                exif[0x0112] = 6
+                im.transpose(Image.Transpose.ROTATE_90).save(
+                    path.with_suffix(".tmp"), "JPEG", quality=90, exif=exif.tobytes())
+                path.with_suffix(".tmp").rename(path)
+    return root

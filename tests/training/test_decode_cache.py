@@ -1,0 +1,106 @@
+"""The training cache: phone photos are decoded on the first epoch only, at training size."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+
+import classifier.images
+from harness.bench_assets import write_labelled_photos
+from training import data
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A dozen phone-shaped JPEGs (4:3, stored sideways with EXIF orientation 6), 2 classes."""
+    root = write_labelled_photos(tmp_path_factory.mktemp("phone"), 6, size=(400, 300))
+    files = sorted(root.rglob("*.jpg"))
+    train, valid = data.random_split(files, 0.25, 42)
+    return data.Dataset(root=root, layout="folders", vocab=["box", "disc"], train=train,
+                        valid=valid)
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """The files classifier.images.load_rgb (the decoder) is called on."""
+    seen = []
+    real = classifier.images.load_rgb
+
+    def counting(source, *args, **kwargs):
+        seen.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.images, "load_rgb", counting)
+    return seen
+
+
+@pytest.fixture
+def caches(monkeypatch):
+    """The DecodeCaches that data.dataloaders makes."""
+    made = []
+
+    class Recorded(data.DecodeCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(data, "DecodeCache", Recorded)
+    return made
+
+
+def one_epoch(dls) -> None:
+    for loader in (dls.train, dls.valid):
+        for _ in loader:
+            pass
+
+
+def test_a_second_epoch_decodes_nothing(photos, decodes):
+    dls = data.dataloaders(photos, 32, 4, augment=False)
+    one_epoch(dls)
+    first = len(decodes)
+    assert sorted(decodes) == sorted(photos.train + photos.valid)  # each file once
+    one_epoch(dls)
+    assert len(decodes) == first
+
+
+def test_the_cache_holds_photos_at_training_size(photos, caches):
+    one_epoch(data.dataloaders(photos, 32, 4, augment=False))
+    [cache] = caches
+    assert len(cache.images) == 12
+    assert {im.size for im in cache.images.values()} == {(43, 32)}  # upright 400x300, shrunk
+
+
+def test_augmenting_caches_at_the_decode_size(photos, caches):
+    one_epoch(data.dataloaders(photos, 32, 4, augment=True))
+    assert {min(im.size) for im in caches[0].images.values()} == {data.decode_side(32)}
+
+
+def test_a_changed_file_is_decoded_again(photos, decodes):
+    dls = data.dataloaders(photos, 32, 4, augment=False)
+    one_epoch(dls)
+    changed = photos.valid[0]
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    decodes.clear()
+    one_epoch(dls)
+    assert decodes == [changed]
+
+
+def test_the_cache_is_bounded(photos, decodes, caches):
+    dls = data.dataloaders(photos, 32, 4, augment=False)
+    caches[0].max_bytes = 5 * 43 * 32 * 3  # room for 5 photos
+    one_epoch(dls)
+    decodes.clear()
+    one_epoch(dls)
+    assert len(caches[0].images) == 5 and len(decodes) == 12 - 5
+
+
+def test_an_export_carries_no_cache(photos):
+    loader = classifier.images.RGBLoader(32)
+    loader.cache = data.DecodeCache(32)
+    loader(photos.valid[0])
+    assert loader.cache.images
+    blob = pickle.dumps(loader)
+    assert b"DecodeCache" not in blob and b"training" not in blob
+    assert pickle.loads(blob).cache is None
