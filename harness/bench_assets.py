@@ -92,22 +92,26 @@ def smooth_photo(size, seed=0, colour=None) -> Image.Image:
 PHONE_CLASSES = ("disc", "box")  # what labelled_photos' classes hold: a large ellipse or rectangle
 
 
-def labelled_photo(rng, label: str, size=(4032, 3024)) -> Image.Image:
+def labelled_photo(rng, label: str, size=(4032, 3024), colours=None) -> Image.Image:
     """make_photo's scene (a dozen random shapes) plus one large shape that is the class: an
     ellipse ("disc") or a rectangle ("box") of random colour, place and size. Learnable, but
-    not at a glance: the distractors are ellipses and rectangles too."""
+    not at a glance: the distractors are ellipses and rectangles too. `colours`, one per
+    class, makes it easy: the class's shape always has its colour."""
     w, h = size
     im = make_photo(rng, (max(16, w // 4), max(12, h // 4)))
     draw = ImageDraw.Draw(im)
     side = int(rng.integers(im.height // 3, im.height // 2))
     x0, y0 = rng.integers(0, im.width - side), rng.integers(0, im.height - side)
     colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+    if colours:
+        colour = colours[PHONE_CLASSES.index(label)]
     shape = draw.ellipse if label == PHONE_CLASSES[0] else draw.rectangle
     shape([x0, y0, x0 + side, y0 + side], fill=colour, outline=(0, 0, 0), width=max(1, side // 20))
     return im.resize(size, Image.Resampling.BICUBIC) if im.size != size else im
 
 
-def write_labelled_photos(root: Path, per_class: int, size=(4032, 3024), seed: int = 0) -> Path:
+def write_labelled_photos(root: Path, per_class: int, size=(4032, 3024), seed: int = 0,
+                          colours=None) -> Path:
     """root/<disc|box>/IMG_<n>.jpg: phone photos (JPEG q90) stored sideways with EXIF
     orientation 6, as a phone held upright stores them. Written once: kept when complete."""
     rng = np.random.default_rng(seed)
@@ -115,7 +119,7 @@ def write_labelled_photos(root: Path, per_class: int, size=(4032, 3024), seed: i
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            im = labelled_photo(rng, label, size)
+            im = labelled_photo(rng, label, size, colours)
             path = folder / f"IMG_{i:04d}.jpg"
             if not path.exists():
                 exif = Image.Exif()
