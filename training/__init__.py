@@ -5,7 +5,8 @@
 
 Modules: `train` (the CLI; read it top to bottom), `data` (find, verify and split the images;
 the DataBlock), `model` (architecture and weights -> fastai learner), `fit` (the phases:
-interrupt, checkpoint, resume), `checkpoint` (its files), `evaluate` (metrics and the "not sure"
+interrupt, checkpoint, resume), `distributed` (several processes under `accelerate launch`),
+`checkpoint` (its files), `evaluate` (metrics and the "not sure"
 threshold), `export` (export.pkl, export.json, examples/), `report` (plots and report.html from
 templates/), `demo_data` (scikit-learn's digits written as PNG folders). Everything the exported
 learner pickles lives in `classifier/` or fastai itself, never here, so the serving image does

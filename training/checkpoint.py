@@ -25,8 +25,13 @@ def best_weights_path(out: Path) -> Path:
 
 
 def write(state, path: Path) -> None:
-    """torch.save, atomically: a kill mid-write leaves the previous file as it was."""
+    """torch.save, atomically: a kill mid-write leaves the previous file as it was. Under
+    `accelerate launch` only rank 0 writes (the ranks hold the same state)."""
     import torch
+
+    from training import distributed
+    if not distributed.is_main():
+        return
 
     from classifier.model_files import atomic_path
 

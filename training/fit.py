@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.torch_core import distrib_barrier
 
 from training import checkpoint
 
@@ -147,6 +148,7 @@ class TrainingRun(Callback):
             self.best.best_epoch = len(self.history)
         self.next_epoch = self.epoch + 1
         self.save()
+        distrib_barrier()  # the other ranks go on once rank 0's files are there (best weights)
         if self.plain:
             self.print_row(self.history[-1])
         if self.early is not None and self.early.stopped:

@@ -170,10 +170,12 @@ def resolve(c: TrainConfig) -> TrainConfig:
 def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # before fastai imports torch
+    from training import distributed
     from training.fit import SignalStop
     command = "python -m training.train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
+        distributed.start()
         with SignalStop() as stop:
             return run(argv, command, stop)
     except UsageError as exc:
@@ -182,41 +184,50 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted outside the training loop; nothing was written.", file=sys.stderr)
         return 130
+    finally:
+        distributed.stop()
 
 
 def run(argv, command: str, stop) -> int:
-    from training import checkpoint, data, evaluate, export, fit
+    from training import checkpoint, data, distributed, evaluate, export, fit
     from training.model import build_learner, resolve_arch
     started = time.time()
+    say = print if distributed.is_main() else lambda *_, **__: None  # once, not once per process
     config, out, saved = parse_config(argv)
     arch = resolve_arch(config.arch, config.fine_tune, config.weights)  # before the data is read
     if saved:
-        print(f"resuming {checkpoint.checkpoint_path(out)} (phase {saved['phase']}, epoch "
-              f"{saved['epoch']}) with the interrupted run's settings")
-    checkpoint.remove_stale_temps(out, started)
+        say(f"resuming {checkpoint.checkpoint_path(out)} (phase {saved['phase']}, epoch "
+            f"{saved['epoch']}) with the interrupted run's settings")
+    if distributed.is_main():
+        checkpoint.remove_stale_temps(out, started)
 
     # -- data ----------------------------------------------------------------------
     data_dir = config.data_dir
     if data_dir is None:
         from training.demo_data import write_digits
-        data_dir = write_digits()
-        print(f"demo: scikit-learn's handwritten digits in {data_dir}/ (pass DATA_DIR for your own images)")
+        data_dir = distributed.main_first(write_digits)
+        say(f"demo: scikit-learn's handwritten digits in {data_dir}/ (pass DATA_DIR for your own images)")
     ds = data.find_dataset(data_dir, config.valid_pct, config.seed, extra=config.extra)
     split = f"random split {config.valid_pct:g} seed {config.seed}" if ds.layout == "folders" \
         else "train/valid folders"
-    print(f"data: {ds.root} ({split}): {len(ds.vocab)} classes, {len(ds.train)} train"
-          + (f" + {len(ds.extra)} from {config.extra}" if config.extra else "")
-          + f", {len(ds.valid)} valid" + (f", {len(ds.test)} test" if ds.test else "") + " images")
+    say(f"data: {ds.root} ({split}): {len(ds.vocab)} classes, {len(ds.train)} train"
+        + (f" + {len(ds.extra)} from {config.extra}" if config.extra else "")
+        + f", {len(ds.valid)} valid" + (f", {len(ds.test)} test" if ds.test else "") + " images")
     if ds.skipped:
-        print(f"skipped {len(ds.skipped)} file(s) (left untouched):")
+        say(f"skipped {len(ds.skipped)} file(s) (left untouched):")
         for item in ds.skipped:
-            print(f"  {item['path']}: {item['reason']}")
+            say(f"  {item['path']}: {item['reason']}")
     if saved and saved["vocab"] != ds.vocab:
         raise UsageError(f"--resume: the classes in {ds.root} changed since the checkpoint "
                          f"({saved['vocab']} -> {ds.vocab}); start a new run.")
     from fastai.torch_core import set_seed
     set_seed(config.seed)
     config = dataclasses.replace(config, bs=batch_size(config.bs, len(ds.train) + len(ds.extra)))
+    processes = distributed.world_size()
+    if config.bs % processes:
+        say(f"bs {config.bs} lowered to {config.bs - config.bs % processes}, a multiple of the "
+            f"{processes} processes (each takes bs / {processes})")
+        config = dataclasses.replace(config, bs=config.bs - config.bs % processes)
     dls = data.dataloaders(ds, config.size, config.bs, config.augment)
 
     # -- learner -------------------------------------------------------------------
@@ -231,24 +242,28 @@ def run(argv, command: str, stop) -> int:
             learn.logger = lambda *args: None
         how = "fine_tune from " + ("ImageNet" if config.weights is None else config.weights) \
             if config.fine_tune else "from scratch (one-cycle)"
-        print(f"model: {config.arch} {how}, {config.size}px, bs {config.bs}, "
-              f"{'with' if config.augment else 'no'} augmentation, {config.epochs} epochs")
+        say(f"model: {config.arch} {how}, {config.size}px, bs {config.bs}, "
+            f"{'with' if config.augment else 'no'} augmentation, {config.epochs} epochs"
+            + (f", {processes} processes of bs {config.bs // processes}" if processes > 1 else ""))
 
         # -- learning rate -----------------------------------------------------------
         lr_source = "checkpoint" if saved else "--lr" if config.lr is not None else "lr_find"
         if config.lr is None:
-            config = dataclasses.replace(config, lr=suggest_lr(learn))
+            config = dataclasses.replace(config, lr=distributed.on_main(lambda: suggest_lr(learn)))
 
         # -- fit (a checkpoint after every epoch; Ctrl-C / SIGTERM save one and stop) --
-        progress = fit.TrainingRun(config, out, stop, plain)
+        progress = fit.TrainingRun(config, out, stop, plain and distributed.is_main())
         try:
-            fit.resumable_fit(learn, progress, saved)
+            with distributed.fit_context(learn):
+                fit.resumable_fit(learn, progress, saved)
         except KeyboardInterrupt:
             signum = stop.signum or signal.SIGINT
-            print(f"\ninterrupted ({signal.Signals(signum).name}) after {len(progress.history)} "
-                  f"epoch(s); checkpoint saved to {checkpoint.checkpoint_path(out)}. Continue "
-                  f"with: python -m training.train --resume --out {out}", file=sys.stderr, flush=True)
+            say(f"\ninterrupted ({signal.Signals(signum).name}) after {len(progress.history)} "
+                f"epoch(s); checkpoint saved to {checkpoint.checkpoint_path(out)}. Continue "
+                f"with: python -m training.train --resume --out {out}", file=sys.stderr, flush=True)
             return 128 + signum
+        if not distributed.is_main():
+            return 0  # rank 0 alone evaluates and writes the model, its report and its version
         trained = True  # from here on the checkpoint goes, whether the export succeeds or fails
 
         # -- evaluate: the serving code path, on validation, then test once ------------
