@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -104,12 +105,32 @@ def on_exit(server):
 
 def post_worker_init(worker):
     # Set this worker's torch/onnxruntime threads and run one prediction before it
-    # accepts a request, so /readyz 200 means "this worker answers fast".
+    # accepts a request, so /readyz 200 means "this worker answers fast". Then serve the
+    # version models/live.json names now (a worker forked after a swap starts with the
+    # master's model) and follow the pointer from then on (app/model_follow.py).
+    from app.model_follow import start_following
     from app.model_service import model_service
 
     service = model_service(worker.wsgi)
     if not service.warm_up():
         worker.log.error("worker %s: %s", worker.pid, service.failure)
+        return
+    start_following(service)
+
+
+def when_ready(server):
+    # SIGHUP: each worker swaps to the version models/live.json names, in place, between
+    # requests. gunicorn's own SIGHUP (re-read this file, fork new workers from the master,
+    # which holds the model it preloaded, and stop the old ones) would not load it at all.
+    def forward_hup():
+        server.log.info("SIGHUP: workers follow models/live.json")
+        for pid in list(server.WORKERS):
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
+    server.handle_hup = forward_hup
 
 
 def pre_fork(server, worker):

@@ -143,6 +143,13 @@ class Settings:
         " it, when present, gives `/model`'s metadata, the \"not sure\" threshold and the "
         "sha256 the file must match. `examples/<label>/<image>` beside it become one-click "
         "examples on the form; `report/` beside it is served at `/report`.")
+    model_poll_seconds: float = setting(
+        "MODEL_POLL_SECONDS", 2.0, _float,
+        "How often each worker looks at `models/live.json` (the pointer that `python -m "
+        "training.promote` and `rollback` move); when it names another version, the worker "
+        "loads and checks that version beside the one it serves and switches between "
+        "requests. `kill -HUP` on the master makes every worker look at once "
+        "([versions](#model-versions-hot-swap)).")
     port: int = setting("PORT", 8000, _int,
                         "gunicorn binds `0.0.0.0:$PORT` (the container sets 8080).")
     workers: int = setting(
@@ -312,10 +319,6 @@ class Settings:
     @property
     def feedback_max_bytes(self) -> int:
         return int(self.feedback_max_mb * MB)
-
-    @property
-    def examples_dir(self) -> Path:
-        return self.model_path.parent / "examples"
 
 
 # The environment variables read (create_app's config accepts the same names).

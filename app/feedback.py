@@ -74,12 +74,13 @@ def feedback():
         check_same_site()
     label = _label(list(service.info["vocab"]), settings.feedback_dir)
     upload = _image_upload(settings)
+    model = service.model  # one model for the whole request, whatever a swap does meanwhile
     # The same checks as /predict; the stored copy is made from the decoded pixels.
-    item, jpeg = service.prepare(upload.data, on_image=feedback_store.pixels_only)
-    (prediction,) = service.predict([item])
+    item, jpeg = service.prepare(upload.data, on_image=feedback_store.pixels_only, model=model)
+    (prediction,) = service.predict([item], model)
     record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "client": client_id(settings), "label": label, "predicted": prediction.label,
-              "confidence": prediction.confidence, "model_sha256": service.info["sha256"],
+              "confidence": prediction.confidence, "model_sha256": model.card.sha256,
               "request_id": g.get("request_id")}
     try:
         record = feedback_store.save(settings, label, jpeg, record)

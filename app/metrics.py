@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests and latency by endpoint and status, predictions by label.
+"""Prometheus metrics: requests and latency by endpoint and status, predictions by label and
+model version, the version each worker serves and the versions it refused.
 
 Under gunicorn every worker writes its samples to PROMETHEUS_MULTIPROC_DIR
 (set up by gunicorn.conf.py) and /metrics merges them, so any worker's answer
@@ -15,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -25,8 +27,16 @@ REQUESTS = Counter("classifier_http_requests_total", "HTTP requests answered.",
 LATENCY = Histogram("classifier_http_request_duration_seconds",
                     "Time from request start to response, seconds.", ["endpoint", "status"],
                     buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10))
-PREDICTIONS = Counter("classifier_predictions_total", "Images classified, by top-1 label.",
-                      ["label"])
+PREDICTIONS = Counter("classifier_predictions_total",
+                      "Images classified, by top-1 label and the model version that answered.",
+                      ["label", "version"])
+# Per worker process ("liveall": a dead worker's samples go): 1 for the version it serves.
+SERVED_VERSION = Gauge("classifier_model_version_info", "1 for the model version a worker "
+                       "serves, 0 for one it served before.", ["version"],
+                       multiprocess_mode="liveall")
+REFUSED_VERSIONS = Counter("classifier_model_versions_refused_total", "Versions the pointer "
+                           "named that a worker refused to serve (failed to load or to check; "
+                           "the reason is in the log and /model's refused).", ["version"])
 
 bp = Blueprint("metrics", __name__)
 # The methods a label may name; any other (gunicorn accepts any 3-20 letter token) is
@@ -43,9 +53,19 @@ def method_label() -> str:
     return request.method if request.method in METHODS else "other"
 
 
-def record_predictions(predictions) -> None:
+def record_predictions(predictions, version: str) -> None:
     for prediction in predictions:
-        PREDICTIONS.labels(label=prediction.label).inc()
+        PREDICTIONS.labels(label=prediction.label, version=version).inc()
+
+
+def record_served_version(version: str, previous: str | None) -> None:
+    if previous is not None and previous != version:
+        SERVED_VERSION.labels(version=previous).set(0)
+    SERVED_VERSION.labels(version=version).set(1)
+
+
+def record_refusal(version: str | None) -> None:
+    REFUSED_VERSIONS.labels(version=version or "unknown").inc()
 
 
 def init_metrics(app) -> None:

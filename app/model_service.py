@@ -8,19 +8,23 @@ takes a request; /readyz reports that per process.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import current_app
 
 from app.errors import ApiError, ModelUnavailable
 from app.event_loop import off_event_loop
-from app.metrics import record_predictions
+from app.metrics import record_predictions, record_refusal, record_served_version
 from classifier.images import ImageError, decode_side, open_checked
 from classifier.loader import ModelCard, load_model
+from classifier.model_files import ModelLoadError
 from classifier.prediction import Prediction, PredictorBase
+from classifier.versions import VersionError, check_files, served_version
 
 try:
     import torch
@@ -44,23 +48,36 @@ class Classified:
     """One classified upload: its name, the Prediction, on_image's result, the Grad-CAM."""
     filename: str
     prediction: Prediction
+    version: str  # the version of the model that answered (ServedModel.version)
     extra: object = None
     explanation: dict | None = None
 
     def as_dict(self, top_k: int | None = None, threshold: float | None = None) -> dict:
         """/predict's answer for this image (without the filename)."""
         answer = self.prediction.as_dict(top_k, threshold)
+        answer["version"] = self.version
         if self.explanation is not None:
             answer["explanation"] = self.explanation
         return answer
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded and checked model. A request takes the service's current one when it starts
+    and uses it to the end, so a swap (app/model_follow.py) never changes a model under it."""
+    path: Path  # its export.pkl
+    version: str  # the version's name, or a bare export.pkl's first 12 hex of sha256
+    predictor: PredictorBase
+    card: ModelCard
+    info: dict  # GET /model's answer (describe), less `refused`
+
+
 class ModelService:
     def __init__(self, settings):
         self.settings = settings
-        self.predictor: PredictorBase | None = None
-        self.card: ModelCard | None = None
-        self.info: dict = {}  # GET /model's answer (describe)
+        self.model: ServedModel | None = None
+        self.refused: dict | None = None  # the last version this process would not serve, and why
+        self.follower = None  # app.model_follow.PointerFollower, in a gunicorn worker
         self._warm_pid: int | None = None
         self._failure: str | None = None
         self._lock = threading.Lock()
@@ -79,14 +96,53 @@ class ModelService:
         """Load and check the export; raises ModelLoadError with one line saying why not."""
         if torch is not None:
             torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
-        settings = self.settings
-        self.predictor, self.card = load_model(
-            settings.model_path, settings.runtime, settings.inference_threads,
-            keep_torch_model=settings.explanations, option="INFERENCE_RUNTIME")
-        self.info = describe(self.card, self.predictor, settings)
-        log.info("loaded %s: %d classes, %s, runtime %s", settings.model_path,
-                 len(self.card.vocab), self.card.arch, self.predictor.runtime)
+        from app.model_follow import live_model_path
+
+        self.model = self.open(live_model_path(self.settings.model_path))
         return self
+
+    def open(self, path: Path) -> ServedModel:
+        """Check and load the export at `path` (every file against export.json's sha256, then
+        the loader's own checks, ONNX parity included); ModelLoadError says why not."""
+        settings = self.settings
+        try:
+            check_files(path)
+        except VersionError as exc:
+            raise ModelLoadError(str(exc)) from None
+        predictor, card = load_model(path, settings.runtime, settings.inference_threads,
+                                     keep_torch_model=settings.explanations,
+                                     option="INFERENCE_RUNTIME")
+        version = served_version(path, card.sha256)
+        log.info("loaded %s (version %s): %d classes, %s, runtime %s", path, version,
+                 len(card.vocab), card.arch, predictor.runtime)
+        return ServedModel(path, version, predictor, card,
+                           {"version": version, **describe(card, predictor, settings)})
+
+    def switch(self, model: ServedModel) -> None:
+        """Serve `model` (loaded and warmed up) from the next request on."""
+        old, self.model, self.refused = self.model, model, None
+        record_served_version(model.version, old.version if old else None)
+        log.info("now serving version %s (was %s)", model.version, old.version if old else None)
+
+    def refuse(self, version: str | None, reason: str) -> None:
+        """A version that failed to load or to check: keep serving the current one, say why."""
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.refused = {"version": version, "reason": reason, "at": at}
+        record_refusal(version)
+        log.error("version %s refused, still serving %s: %s", version, self.model.version, reason)
+
+    @property
+    def predictor(self) -> PredictorBase:
+        return self.model.predictor
+
+    @property
+    def card(self) -> ModelCard:
+        return self.model.card
+
+    @property
+    def info(self) -> dict:
+        """GET /model's answer: the served model's card, and the last version refused."""
+        return {**self.model.info, "refused": self.refused}
 
     def warm_up(self) -> bool:
         """Set this process's threads and run one prediction; False (and 503s) if it fails."""
@@ -103,6 +159,7 @@ class ModelService:
                 return False
             self._failure = None
             self._warm_pid = os.getpid()
+            record_served_version(self.model.version, None)
             return True
 
     @property
@@ -121,40 +178,51 @@ class ModelService:
     @property
     def report_dir(self):
         """The training report beside the model (report/report.html), or None."""
-        folder = self.settings.model_path.parent / "report"
+        folder = self.model.path.parent / "report"
         return folder if (folder / "report.html").is_file() else None
 
+    @property
+    def examples_dir(self) -> Path:
+        """The served model's one-click examples (examples/<label>/<image>)."""
+        return self.model.path.parent / "examples"
+
     # -- serving ----------------------------------------------------------
-    def prepare(self, data: bytes, on_image=None):
-        """Untrusted bytes -> model-sized input; raises classifier.images.ImageError (4xx).
+    def prepare(self, data: bytes, on_image=None, model: ServedModel | None = None):
+        """Untrusted bytes -> input sized for `model` (default: the one served now); raises
+        classifier.images.ImageError (4xx).
 
         `on_image(image)` may look at the decoded photo (the form's preview) before it is
         dropped.
         """
-        return off_event_loop(self._decode, data, on_image)
+        return off_event_loop(self._decode, data, on_image, model or self.model)
 
     @property
     def decode_min_side(self) -> int | None:
         """The shorter side an upload is decoded down to (twice the model's input), or None
         for a full decode (EXACT_DECODE). The form shrinks photos to it before sending."""
-        return decode_side(self.predictor.image_size, exact=self.settings.exact_decode)
+        return self._decode_side(self.model)
 
-    def _decode(self, data: bytes, on_image):
+    def _decode_side(self, model: ServedModel) -> int | None:
+        return decode_side(model.predictor.image_size, exact=self.settings.exact_decode)
+
+    def _decode(self, data: bytes, on_image, model: ServedModel):
         # Taken in the thread that decodes: an OS lock held across an event-loop wait
         # would block every other greenlet that reaches it.
         with self._decode_slot:
             settings = self.settings
-            image = open_checked(data, settings.max_image_pixels, min_side=self.decode_min_side,
+            image = open_checked(data, settings.max_image_pixels,
+                                 min_side=self._decode_side(model),
                                  max_declared=settings.max_declared_pixels)
             extra = on_image(image) if on_image else None
-            return self.predictor.prepare(image), extra
+            return model.predictor.prepare(image), extra
 
-    def predict(self, items):
-        """Outputs of `prepare` -> Predictions, one batch. Raises ModelUnavailable (503)."""
+    def predict(self, items, model: ServedModel | None = None):
+        """Outputs of `prepare` -> Predictions, one batch on `model` (default: the one served
+        now). Raises ModelUnavailable (503)."""
         if not self.ready and not self.warm_up():
             raise ModelUnavailable(self._failure or "The model is not loaded.")
         try:
-            return off_event_loop(self.predictor.predict_prepared, items)
+            return off_event_loop((model or self.model).predictor.predict_prepared, items)
         except Exception as exc:
             log.exception("inference failed")
             raise ModelUnavailable(f"The model failed on this request "
@@ -170,26 +238,27 @@ class ModelService:
             raise ApiError("explanation_unavailable",
                            "This server has no PyTorch model to run Grad-CAM on "
                            "(EXPLANATIONS=off, or the lean image). Ask without explain=1.")
+        model = self.model  # this request's model to the end, whatever a swap does meanwhile
         prepared = []
         for upload in uploads:
             try:
-                item, extra = self.prepare(upload.data, on_image)
+                item, extra = self.prepare(upload.data, on_image, model)
             except ImageError as exc:
                 if len(uploads) > 1:
                     exc.args = (f"{upload.filename}: {exc}",)
                 raise
             upload.data = b""  # the bytes are not needed any more
             prepared.append((upload.filename, item, extra))
-        predictions = self.predict([item for _, item, _ in prepared])
-        record_predictions(predictions)
-        return [Classified(name, prediction, extra,
-                           self.explain(item, prediction.index) if explain else None)
+        predictions = self.predict([item for _, item, _ in prepared], model)
+        record_predictions(predictions, model.version)
+        return [Classified(name, prediction, model.version, extra,
+                           self.explain(item, prediction.index, model) if explain else None)
                 for (name, item, extra), prediction in zip(prepared, predictions)]
 
-    def explain(self, item, index: int) -> dict:
+    def explain(self, item, index: int, model: ServedModel) -> dict:
         """Grad-CAM of class `index` over a prepared item; 409 when this model cannot."""
         try:
-            return off_event_loop(explain, self.predictor, item, index)
+            return off_event_loop(explain, model.predictor, item, index)
         except ExplanationUnavailable as exc:
             raise ApiError("explanation_unavailable", str(exc)) from None
 

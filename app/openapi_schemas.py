@@ -11,6 +11,9 @@ from app.errors import ERRORS
 PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 COUNT = {"type": "integer", "minimum": 0}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+VERSION = {"type": "string", "pattern": r"^(\d{8}-\d{6}-[0-9a-f]{6}|[0-9a-f]{12})$",
+           "description": "The model version that answered: its name under models/versions/, "
+           "or for a bare export.pkl the first 12 hex of its sha256."}
 
 
 def ref(name: str) -> dict:
@@ -46,6 +49,7 @@ def prediction_fields(vocab: list[str]) -> dict:
                 "top_k most probable classes, highest first.", "items": ref("Ranked")},
         "probabilities": by_class(vocab, PROBABILITY, every=True, description="Every class, "
                                   "in vocab order; sums to 1."),
+        "version": VERSION,
         "explanation": ref("Explanation"),
     }
 
@@ -53,7 +57,8 @@ def prediction_fields(vocab: list[str]) -> dict:
 def schemas(vocab: list[str], max_batch: int) -> dict:
     """components/schemas for a model with these classes."""
     prediction = prediction_fields(vocab)
-    required = ["label", "index", "confidence", "unsure", "threshold", "top", "probabilities"]
+    required = ["label", "index", "confidence", "unsure", "threshold", "top", "probabilities",
+                "version"]
     runtime = {"type": "string", "enum": ["onnx", "torch", "onnx-lean"]}
     return {
         "Label": {"type": "string", "enum": vocab, "description": "One of the model's classes."},
@@ -77,6 +82,13 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
                                           "message": {"type": "string"}},
                                          ["code", "message"])}, ["error"]),
         "ModelInfo": closed({
+            "version": VERSION,
+            "refused": closed({"version": {"type": "string", "nullable": True},
+                               "reason": {"type": "string"},
+                               "at": {"type": "string", "format": "date-time"}},
+                              ["version", "reason", "at"], nullable=True, description="The "
+                              "last version models/live.json named that this worker would not "
+                              "serve (it failed to load or to check), and why; null when none."),
             "vocab": {"type": "array", "items": LABEL, "minItems": 2},
             "arch": {"type": "string"},
             "image_size": {"type": "array", "nullable": True, "items": {"type": "integer"},
@@ -99,7 +111,7 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
                                          "description": "How training chose it."}},
                              ["threshold", "source", "method"]),
             "explanations": {"type": "boolean", "description": "Whether ?explain=1 works."},
-        }, ["vocab", "arch", "image_size", "metrics", "sha256", "created_at", "runtime",
+        }, ["version", "refused", "vocab", "arch", "image_size", "metrics", "sha256", "created_at", "runtime",
             "metadata", "recall", "train_images", "unsure", "explanations"]),
         "Metrics": closed({
             "n": COUNT, "accuracy": PROBABILITY, "error_rate": PROBABILITY,

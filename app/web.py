@@ -56,10 +56,11 @@ def list_examples(folder: Path) -> list[dict]:
 
 
 def _examples() -> list[dict]:
-    cache = current_app.extensions.setdefault("classifier_examples", {})
-    if "list" not in cache:
-        cache["list"] = list_examples(app_settings().examples_dir)
-    return cache["list"]
+    cache = current_app.extensions.setdefault("classifier_examples", {})  # by folder: a swap
+    folder = model_service().examples_dir                                # brings its own
+    if folder not in cache:
+        cache[folder] = list_examples(folder)
+    return cache[folder]
 
 
 def preview_data_url(image) -> str:
@@ -121,7 +122,7 @@ def _example_upload(name: str) -> Upload:
     known = {e["name"] for e in _examples()}
     if name not in known:
         raise ApiError("missing_file", "That example is not available.")
-    folder = app_settings().examples_dir
+    folder = model_service().examples_dir
     return Upload(Path(name).name, (folder / name).read_bytes())
 
 
@@ -147,12 +148,13 @@ def classify():
     return render_page(result={"filename": result.filename, "label": prediction.label,
                                "confidence": prediction.confidence, "bars": bars,
                                "unsure": prediction.is_unsure(options.threshold),
-                               "explanation": result.explanation, "image": result.extra})
+                               "explanation": result.explanation, "image": result.extra,
+                               "version": result.version})
 
 
 @bp.get("/examples/<path:name>")
 def example(name: str):
     if name not in {e["name"] for e in _examples()}:
         abort(404)
-    folder = app_settings().examples_dir
+    folder = model_service().examples_dir
     return send_from_directory(folder, name, max_age=3600)

@@ -9,7 +9,9 @@ request head (and the keep-alive wait) by `keepalive` seconds. This subclass add
 - the socket timeout set by the app for the body (READ_TIMEOUT) is cleared after each
   request, so a kept-alive connection is timed by `keepalive` alone;
 - on SIGTERM, connections still waiting for a request head (idle keep-alive ones) are
-  closed at once, so a graceful stop waits only for requests really in flight.
+  closed at once, so a graceful stop waits only for requests really in flight;
+- SIGHUP (forwarded by the master, gunicorn.conf.py) makes the worker look at models/live.json
+  at once and swap to the version it names (app/model_follow.py), instead of killing it.
 
 Model work runs in the hub's thread pool (app/event_loop.py), never on the event loop.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from http import HTTPStatus
 
 import gevent
@@ -44,6 +47,18 @@ class BoundedGeventWorker(GeventWorker):
         self.worker_connections = self.max_open + OVERFLOW  # gevent's pool size
         self.open_connections = 0
         self.waiting_for_head: dict = {}  # greenlet -> its head deadline (gevent.Timeout)
+
+    def init_signals(self):
+        super().init_signals()
+        signal.signal(signal.SIGHUP, self.handle_hup)
+        signal.siginterrupt(signal.SIGHUP, False)
+
+    def handle_hup(self, sig, frame):
+        from app.model_service import model_service
+
+        follower = model_service(self.wsgi).follower
+        if follower is not None:
+            follower.wake()
 
     def run(self):
         gevent.get_hub().threadpool.maxsize = self.cfg.threads  # model work (app/event_loop.py)

@@ -4,7 +4,7 @@
 
 PATHs are image files or folders (searched recursively for .jpg, .png, ...). Each
 row: path, label, confidence, unsure (when the model's export.json has a threshold),
-one probability per class, and error (why a file could not be read; such files never
+version (the model's, as the server's answers name it), one probability per class, and error (why a file could not be read; such files never
 stop the run). The output is CSV, or JSON lines for a .jsonl name, written to stdout
 without --out, and atomically (all or nothing) with it. Decoding, loading and inference
 are the server's own (classifier.images.open_checked, classifier.loader.load_model), so
@@ -29,6 +29,7 @@ from classifier.images import (
     open_checked,
 )
 from classifier.model_files import ModelLoadError, atomic_path
+from classifier.versions import VersionError, served_model_path, served_version
 
 BATCH = 16  # images per forward pass; decoding, not the model, dominates for photos
 
@@ -92,11 +93,12 @@ def _load(path: Path, predictor, max_pixels: int, exact: bool):
 
 def predict_files(predictor, files: list[Path], threshold: float | None,
                   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, workers: int | None = None,
-                  on_progress=None, exact: bool = False):
+                  on_progress=None, exact: bool = False, version: str | None = None):
     """Yield one result dict per file, in order: path, error (why it could not be read, or
-    None), label, confidence, probabilities (every class, in vocab order) and, with a
-    `threshold`, unsure. Decoding runs `workers` files at a time (at full size with
-    `exact`, as the server does with EXACT_DECODE)."""
+    None), label, confidence, probabilities (every class, in vocab order), with a `threshold`
+    unsure, and with a `version` the model's (as the server's answers name it). Decoding runs
+    `workers` files at a time (at full size with `exact`, as the server does with
+    EXACT_DECODE)."""
     workers = workers or min(4, os.cpu_count() or 1)
     done = 0
     with ThreadPoolExecutor(workers) as pool:  # Pillow decodes with the GIL released
@@ -113,6 +115,8 @@ def predict_files(predictor, files: list[Path], threshold: float | None,
                                probabilities=p.probabilities)
                     if threshold is not None:
                         row["unsure"] = p.confidence < threshold
+                    if version is not None:
+                        row["version"] = version
                 yield row
             done += len(chunk)
             if on_progress:
@@ -124,7 +128,8 @@ def write_rows(rows, out, fmt: str, vocab: list[str], threshold: float | None) -
         for row in rows:
             out.write(json.dumps(row) + "\n")
         return
-    columns = ["path", "label", "confidence"] + (["unsure"] if threshold is not None else [])
+    columns = (["path", "label", "confidence"] + (["unsure"] if threshold is not None else [])
+               + ["version"])
     writer = csv.writer(out)
     writer.writerow(columns + vocab + ["error"])
     for row in rows:
@@ -164,12 +169,14 @@ def main(argv=None) -> int:
         if not files:
             raise UsageError(f"No images found in {', '.join(map(str, args.paths))}.")
         from classifier.loader import load_model
-        try:
-            predictor, card = load_model(args.model, args.runtime, keep_torch_model=False,
+        try:  # models/export.pkl beside a models/live.json: the live version, as served
+            model_path = served_model_path(args.model)
+            predictor, card = load_model(model_path, args.runtime, keep_torch_model=False,
                                          option="--runtime")
-        except ModelLoadError as exc:
+        except (ModelLoadError, VersionError) as exc:
             raise UsageError(str(exc)) from None
         threshold = card.threshold
+        version = served_version(model_path, card.sha256)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -184,7 +191,8 @@ def main(argv=None) -> int:
             yield row
 
     rows = tracked(predict_files(predictor, files, threshold, args.max_pixels,
-                                 on_progress=progress.update, exact=args.exact_decode))
+                                 on_progress=progress.update, exact=args.exact_decode,
+                                 version=version))
     if args.out is None:
         write_rows(rows, sys.stdout, fmt, predictor.vocab, threshold)
     else:

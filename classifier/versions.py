@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from classifier.model_files import write_json_atomic
+from classifier.model_files import sha256_file, write_json_atomic
 
 VERSIONS = "versions"
 POINTER = "live.json"
@@ -86,6 +86,46 @@ def served_model_path(model_path: str | os.PathLike) -> Path:
     model_path = Path(model_path)
     live = live_version(models_root(model_path))
     return model_path if live is None else version_dir(models_root(model_path), live) / MODEL_FILE
+
+
+def served_version(model_path: str | os.PathLike, model_sha256: str) -> str:
+    """What answers name as the model that gave them: the version's name for a model under
+    versions/<name>/, else (a bare export.pkl) the first 12 hex of its sha256."""
+    folder = Path(model_path).parent
+    if folder.parent.name == VERSIONS and NAME.match(folder.name):
+        return folder.name
+    return model_sha256[:12]
+
+
+def pointer_root(model_path: str | os.PathLike) -> Path:
+    """The models/ folder whose live.json a server of `model_path` follows: MODEL_PATH's own
+    folder, or, where MODEL_PATH was already resolved to a version's export.pkl, the folder
+    above versions/."""
+    folder = Path(model_path).parent
+    if folder.parent.name == VERSIONS and NAME.match(folder.name):
+        return folder.parent.parent
+    return folder
+
+
+def check_files(model_path: str | os.PathLike) -> None:
+    """Refuse (VersionError) a version whose files differ from the sha256 its export.json lists
+    for each (`files`). Without that list (a notebook export, older layouts) nothing is checked
+    here: the loader checks export.pkl against export.json's `sha256`."""
+    folder = Path(model_path).parent
+    try:
+        listed = json.loads((folder / "export.json").read_text()).get("files") or {}
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, AttributeError) as exc:
+        raise VersionError(f"{folder / 'export.json'} cannot be read ({type(exc).__name__}).") from None
+    for name, digest in listed.items():
+        path = folder / name
+        if not path.is_file():
+            raise VersionError(f"{path} is listed in export.json but missing.")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise VersionError(f"{path} does not match export.json (sha256 {actual[:12]}... != "
+                               f"{str(digest)[:12]}...): the file was replaced or corrupted.")
 
 
 def move_pointer(root: Path, version: str, action: str, **details) -> dict:

@@ -60,6 +60,7 @@
     document.getElementById("result-label").textContent = data.label;
     document.getElementById("result-confidence").textContent = (data.confidence * 100).toFixed(1) + "%";
     document.getElementById("result-filename").textContent = filename || "";
+    document.getElementById("result-version").textContent = "Model version " + data.version;
     document.getElementById("result-image").src = imageUrl;
     const bars = document.getElementById("bars");
     bars.replaceChildren();

@@ -14,7 +14,7 @@ import pytest
 from classifier import predict as cli
 from classifier.images import load_rgb, open_checked
 from classifier.inference import Predictor
-from classifier.model_files import load_learner_checked
+from classifier.model_files import load_learner_checked, sha256_file
 from harness.images import encode, photo
 from tests.conftest import ROOT
 
@@ -54,7 +54,9 @@ def test_folder_to_csv_in_a_subprocess(notebook_export, photos, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(out.open()))
     header = out.read_text().splitlines()[0].split(",")
-    assert header == ["path", "label", "confidence", *VOCAB, "error"]  # no threshold known
+    assert header == ["path", "label", "confidence", "version", *VOCAB, "error"]  # no threshold
+    # A bare export.pkl's version: the start of its sha256, as the server's answers say.
+    assert rows[0]["version"] == sha256_file(notebook_export)[:12]
     names = [row["path"].removeprefix(str(photos) + "/") for row in rows]
     assert names == ["a.png", "trip/b.JPG", "trip/broken.jpg", "trip/day2/c.webp",
                      "trip/notes.png"]
@@ -87,7 +89,7 @@ def test_jsonl_with_unsure_from_the_threshold(model_with_threshold, photos, tmp_
 def test_csv_on_stdout_has_the_unsure_column(model_with_threshold, photos, capsys):
     assert cli.main([str(model_with_threshold), str(photos / "a.png")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "path,label,confidence,unsure,blue,green,red,error"
+    assert lines[0] == "path,label,confidence,unsure,version,blue,green,red,error"
     assert lines[1].split(",")[3] in ("True", "False") and len(lines) == 2
 
 

@@ -1,0 +1,88 @@
+"""Model versions made by copying, and watching a server follow its pointer under load: what
+the swap tests (tests/app/test_model_swap*.py) and benchmarks/swap_under_load.py share.
+
+`make_version` copies a model folder (export.pkl and whatever lies beside it) into
+models/versions/<name>/ with an export.json listing every file's sha256, as training writes
+one; `classifier.versions.move_pointer` then promotes or rolls back without any training.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from classifier.model_files import sha256_file
+from classifier.versions import MODEL_FILE, VERSIONS
+from harness.load import post_image
+
+
+def make_version(root: Path, source_model: Path, name: str) -> Path:
+    """models/versions/<name>/ from `source_model`'s folder (its export.pkl, export.json when
+    there, examples/, report/, the ONNX graph); returns the version's export.pkl."""
+    folder = root / VERSIONS / name
+    source = source_model.parent
+    folder.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.name in (VERSIONS, "live.json", "history.jsonl", "test_set.json"):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, folder / item.name)
+        elif item.name != "export.json" and (item.name.startswith("export.")
+                                             or item == source_model):
+            shutil.copy2(item, folder / (MODEL_FILE if item == source_model else item.name))
+    meta_path = source_model.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    files = {p.relative_to(folder).as_posix(): sha256_file(p)
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    meta.update(version=name, sha256=files[MODEL_FILE], files=files)
+    (folder / "export.json").write_text(json.dumps(meta, indent=2))
+    return folder / MODEL_FILE
+
+
+class VersionProbe:
+    """One more client beside the load: posts an image in a loop and records (time, version)
+    of each answer, so a test can tell when every worker's answers carry a version."""
+
+    def __init__(self, url: str, image):
+        self.url, self.image = url, image
+        self.answers: list[tuple[float, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> VersionProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:  # a connection per request: the kernel hands each to any worker
+                with requests.Session() as session:
+                    response = post_image(session, self.url, self.image, timeout=30,
+                                          headers={"Connection": "close"})
+                version = response.json().get("version") if response.ok else None
+            except (requests.RequestException, ValueError):
+                version = None
+            self.answers.append((time.monotonic(), version))
+
+    def wait_for(self, version: str, since: float, streak: int = 20,
+                 timeout: float = 60.0) -> float:
+        """Seconds from `since` until `streak` answers in a row (so every worker, the kernel
+        spreading connections) carry `version`; TimeoutError past `timeout`."""
+        deadline = since + timeout
+        while time.monotonic() < deadline:
+            run = 0
+            for at, answered in self.answers:
+                run = run + 1 if at >= since and answered == version else 0
+                if run >= streak:
+                    return at - since
+            time.sleep(0.1)
+        last = [v for _, v in self.answers[-streak:]]
+        raise TimeoutError(f"answers did not settle on {version} within {timeout}s: {last}")
