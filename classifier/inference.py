@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 
 import numpy as np
 import torch
 
-from classifier.prediction import PredictorBase
+from classifier.prediction import PredictorBase, os_lock
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +69,13 @@ class Predictor(PredictorBase):
         activation = getattr(learner.loss_func, "activation", None)
         self._activation = activation or (lambda x: torch.softmax(x, dim=-1))
         self.threads = threads
-        self._lock = threading.Lock()
+        self._lock = os_lock()
         # One forward pass at a time per process: the process's inference threads
         # (INFERENCE_THREADS) already use its share of the cores, so concurrent
         # passes would only fight over them. Batching concurrent requests into one
         # pass was measured and not adopted: onnxruntime takes as long per image
         # in a batch of 2-8 as alone on this CPU (docs/measurements.md).
-        self._run_lock = threading.Lock()
+        self._run_lock = os_lock()
         self._onnx_graph: bytes | str | None = None  # ONNX bytes or an .onnx path
         self._sessions: dict[int, object] = {}
         self.runtime = "torch"

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from classifier.model_files import ModelLoadError, sha256_file
-from classifier.prediction import PredictorBase
+from classifier.prediction import PredictorBase, os_lock
 
 FORMAT = 1  # bumped when the sidecar's meaning changes; older sidecars are then recompiled
 
@@ -141,8 +141,8 @@ class CompiledPredictor(PredictorBase):
             np.asarray(stats[1], np.float32).reshape(1, -1, 1, 1))
         self._graph = graph
         self._sessions: dict[int, object] = {}
-        self._lock = threading.Lock()
-        self._run_lock = threading.Lock()  # one forward pass at a time, as in Predictor
+        self._lock = os_lock()
+        self._run_lock = os_lock()  # one forward pass at a time, as in Predictor
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One PIL RGB image -> the model-sized (height, width, 3) uint8 array."""

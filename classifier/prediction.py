@@ -1,6 +1,7 @@
 """What a classifier answers for one image; shared by the torch and the torch-free predictors."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,18 @@ class Prediction:
         return {"label": self.label, "index": self.index, "confidence": self.confidence,
                 "unsure": self.is_unsure(threshold), "threshold": threshold,
                 "top": self.top(top_k), "probabilities": self.probabilities}
+
+
+def os_lock():
+    """A lock of the operating system, also under gevent's monkey-patching. A predictor's locks
+    are taken in real threads (the worker's pool, app/event_loop.py); a patched, greenlet-aware
+    lock made after the patching (a model loaded by a hot swap, app/model_follow.py) hung
+    requests there for 30 s. A model loaded before it (preloaded in the master) got OS locks."""
+    try:
+        from gevent.monkey import get_original
+    except ImportError:
+        return threading.Lock()
+    return get_original("threading", "Lock")()
 
 
 class PredictorBase:

@@ -18,7 +18,7 @@ LAYERS = [
     {"errors", "request_id", "upload_deadline", "url_exchange"},
     {"metrics", "security", "options", "url_fetch", "json_uploads", "openapi_schemas",
      "body_budget", "feedback_store"},
-    {"uploads", "limits"},
+    {"uploads", "limits", "model_follow"},
     {"openapi", "model_service"},
     {"api", "web", "health", "pages", "feedback"},
     {"__init__", "worker"},
