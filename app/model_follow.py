@@ -6,7 +6,8 @@ loop) and at once on SIGHUP (the master forwards its SIGHUP to every worker: gun
 Loading runs in one of the worker's real threads, so requests keep being answered meanwhile,
 each on the model it started with (app/model_service.py ServedModel). Workers of one server
 load a new version one at a time (a lock file beside the master's pid), so the machine holds at
-most one model more than usual while a swap is under way. A version that fails to load or to
+most one model more than usual while a swap is under way; a swap back to the version the master
+preloaded (a rollback) takes that model again, shared, checked and warm. A version that fails to load or to
 check is refused: the old one keeps serving and the log, /model's `refused` and the metric
 classifier_model_versions_refused_total say so; it is tried again when the pointer moves again
 or on the next SIGHUP.
@@ -90,7 +91,8 @@ class PointerFollower:
         log.info("pid %d: live.json names %s; loading it beside %s", os.getpid(), version,
                  service.model.version)
         try:
-            model = off_event_loop(self._load_one_at_a_time, target)
+            model = service.preloaded if target == service.preloaded.path else \
+                off_event_loop(self._load_one_at_a_time, target)
         except ModelLoadError as exc:
             service.refuse(version, str(exc))
             return False

@@ -76,6 +76,9 @@ class ModelService:
     def __init__(self, settings):
         self.settings = settings
         self.model: ServedModel | None = None
+        # The model loaded in the gunicorn master, whose memory every worker shares: a swap
+        # back to its version (a rollback) takes it again instead of loading a copy.
+        self.preloaded: ServedModel | None = None
         self.refused: dict | None = None  # the last version this process would not serve, and why
         self.follower = None  # app.model_follow.PointerFollower, in a gunicorn worker
         self._warm_pid: int | None = None
@@ -98,7 +101,7 @@ class ModelService:
             torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
         from app.model_follow import live_model_path
 
-        self.model = self.open(live_model_path(self.settings.model_path))
+        self.model = self.preloaded = self.open(live_model_path(self.settings.model_path))
         return self
 
     def open(self, path: Path) -> ServedModel:

@@ -9,6 +9,7 @@ from app import create_app
 from app.config import ENV_NAMES
 from app.model_follow import PointerFollower
 from app.model_service import model_service
+from app.uploads import Upload
 from classifier.versions import move_pointer
 from harness.images import encode, photo
 from harness.versions import make_version
@@ -67,13 +68,14 @@ def test_a_moved_pointer_is_followed_and_answers_name_the_version(app, versions)
 
 def test_a_request_finishes_on_the_model_it_started_with(app, versions):
     service = model_service(app)
-    started_on = service.model
-    item, _ = service.prepare(encode(photo()), model=started_on)
-    move_pointer(versions, V2, "promote")
-    PointerFollower(service, interval=1).follow()
-    assert service.model.version == V2 and service.model is not started_on
-    (prediction,) = service.predict([item], started_on)  # the old model still answers
-    assert prediction.label in started_on.card.vocab
+    assert service.model.version == V1
+
+    def swap_meanwhile(_image):  # runs between the request's decode and its prediction
+        move_pointer(versions, V2, "promote")
+        assert PointerFollower(service, interval=1).follow() is True
+
+    (result,) = service.classify([Upload("a.png", encode(photo()))], on_image=swap_meanwhile)
+    assert result.version == V1 and service.model.version == V2  # started on V1, ended on V1
     move_pointer(versions, V1, "rollback")
     PointerFollower(service, interval=1).follow()
 
