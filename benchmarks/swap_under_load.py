@@ -84,6 +84,8 @@ def main(argv=None) -> int:
         ("--seconds", {"type": float, "default": 20.0, "help": "before and after the swap"}),
         ("--workers", {"type": int, "default": 2}),
         ("--lean", {"action": "store_true", "help": "torch hidden: the lean runtime"}),
+        ("--runtime", {"choices": ("auto", "onnx", "torch"), "default": "auto",
+                       "help": "INFERENCE_RUNTIME (the 1 GB default machine runs torch)"}),
         ("--size", {"type": int, "default": 224, "help": "the default model's input side"}),
         argv=argv, model_optional=True)
     work = Path(tempfile.mkdtemp(prefix="swap-bench-"))
@@ -99,7 +101,8 @@ def main(argv=None) -> int:
     for name in (A, B):
         make_version(root, model, name)
     move_pointer(root, A, "promote")
-    env = {"WEB_CONCURRENCY": args.workers, "MODEL_POLL_SECONDS": 1}
+    env = {"WEB_CONCURRENCY": args.workers, "MODEL_POLL_SECONDS": 1,
+           "INFERENCE_RUNTIME": args.runtime}
     if args.lean:
         env["PYTHONPATH"] = str(NO_TORCH)
     print("before:", machine_line(), flush=True)
@@ -128,7 +131,8 @@ def main(argv=None) -> int:
     print("after:", machine_line(), flush=True)
 
     figures = {
-        "model": str(model), "runtime": "lean (onnxruntime, no torch)" if args.lean else "default",
+        "model": str(model),
+        "image": "lean (onnxruntime, no torch)" if args.lean else "default", "runtime": args.runtime,
         "workers": args.workers, "clients": args.clients, "swap_seconds": round(swap_s, 1),
         "before": phase(records, started, moved), "during": phase(records, moved, swapped),
         "after": phase(records, swapped, ended),
