@@ -45,15 +45,18 @@ def run_training(*args, timeout: float = 300, **kwargs) -> subprocess.CompletedP
 
 @pytest.fixture(scope="session")
 def trained_model(image_folder, tmp_path_factory) -> Path:
-    """models/export.pkl trained by our own CLI (from scratch, 32 px), once per session.
+    """The export.pkl of models/versions/<name>/, the first (so live) version trained by our own
+    CLI (from scratch, 32 px) once per session.
 
-    Beside it: export.json (metadata, sha256), examples/<label>/ and report/.
+    Beside it: export.json (metadata, sha256s), examples/<label>/, report/ and the ONNX graph.
     """
+    from classifier.versions import served_model_path
+
     out = tmp_path_factory.mktemp("trained") / "models" / "export.pkl"
     result = run_training(image_folder, "--no-pretrained", "--size", 32, "--epochs", 1,
                           "--bs", 8, "--no-augment", "--lr", "1e-2", "--out", out)
     assert result.returncode == 0, result.stdout + result.stderr
-    return out
+    return served_model_path(out)
 
 
 @pytest.fixture(scope="session")

@@ -195,10 +195,10 @@ def find_extra(folder: Path, vocab: list[str], held_out: list[Path], skipped: li
     found: list[dict] = []
     paths = _candidates(folder, found)
     skipped += [f for f in found if Path(f["path"]).parent != folder]  # loose files: ignored
-    held_out_hashes = {_sha256(p) for p in held_out}
+    held_out_hashes = {content_hash(p) for p in held_out}
     kept = []
     for path in _verified(paths, skipped):
-        if _sha256(path) in held_out_hashes:
+        if content_hash(path) in held_out_hashes:
             skipped.append({"path": str(path), "reason": "the same image is in the validation "
                             "or test split; not used for training"})
         else:
@@ -206,7 +206,8 @@ def find_extra(folder: Path, vocab: list[str], held_out: list[Path], skipped: li
     return kept
 
 
-def _sha256(path: Path) -> str:
+def content_hash(path: Path) -> str:
+    """sha256 of the file's bytes: the same image under any name."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

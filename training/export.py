@@ -1,8 +1,10 @@
-"""What a finished run writes beside --out: export.pkl, export.json, examples/ and report/.
+"""What a finished run writes: one version folder, models/versions/<name>/, holding export.pkl,
+export.json (with the sha256 of every other file), examples/, report/ and, when it compiles and
+matches PyTorch, export.onnx + export.onnx.json.
 
-Nothing is ever half-written: export.pkl and export.json are both written and fsynced before
-either is renamed into place (the pkl first), and examples/ and report/ are built in a hidden
-staging folder and swapped in whole. A failure leaves the previous model as it was.
+Nothing is ever half-written: the folder is built in a hidden staging folder beside it (every
+file fsynced) and renamed into place once, so a version is there whole or not at all, and a
+failure leaves the versions before it as they were.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from classifier.model_files import _umask, fsync_file, metadata_path, sha256_file
 
 EXAMPLES_PER_CLASS = 3
 
@@ -34,7 +38,7 @@ def portable(learn):
 
 
 def metadata(config, ds, progress, *, lr_source: str, resumed: bool, metrics: dict,
-             unsure: dict, command: str) -> dict:
+             unsure: dict, command: str, test_set: dict) -> dict:
     """export.json's content; the fields filled in while writing are None here."""
     import fastai
     import torch
@@ -56,6 +60,7 @@ def metadata(config, ds, progress, *, lr_source: str, resumed: bool, metrics: di
         "unsure": unsure,
         "history": progress.history,
         "dataset": ds.summary(),
+        "test_set": test_set,
         "examples": {},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "fastai": fastai.__version__},
@@ -65,55 +70,82 @@ def metadata(config, ds, progress, *, lr_source: str, resumed: bool, metrics: di
     }
 
 
-def write_all(learn, out: Path, meta: dict, dls, valid: list[Path], probs, targets,
-              started: float) -> None:
-    """examples/ and report/ in a staging folder, then the model pair, then the two swaps."""
+def write_version(learn, root: Path, meta: dict, dls, valid: list[Path], probs, targets,
+                  started: float) -> Path:
+    """The whole version, root/versions/<name>/, built in a staging folder beside it and renamed
+    into place once: a crash leaves no version rather than half of one (classifier/versions.py)."""
+    from classifier.versions import MODEL_FILE, VERSIONS, version_name
     from training import report
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
+    parent = root / VERSIONS
+    parent.mkdir(parents=True, exist_ok=True)
+    # .export.<pid>.<random>.tmp: checkpoint.remove_stale_temps removes a killed run's.
+    staging = Path(tempfile.mkdtemp(prefix=f".export.{os.getpid()}.", suffix=".tmp", dir=parent))
     try:
-        meta["model_file"] = out.name
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the server may be another user
+        model = staging / MODEL_FILE
+        meta["model_file"] = model.name
         meta["examples"] = copy_examples(valid, probs, targets, meta["vocab"], staging / "examples")
         report.write_report(staging / "report", dls, meta, valid, probs, targets)
-        export_pair(learn, out, meta, started)
-        replace_dir(staging / "examples", out.parent / "examples")
-        replace_dir(staging / "report", out.parent / "report")
+        export_model(learn, model, meta, started)
+        meta["onnx"] = compile_graph(model)
+        name = version_name(dt.datetime.fromisoformat(meta["created_at"]), meta["sha256"])
+        meta["version"] = name
+        meta["files"] = file_hashes(staging)
+        metadata_path(model).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        for path in staging.rglob("*"):
+            if path.is_file():
+                fsync_file(path)
+        final = parent / name
+        os.rename(staging, final)  # refuses an existing non-empty folder: a version is written once
+        fsync_dir(parent)
+        return final
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def export_pair(learn, out: Path, meta: dict, started: float) -> None:
-    """export.pkl and its export.json, both written and fsynced before either is renamed into
-    place, the pkl first: a crash leaves a mismatched pair only between two renames."""
-    from classifier.model_files import (
-        atomic_path,
-        fsync_file,
-        metadata_path,
-        sha256_file,
-    )
+def export_model(learn, model: Path, meta: dict, started: float) -> None:
+    """export.pkl, then export.json carrying its sha256 (both inside the staging folder)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learn.export(model.resolve(), pickle_protocol=4)  # 4: "builtins", not py2 "__builtin__"
+    meta["sha256"] = sha256_file(model)
+    meta["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    meta["training"]["wall_time_s"] = round(time.time() - started, 1)
+    metadata_path(model).write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
-    # atomic_path renames on exit; the inner one (the pkl) exits first.
-    with atomic_path(metadata_path(out)) as tmp_json, atomic_path(out) as tmp_pkl:
+
+def compile_graph(model: Path) -> dict:
+    """The ONNX graph beside `model`, best effort: {"compiled": true, "gap": ...}, or
+    {"compiled": false, "why_not": ...} when the graph is unsupported or fails its parity check
+    (the version is still written; the default image serves it on PyTorch)."""
+    from classifier.model_files import ModelLoadError
+    from classifier.onnx_compile import CompileError, compile_model
+
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            learn.export(tmp_pkl.resolve(), pickle_protocol=4)  # 4: "builtins", not py2 "__builtin__"
-        meta["sha256"] = sha256_file(tmp_pkl)
-        meta["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        meta["training"]["wall_time_s"] = round(time.time() - started, 1)
-        tmp_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        fsync_file(tmp_pkl)  # the slow part (tens of MB), before any rename;
-        fsync_file(tmp_json)  # atomic_path's own fsyncs then find nothing left to write
+            gap = compile_model(model)
+    except (CompileError, ModelLoadError) as exc:
+        print(f"no ONNX graph for this version: {exc}", flush=True)
+        return {"compiled": False, "why_not": str(exc)}
+    return {"compiled": True, "gap": gap}
 
 
-def replace_dir(new: Path, final: Path) -> None:
-    """Swap a freshly written folder into place (two renames; the old one is then removed)."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
+def file_hashes(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file of a version but export.json (which holds them)."""
+    return {path.relative_to(folder).as_posix(): sha256_file(path)
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != metadata_path(folder / "export.pkl").name}
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def copy_examples(valid: list[Path], probs, targets, vocab: list[str], dest: Path) -> dict:

@@ -4,8 +4,11 @@
 
 DATA_DIR is DATA_DIR/<label>/<image> (random split) or DATA_DIR/train|valid[|test]/<label>/<image>.
 Without DATA_DIR it trains the demo: scikit-learn's handwritten digits, written once to
-data/digits/. Writes, atomically, beside --out (default models/export.pkl): export.pkl,
-export.json (metadata), examples/<label>/ and report/. See docs/training.md.
+data/digits/. --out (default models/export.pkl) is the MODEL_PATH the server is started with;
+its folder is the models folder: each run writes one whole version there, atomically,
+models/versions/<name>/ (export.pkl, export.json, examples/<label>/, report/, the ONNX graph).
+The first version of a models folder goes live and freezes its test set (training/test_set.py);
+later ones go live with `python -m training.promote`. See docs/training.md.
 
 Read it top to bottom, like nanoGPT's train.py: options -> TrainConfig -> data -> learner ->
 learning rate -> fit -> evaluate -> export. The fit's phases and callbacks live in fit.py, its
@@ -60,6 +63,8 @@ class TrainConfig:
                                "FEEDBACK_DIR); never used for validation or test",
                                metavar="DIR", path=True)
     valid_pct: float = option(0.2, "fraction held out for validation (layout DATA_DIR/<label>/)")
+    test_pct: float = option(0.1, "fraction of the training split the first version of a models "
+                             "folder freezes as its test set when DATA_DIR has no test/ folder")
     seed: int = option(42, "random seed, split and training")
     arch: str = option("resnet18", "torchvision/fastai architecture name (timm names when timm "
                        "is installed)")
@@ -107,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(field.name, nargs="?", metavar=flag(field), help=help, **how)
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run that wrote to --out, from its checkpoint")
-    p.add_argument("--out", type=Path, help=f"where to write export.pkl (default {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, help="the MODEL_PATH served; versions are written to "
+                   f"versions/ in its folder (default {DEFAULT_OUT})")
     return p
 
 
@@ -151,8 +157,10 @@ def resolve(c: TrainConfig) -> TrainConfig:
     c = dataclasses.replace(c, epochs=epochs if c.epochs is None else c.epochs,
                             size=(DEMO_SIZE if demo else DEFAULT_SIZE) if c.size is None else c.size,
                             augment=(DEMO_AUGMENT if demo else True) if c.augment is None else c.augment)
-    if not 0 < c.valid_pct < 1:
-        raise UsageError(f"--valid-pct must be between 0 and 1, not {c.valid_pct:g}.")
+    for name in ("valid_pct", "test_pct"):
+        if not 0 < getattr(c, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1, not "
+                             f"{getattr(c, name):g}.")
     for name in ("epochs", "size", "bs"):
         if getattr(c, name) is not None and getattr(c, name) < 1:
             raise UsageError(f"--{name} must be at least 1, not {getattr(c, name)}.")
@@ -189,7 +197,8 @@ def main(argv=None) -> int:
 
 
 def run(argv, command: str, stop) -> int:
-    from training import checkpoint, data, distributed, evaluate, export, fit
+    from classifier import versions
+    from training import checkpoint, data, distributed, evaluate, export, fit, test_set
     from training.model import build_learner, resolve_arch
     started = time.time()
     say = print if distributed.is_main() else lambda *_, **__: None  # once, not once per process
@@ -208,6 +217,8 @@ def run(argv, command: str, stop) -> int:
         data_dir = distributed.main_first(write_digits)
         say(f"demo: scikit-learn's handwritten digits in {data_dir}/ (pass DATA_DIR for your own images)")
     ds = data.find_dataset(data_dir, config.valid_pct, config.seed, extra=config.extra)
+    root = versions.models_root(out)
+    ds, frozen = test_set.apply(ds, root, test_set.read(root), config.test_pct, config.seed)
     split = f"random split {config.valid_pct:g} seed {config.seed}" if ds.layout == "folders" \
         else "train/valid folders"
     say(f"data: {ds.root} ({split}): {len(ds.vocab)} classes, {len(ds.train)} train"
@@ -217,6 +228,7 @@ def run(argv, command: str, stop) -> int:
         say(f"skipped {len(ds.skipped)} file(s) (left untouched):")
         for item in ds.skipped:
             say(f"  {item['path']}: {item['reason']}")
+    say(test_set.describe(frozen))
     if saved and saved["vocab"] != ds.vocab:
         raise UsageError(f"--resume: the classes in {ds.root} changed since the checkpoint "
                          f"({saved['vocab']} -> {ds.vocab}); start a new run.")
@@ -281,14 +293,25 @@ def run(argv, command: str, stop) -> int:
         # -- export --------------------------------------------------------------------
         metadata = export.metadata(config, ds, progress, lr_source=lr_source, resumed=bool(saved),
                                    metrics={"validation": valid_m, **({"test": test_m} if test_m else {})},
-                                   unsure=unsure, command=command)
-        export.write_all(learn, out, metadata, dls, ds.valid, valid_probs, valid_t, started)
+                                   unsure=unsure, command=command, test_set=frozen)
+        version = export.write_version(learn, root, metadata, dls, ds.valid, valid_probs,
+                                       valid_t, started)
+        test_set.record(root, ds.test, version.name)
+        live = versions.live_version(root)
+        if live is None:  # the first version of this models folder: serve it
+            versions.move_pointer(root, version.name, "first version")
     finally:
         if trained:
             checkpoint.discard(out)
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"wrote {out} (+ {out.with_suffix('.json').name}, examples/, report/report.html) "
+    print(f"wrote version {version} (export.pkl, export.json, examples/, report/report.html) "
           f"in {time.time() - started:.0f}s: validation accuracy {valid_m['accuracy']:.4f}")
+    if live is None:
+        print(f"live: {version.name} is the first version in {root}, so {out} serves it")
+    else:
+        print(f"not live: {live} still serves. Compare, then promote if it is not worse:\n"
+              f"  python -m training.compare {live} {version.name} --models {root}\n"
+              f"  python -m training.promote {version.name} --models {root}")
     return 0
 
 

@@ -1,0 +1,89 @@
+"""List the model versions of a models folder: date, data, scores, and which one is live.
+
+    python -m training.versions [--models models]
+
+The layout and the pointer are classifier/versions.py's; the versions are what
+`python -m training.train` writes. `training.compare`, `training.promote` and
+`training.rollback` take the names listed here (or `live`).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from classifier import versions
+from training import OneLineParser, UsageError
+
+DEFAULT_MODELS = "models"
+
+
+def models_parser(prog: str, doc: str) -> OneLineParser:
+    """A parser with --models, shared by the versions commands."""
+    parser = OneLineParser(prog=prog, description=doc.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=Path(DEFAULT_MODELS),
+                        help=f"the models folder (default {DEFAULT_MODELS}; the folder of "
+                        "MODEL_PATH)")
+    return parser
+
+
+def resolve(root: Path, name: str) -> str:
+    """A complete version's name; `live` names the one served. UsageError when there is none."""
+    try:
+        if name == "live":
+            live = versions.live_version(root)
+            if live is None:
+                raise UsageError(f"{root} has no live version (no {versions.POINTER}).")
+            return live
+        versions.version_dir(root, name)  # refuses what is not a version name
+    except versions.VersionError as exc:
+        raise UsageError(str(exc)) from None
+    if name not in versions.list_versions(root):
+        raise UsageError(f"No complete version {name!r} under {root / versions.VERSIONS} "
+                         "(python -m training.versions lists them).")
+    return name
+
+
+def describe(root: Path, name: str) -> dict:
+    """One row of the listing, from the version's export.json."""
+    from classifier.model_files import ModelLoadError, read_metadata
+
+    try:
+        meta = read_metadata(versions.version_dir(root, name) / versions.MODEL_FILE) or {}
+    except ModelLoadError:
+        meta = {}
+    metrics, images = meta.get("metrics", {}), meta.get("dataset", {}).get("images", {})
+    score = {split: f"{metrics[split]['accuracy']:.4f}" if split in metrics else "-"
+             for split in ("validation", "test")}
+    data = meta.get("dataset", {}).get("root", "?")
+    if images.get("extra"):
+        data += f" + {images['extra']} extra"
+    return {"version": name, "date": meta.get("created_at", "?"),
+            "data": f"{data} ({images.get('train', '?')} train)", **score,
+            "onnx": "yes" if meta.get("onnx", {}).get("compiled") else "no"}
+
+
+def main(argv=None) -> int:
+    args = models_parser("python -m training.versions", __doc__).parse_args(argv)
+    try:
+        names = versions.list_versions(args.models)
+        live = versions.live_version(args.models)
+    except versions.VersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not names:
+        print(f"no versions in {args.models} (python -m training.train writes them)")
+        return 0
+    rows = [describe(args.models, name) for name in names]
+    columns = ["version", "date", "validation", "test", "onnx", "data"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    print(("  " + "  ".join(f"{c:<{widths[c]}}" for c in columns)).rstrip())
+    for row in rows:
+        mark = "* " if row["version"] == live else "  "
+        print(mark + "  ".join(f"{row[c]:<{widths[c]}}" for c in columns).rstrip())
+    print(f"* live (test: accuracy on the frozen test set, {args.models}/test_set.json)"
+          if live else f"none live: {args.models}/export.pkl is served")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
