@@ -33,7 +33,10 @@ COPY app/ app/
 COPY templates/ templates/
 COPY static/ static/
 COPY gunicorn.conf.py gunicorn.conf.py
-RUN python -m compileall -q app classifier
+# training/: `python -m training.promote` and `training.rollback` through `fly ssh console`
+# (docs/deploy.md#updating-the-model); the model itself never imports it.
+COPY training/ training/
+RUN python -m compileall -q app classifier training
 
 # ... and the model the default target serves.
 FROM app-files AS app-and-model
@@ -73,11 +76,15 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # .pkl from /opt/lean-models.
 FROM torch-venv AS compiled
 COPY --from=app-and-model /srv/ ./
-RUN test -f models/export.pkl || { \
-      echo "ERROR: models/export.pkl is missing. Train one first (make train, or python -m training.train DATA_DIR) or copy your notebook's export.pkl into models/." >&2; \
-      exit 1; } \
- && python -m classifier.onnx_compile models/export.pkl \
- && cp -a models /opt/lean-models && rm /opt/lean-models/export.pkl
+# The model served is models/export.pkl, or the live version models/live.json names
+# (docs/training.md#outputs): a version's graph was compiled and checked when it was trained.
+RUN served=$(python -c "from classifier.versions import served_model_path; print(served_model_path('models/export.pkl'))") \
+ && { test -f "$served" || { \
+      echo "ERROR: $served is missing. Train one first (make train, or python -m training.train DATA_DIR) or copy your notebook's export.pkl into models/." >&2; \
+      exit 1; }; } \
+ && { python -c "import sys; from classifier.onnx_model import read_compiled; sys.exit(read_compiled(sys.argv[1]) is None)" "$served" \
+      || python -m classifier.onnx_compile "$served"; } \
+ && cp -a models /opt/lean-models && rm -f /opt/lean-models/export.pkl
 
 # --target lean: onnxruntime, numpy, Pillow, Flask and gevent: 428 MB measured (docs/deploy.md).
 FROM lean-venv AS lean

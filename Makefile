@@ -3,10 +3,13 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/export.pkl
+# What serves MODEL: the live version named by live.json in its folder, else MODEL itself
+# (trained by the rule below when missing). docs/training.md#outputs
+SERVED := $(or $(wildcard $(dir $(MODEL))live.json),$(MODEL))
 
-.PHONY: serve test test-fast lint train venv dev bench clean image settings-docs
+.PHONY: serve test test-fast lint train versions venv dev bench clean image settings-docs
 
-serve: $(MODEL)
+serve: $(SERVED)
 	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
 
 test: lint
@@ -31,6 +34,10 @@ $(MODEL): | venv
 train: venv
 	$(BIN)/python -m training.train $(ARGS)
 
+# The model versions in MODEL's folder, the live one marked (docs/training.md#versions-compare-promote-roll-back).
+versions: venv
+	$(BIN)/python -m training.versions --models $(dir $(MODEL))
+
 venv: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
@@ -47,11 +54,11 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 # The container image (docs/deploy.md): docker or buildah, whichever is here.
 # TARGET=lean builds the torch-free image; TORCH_INDEX_URL=... picks torch's wheel index.
 TARGET ?= default
-image: $(MODEL)
+image: $(SERVED)
 	nice -n 10 scripts/build_image.sh $(TARGET) image-classifier:$(TARGET)
 
 # Speed, memory and robustness figures (long runs, not tests): see docs/measurements.md.
-bench: dev $(MODEL)
+bench: dev $(SERVED)
 	$(BIN)/python -m benchmarks.serve_bench
 	$(BIN)/python -m benchmarks.deploy_footprint --build
 	$(BIN)/python -m benchmarks.load_test

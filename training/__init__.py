@@ -1,16 +1,19 @@
-"""Offline training: a folder of labelled images -> models/export.pkl, export.json, report, examples.
+"""Offline training: a folder of labelled images -> a model version, models/versions/<name>/.
 
     python -m training.train [DATA_DIR] [options]      # train (no DATA_DIR: the digits demo)
     python -m training.evaluate MODEL.pkl DATA_DIR     # score an export on a labelled folder
+    python -m training.versions | compare A B | promote VERSION | rollback
 
 Modules: `train` (the CLI; read it top to bottom), `data` (find, verify and split the images;
 the DataBlock), `model` (architecture and weights -> fastai learner), `fit` (the phases:
 interrupt, checkpoint, resume), `distributed` (several processes under `accelerate launch`),
 `checkpoint` (its files), `evaluate` (metrics and the "not sure"
-threshold), `export` (export.pkl, export.json, examples/), `report` (plots and report.html from
-templates/), `demo_data` (scikit-learn's digits written as PNG folders). Everything the exported
-learner pickles lives in `classifier/` or fastai itself, never here, so the serving image does
-not need this package.
+threshold), `export` (the version folder), `test_set` (the frozen test set), `versions`,
+`compare`, `promote`, `rollback` (list, compare on the frozen test set, move the pointer),
+`report` (plots and report.html from templates/), `demo_data` (scikit-learn's digits written
+as PNG folders). Everything the exported learner pickles lives in `classifier/` or fastai
+itself, never here, so the server never imports this package (the image carries it only for
+`promote` and `rollback` through `fly ssh console`).
 """
 
 import argparse

@@ -67,10 +67,10 @@ def discard(out: Path) -> None:
 
 def remove_stale_temps(out: Path, started: float) -> None:
     """Remove the staging files and folders (.export.<pid>.<random>.tmp and the like, beside
-    --out and its checkpoint) that a killed run (SIGKILL, power loss) left behind. An entry
+    --out, its versions and its checkpoint) that a killed run (SIGKILL, power loss) left behind. An entry
     whose pid is a live process other than this one is another run's and is kept; one
     without a pid (older versions) only when it predates this run."""
-    for folder in (out.parent, checkpoint_path(out).parent):
+    for folder in (out.parent, out.parent / "versions", checkpoint_path(out).parent):
         for entry in folder.glob(f".{out.stem}.*.tmp"):
             pid = entry.name[:-len(".tmp")].split(".")[-2]
             if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):

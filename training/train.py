@@ -4,11 +4,9 @@
 
 DATA_DIR is DATA_DIR/<label>/<image> (random split) or DATA_DIR/train|valid[|test]/<label>/<image>.
 Without DATA_DIR it trains the demo: scikit-learn's handwritten digits, written once to
-data/digits/. --out (default models/export.pkl) is the MODEL_PATH the server is started with;
-its folder is the models folder: each run writes one whole version there, atomically,
-models/versions/<name>/ (export.pkl, export.json, examples/<label>/, report/, the ONNX graph).
-The first version of a models folder goes live and freezes its test set (training/test_set.py);
-later ones go live with `python -m training.promote`. See docs/training.md.
+data/digits/. Writes one version, atomically, into the folder of --out (the MODEL_PATH served,
+default models/export.pkl): versions/<name>/ with export.pkl, export.json, examples/, report/ and
+the ONNX graph; the first one goes live (training/versions.py). See docs/training.md.
 
 Read it top to bottom, like nanoGPT's train.py: options -> TrainConfig -> data -> learner ->
 learning rate -> fit -> evaluate -> export. The fit's phases and callbacks live in fit.py, its
@@ -197,7 +195,7 @@ def main(argv=None) -> int:
 
 
 def run(argv, command: str, stop) -> int:
-    from classifier import versions
+    from classifier.versions import models_root
     from training import checkpoint, data, distributed, evaluate, export, fit, test_set
     from training.model import build_learner, resolve_arch
     started = time.time()
@@ -217,7 +215,7 @@ def run(argv, command: str, stop) -> int:
         data_dir = distributed.main_first(write_digits)
         say(f"demo: scikit-learn's handwritten digits in {data_dir}/ (pass DATA_DIR for your own images)")
     ds = data.find_dataset(data_dir, config.valid_pct, config.seed, extra=config.extra)
-    root = versions.models_root(out)
+    root = models_root(out)
     ds, frozen = test_set.apply(ds, root, test_set.read(root), config.test_pct, config.seed)
     split = f"random split {config.valid_pct:g} seed {config.seed}" if ds.layout == "folders" \
         else "train/valid folders"
@@ -296,22 +294,14 @@ def run(argv, command: str, stop) -> int:
                                    unsure=unsure, command=command, test_set=frozen)
         version = export.write_version(learn, root, metadata, dls, ds.valid, valid_probs,
                                        valid_t, started)
-        test_set.record(root, ds.test, version.name)
-        live = versions.live_version(root)
-        if live is None:  # the first version of this models folder: serve it
-            versions.move_pointer(root, version.name, "first version")
     finally:
         if trained:
             checkpoint.discard(out)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"wrote version {version} (export.pkl, export.json, examples/, report/report.html) "
           f"in {time.time() - started:.0f}s: validation accuracy {valid_m['accuracy']:.4f}")
-    if live is None:
-        print(f"live: {version.name} is the first version in {root}, so {out} serves it")
-    else:
-        print(f"not live: {live} still serves. Compare, then promote if it is not worse:\n"
-              f"  python -m training.compare {live} {version.name} --models {root}\n"
-              f"  python -m training.promote {version.name} --models {root}")
+    from training.versions import publish
+    publish(root, version.name, ds.test, out)
     return 0
 
 

@@ -43,6 +43,23 @@ def resolve(root: Path, name: str) -> str:
     return name
 
 
+def publish(root: Path, name: str, test: list[Path], out: Path) -> None:
+    """After training: the first version of a models folder freezes its test images and goes
+    live (so `make serve` after `make train` serves it); a later one waits for
+    `training.promote`, and we say how."""
+    from training import test_set
+
+    test_set.record(root, test, name)
+    live = versions.live_version(root)
+    if live is None:
+        versions.move_pointer(root, name, "first version")
+        print(f"live: {name} is the first version in {root}, so {out} serves it")
+        return
+    print(f"not live: {live} still serves. Compare, then promote if it is not worse:\n"
+          f"  python -m training.compare {live} {name} --models {root}\n"
+          f"  python -m training.promote {name} --models {root}")
+
+
 def describe(root: Path, name: str) -> dict:
     """One row of the listing, from the version's export.json."""
     from classifier.model_files import ModelLoadError, read_metadata
@@ -80,7 +97,7 @@ def main(argv=None) -> int:
     for row in rows:
         mark = "* " if row["version"] == live else "  "
         print(mark + "  ".join(f"{row[c]:<{widths[c]}}" for c in columns).rstrip())
-    print(f"* live (test: accuracy on the frozen test set, {args.models}/test_set.json)"
+    print(f"(* live; test: accuracy on the frozen test set, {args.models}/test_set.json)"
           if live else f"none live: {args.models}/export.pkl is served")
     return 0
 

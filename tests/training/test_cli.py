@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 from classifier.model_files import sha256_file
+from classifier.versions import served_model_path
 from tests.conftest import ROOT, make_image_folder, run_training
 from tests.training.helpers import FAST, leftovers
 from training import evaluate, model, report, train
@@ -97,11 +98,12 @@ def test_fine_tune_from_a_local_weights_file(tmp_path, data, capsys):
     assert train.main([str(data), "--weights", str(weights), "--size", "32", "--bs", "8", "--epochs", "1",
                        "--no-augment", "--lr", "1e-3", "--out", str(out)]) == 0
     assert "fine_tune from" in capsys.readouterr().out
-    meta = json.loads(out.with_suffix(".json").read_text())
+    served = served_model_path(out)
+    meta = json.loads(served.with_suffix(".json").read_text())
     assert meta["pretrained"] == f"weights:{weights}" and meta["training"]["method"] == "fine_tune"
     assert [h["phase"] for h in meta["history"]] == [0, 1]  # one frozen epoch, then unfrozen
     from classifier.model_files import load_learner_checked
-    learner, _ = load_learner_checked(out)
+    learner, _ = load_learner_checked(served)
     norms = [t for t in learner.dls.after_batch.fs if type(t).__name__ == "Normalize"]
     assert norms and torch.allclose(norms[0].mean.flatten().cpu(), torch.tensor([0.485, 0.456, 0.406]))
 
@@ -138,10 +140,13 @@ def test_sigterm_checkpoints_keeps_the_old_export_and_resume_finishes(tmp_path, 
     assert (models / "checkpoints" / "export.pth").is_file()
 
     assert train.main(["--resume", "--out", str(out)]) == 0
-    meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["training"]["resumed"] is True and meta["sha256"] == sha256_file(out) != old
+    served = served_model_path(out)  # the first version of this folder, so live
+    meta = json.loads(served.with_suffix(".json").read_text())
+    assert meta["training"]["resumed"] is True and meta["sha256"] == sha256_file(served) != old
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+    assert sha256_file(out) == old  # the single export.pkl stays, unserved while live.json names a version
     assert not (models / "checkpoints" / "export.pth").exists() and leftovers(models) == []
+    assert leftovers(models / "versions") == []
 
 
 def test_a_failure_after_training_leaves_the_previous_export_untouched(tmp_path, data, trained_model,
@@ -161,7 +166,8 @@ def test_a_failure_after_training_leaves_the_previous_export_untouched(tmp_path,
         train.main([str(data), *FAST, "--epochs", "1", "--out", str(out)])
     assert {p.name: sha256_file(p) for p in models.glob("export.*")} == before
     assert leftovers(models) == [] and sorted(p.name for p in models.iterdir()) == \
-        ["examples", "export.json", "export.pkl"]
+        ["examples", "export.json", "export.pkl", "versions"]  # no pointer, no test set
+    assert list((models / "versions").iterdir()) == []  # no version, no staging folder
 
 
 def test_evaluate_cli_scores_a_model_on_a_folder(trained_model, image_folder, tmp_path, capsys):

@@ -1,11 +1,16 @@
-"""What one training run writes: export.pkl (loadable anywhere), export.json, examples/, report/."""
+"""What one training run writes: a version folder, models/versions/<name>/, with export.pkl
+(loadable anywhere), export.json, examples/, report/ and the ONNX graph."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from classifier.model_files import load_learner_checked, metadata_path, sha256_file
+from classifier.versions import list_versions, served_model_path
 from tests.conftest import ROOT
 from tests.training.helpers import leftovers
 from training import checkpoint, export, train
@@ -33,12 +38,14 @@ def test_metadata_describes_the_export(trained_model):
     assert all(set(row) == {"precision", "recall", "f1", "support"} for row in valid["per_class"].values())
     cm = valid["confusion_matrix"]
     assert len(cm) == 3 and all(len(r) == 3 for r in cm) and sum(map(sum, cm)) == valid["n"]
-    assert "test" not in meta["metrics"]  # no test split in this layout
+    test = meta["metrics"]["test"]  # --test-pct of the training split, frozen by this first version
+    assert test["n"] == meta["test_set"]["frozen_now"] == meta["dataset"]["images"]["test"] > 0
+    assert meta["version"] == trained_model.parent.name
     assert [h["epoch"] for h in meta["history"]] == [1]
     assert set(meta["history"][0]) >= {"train_loss", "valid_loss", "accuracy", "time"}
     data = meta["dataset"]
     assert data["layout"] == "folders" and data["skipped"] == []
-    assert sum(data["counts"]["train"].values()) + sum(data["counts"]["valid"].values()) == 48
+    assert sum(sum(data["counts"][split].values()) for split in ("train", "valid", "test")) == 48
     assert set(meta["versions"]) >= {"python", "torch", "fastai"}
     assert meta["created_at"] and "--no-pretrained" in meta["command"]
 
@@ -55,8 +62,8 @@ def test_examples_and_report_are_written(trained_model):
         assert (models / "report" / name).stat().st_size > 0, name
     html = (models / "report" / "report.html").read_text()
     assert "confusion_matrix.png" in html and "precision" in html
-    assert leftovers(models) == []
-    assert not (models / "checkpoints" / "export.pth").exists()
+    assert leftovers(models) == [] and leftovers(models.parent) == []  # no staging folder
+    assert not (models.parents[1] / "checkpoints" / "export.pth").exists()
 
 
 def test_export_loads_in_a_fresh_process_and_predicts(trained_model):
@@ -86,14 +93,17 @@ def test_progress_is_one_clean_line_per_epoch_when_not_a_terminal(image_folder, 
     rows = [line for line in stdout.splitlines() if line.split()[:1] in (["1/2"], ["2/2"])]
     assert len(rows) == 2, stdout
     assert "learning rate:" in stdout  # no --lr: lr_find's suggestion, printed
-    meta = json.loads(metadata_path(tmp_path / "export.pkl").read_text())
+    meta = json.loads(metadata_path(served_model_path(tmp_path / "export.pkl")).read_text())
     assert meta["training"]["lr_source"] == "lr_find"
 
 
-def test_export_pair_fsyncs_both_files_before_renaming_the_pkl_then_the_json(tmp_path, monkeypatch):
-    """A crash between the two renames is the only way to a mismatched pair: both temps are
-    on disk before either rename, and export.json (which names the pkl's sha256) lands last."""
+def test_a_version_appears_whole_after_every_file_is_on_disk_or_not_at_all(tmp_path, monkeypatch):
+    """The version folder is renamed into place once, after every file in it is fsynced, with
+    export.json listing each file's sha256; a failure on the way leaves no version and no
+    staging folder."""
     import os
+
+    from training import report
 
     events = []
 
@@ -101,27 +111,44 @@ def test_export_pair_fsyncs_both_files_before_renaming_the_pkl_then_the_json(tmp
         def export(self, path, **_options):
             path.write_bytes(b"model" * 1000)
 
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_rename = os.fsync, os.rename
 
     def fsync(fd):
-        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
         real_fsync(fd)
 
-    def replace(src, dst):
-        events.append(("replace", os.path.basename(dst)))
-        real_replace(src, dst)
+    def rename(src, dst):
+        events.append(("rename", str(dst)))
+        real_rename(src, dst)
+
+    def write_report(folder, *_args):
+        folder.mkdir()
+        (folder / "report.html").write_text("report")
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    out = tmp_path / "export.pkl"
-    export.export_pair(FakeLearner(), out, {"training": {}}, started=0)
-    renames = [e for e in events if e[0] == "replace"]
-    assert renames == [("replace", "export.pkl"), ("replace", "export.json")]
-    before = events[:events.index(renames[0])]
-    synced = {name.split(".")[2] for kind, name in before if kind == "fsync"}
-    assert synced == {"pkl", "json"}, events
-    assert json.loads(metadata_path(out).read_text())["sha256"] == sha256_file(out)
-    assert leftovers(tmp_path) == []
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(report, "write_report", write_report)
+    monkeypatch.setattr(export, "compile_graph", lambda model: {"compiled": False, "why_not": "test"})
+    meta = {"training": {}, "vocab": ["a", "b"]}
+    folder = export.write_version(FakeLearner(), tmp_path, meta, None, [], [], [], started=0)
+    assert list_versions(tmp_path) == [folder.name] and meta["version"] == folder.name
+    renames = [e for e in events if e[0] == "rename"]
+    assert renames == [("rename", str(folder))]
+    synced = {Path(name).name for kind, name in events[:events.index(renames[0])] if kind == "fsync"}
+    assert synced >= {"export.pkl", "export.json", "report.html"}
+    written = json.loads((folder / "export.json").read_text())
+    assert written["files"] == {"export.pkl": sha256_file(folder / "export.pkl"),
+                                "report/report.html": sha256_file(folder / "report" / "report.html")}
+    assert leftovers(tmp_path / "versions") == []
+
+    def fail(model):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "compile_graph", fail)
+    with pytest.raises(RuntimeError):
+        export.write_version(FakeLearner(), tmp_path, {"training": {}, "vocab": ["a", "b"]},
+                             None, [], [], [], started=0)
+    assert list_versions(tmp_path) == [folder.name] and leftovers(tmp_path / "versions") == []
 
 
 def test_a_run_removes_the_temporary_files_of_killed_runs_only(tmp_path):
@@ -136,6 +163,8 @@ def test_a_run_removes_the_temporary_files_of_killed_runs_only(tmp_path):
     stale = [tmp_path / f".export.{dead}.abc123.tmp", tmp_path / f".export.pkl.{dead}.x_1.tmp",
              tmp_path / f".export.json.{os.getpid()}.y2.tmp", ckpt_dir / f".export.pth.{dead}.z3.tmp",
              tmp_path / ".export.pkl.legacy9.tmp"]
+    (tmp_path / "versions").mkdir()
+    stale.append(tmp_path / "versions" / f".export.{dead}.v4.tmp")  # a version's staging folder
     live = [tmp_path / f".export.{os.getppid()}.abc.tmp", tmp_path / "export.pkl",
             tmp_path / f".other.pkl.{dead}.q.tmp"]
     for path in stale + live:

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from classifier.versions import served_model_path
 from tests.conftest import ROOT, make_image_folder
 from tests.training.helpers import FAST, leftovers
 from training import checkpoint, train
@@ -51,7 +52,7 @@ def test_ctrl_c_exits_130_with_a_resumable_checkpoint_that_replaced_the_old_one(
     assert [h["epoch"] for h in saved["history"]] == [1] and not out.exists()
 
     assert train.main(["--resume", *argv]) == 0  # the same flags again: accepted
-    meta = json.loads(out.with_suffix(".json").read_text())
+    meta = json.loads(served_model_path(out).with_suffix(".json").read_text())
     assert meta["training"]["resumed"] is True and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
     best = min(meta["history"], key=lambda h: h["valid_loss"])
     assert meta["training"]["best_epoch"] == best["epoch"]
