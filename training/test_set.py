@@ -29,10 +29,10 @@ FOLDER = "test_set"
 def read(root: Path) -> dict | None:
     """models/test_set.json, or None before the first version."""
     path = root / FILE
+    if not path.exists():
+        return None
     try:
         frozen = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path} cannot be read ({type(exc).__name__}); restore it from a "
                          "backup: it defines the test every version is compared on.") from None

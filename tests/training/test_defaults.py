@@ -53,6 +53,7 @@ def test_with_no_flags_the_product_gets_the_documented_defaults(tmp_path):
         "DATA_DIR": "the demo" if demo.data_dir is None else demo.data_dir,
         "--extra": photos.extra or unset,
         "--valid-pct": f"{photos.valid_pct:g}",
+        "--test-pct": f"{photos.test_pct:g}",
         "--seed": str(photos.seed),
         "--arch": photos.arch,
         "--pretrained": f"{'pretrained' if photos.pretrained else 'from scratch'} for your data, "

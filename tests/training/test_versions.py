@@ -151,10 +151,12 @@ def test_mcnemar_and_the_verdict():
 
 
 def test_expected_calibration_error():
-    probs = np.array([[0.9, 0.1]] * 10)
-    targets = np.array([0] * 9 + [1])
-    assert compare.expected_calibration_error(probs, targets) == pytest.approx(0.0)
-    assert compare.expected_calibration_error(probs, np.zeros(10, int)) == pytest.approx(0.1)
+    probs = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10)
+    calibrated = np.array([0] * 9 + [1] + [0] * 6 + [1] * 4)  # 90 % and 60 % right
+    assert compare.expected_calibration_error(probs, calibrated) == pytest.approx(0.0)
+    # the 0.6 bin always right: |1 - 0.6| weighted by its half of the images
+    assert compare.expected_calibration_error(probs, np.array([0] * 9 + [1] + [0] * 10)) == \
+        pytest.approx(0.2)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -186,3 +188,21 @@ def test_later_runs_keep_frozen_images_out_whatever_their_name(tmp_path):
     hashes = {data.content_hash(p) for p in later.test}
     assert {data.content_hash(p) for p in first.test} == hashes
     assert not hashes & {data.content_hash(p) for p in later.train + later.valid}
+
+
+def test_promote_moves_the_pointer_only_when_not_worse(tmp_path, monkeypatch, capsys):
+    old, new = "20261205-091500-ab12cd", "20261205-100000-001122"
+    for name in (old, new):
+        (tmp_path / "versions" / name).mkdir(parents=True)
+        (tmp_path / "versions" / name / "export.pkl").write_bytes(b"model")
+    versions.move_pointer(tmp_path, old, "first version")
+    answers = {"test": {"only_a_right": 12, "only_b_right": 1, "p_value": 0.003}}
+    scored = compare.Scored("x", np.zeros((60, 2)), {"n": 60}, None)
+    monkeypatch.setattr(compare, "compare", lambda root, a, b: (scored, scored, answers["test"], [], None))
+    monkeypatch.setattr(compare, "summary", lambda *args: "summary")
+    assert promote.main(["--models", str(tmp_path), new]) == 1
+    assert versions.live_version(tmp_path) == old and len(versions.read_history(tmp_path)) == 1
+    answers["test"] = {"only_a_right": 3, "only_b_right": 4, "p_value": 1.0}
+    assert promote.main(["--models", str(tmp_path), new]) == 0
+    assert versions.live_version(tmp_path) == new
+    assert versions.read_history(tmp_path)[-1]["verdict"] == "no measurable difference"
