@@ -18,6 +18,9 @@ from training import compare, data, promote, rollback, test_set, train
 from training import versions as listing
 
 EPOCHS = "4"  # 32 px from scratch: 2 epochs leave the squares unlearnt, 4 learn them
+# The first slow test also trains the three versions (the module's fixture): about 2 minutes of
+# CPU; on a 2-core machine shared with other jobs it took over 10 minutes.
+TRAINING_TIMEOUT = 1800
 
 
 def mislabelled_copy(src, dest, share: float, seed: int = 0):
@@ -76,6 +79,7 @@ def three(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TRAINING_TIMEOUT)
 def test_the_first_version_is_live_and_later_ones_wait(three, capsys):
     root, names, _, _ = three
     assert len(names) == 3 and versions.live_version(root) == names[0]
@@ -94,6 +98,7 @@ def test_the_first_version_is_live_and_later_ones_wait(three, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TRAINING_TIMEOUT)
 def test_a_frozen_test_image_resubmitted_under_another_name_is_not_trained_on(three):
     root, names, trained_on, red = three
     frozen = {i["sha256"] for i in test_set.read(root)["images"]}
@@ -107,6 +112,7 @@ def test_a_frozen_test_image_resubmitted_under_another_name_is_not_trained_on(th
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TRAINING_TIMEOUT)
 def test_compare_calls_the_worse_one_worse_and_promote_refuses_it(three, capsys, tmp_path):
     root, (baseline, worse, _), _, _ = three
     page = tmp_path / "page.html"
@@ -130,6 +136,7 @@ def test_compare_calls_the_worse_one_worse_and_promote_refuses_it(three, capsys,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TRAINING_TIMEOUT)
 def test_the_better_one_is_promoted_then_rolled_back(three, capsys):
     root, (baseline, _, better), _, _ = three
     assert promote.main(["--models", str(root), better]) == 0
