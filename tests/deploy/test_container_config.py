@@ -169,6 +169,6 @@ def test_modules_the_pickled_learner_references_are_in_the_image(trained_model):
                              str(ROOT)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     needed = set(result.stdout.split())
-    assert needed == {"classifier"}, needed  # never training/: the image does not carry it
+    assert needed == {"classifier"}, needed  # never training/: a model must load without it
     copied = {src.rstrip("/") for src, _ in DOCKERFILE.copies}
     assert needed <= copied

@@ -35,7 +35,8 @@ def image_dir(tmp_path_factory, trained_model):
 def test_image_layout_has_nothing_from_the_dev_tree(image_dir):
     _, dest = image_dir
     top = {p.name for p in dest.iterdir()}
-    assert top == {"app", "classifier", "templates", "static", "gunicorn.conf.py", "models"}
+    # training/: promote and rollback through `fly ssh console` (docs/deploy.md#updating-the-model)
+    assert top == {"app", "classifier", "templates", "static", "gunicorn.conf.py", "models", "training"}
     assert (dest / "models" / "export.pkl").is_file()
 
 
