@@ -62,17 +62,18 @@ def verdict(test: dict, alpha: float = ALPHA) -> str:
 
 
 def load_version(root: Path, name: str):
-    """(predictor, classes, "not sure" threshold) of a version, loaded as the server loads it."""
+    """(predictor, classes, "not sure" threshold) of a version, loaded as the server loads it
+    (on PyTorch, so both versions run the same way whatever graphs they carry)."""
     from classifier import versions
-    from classifier.inference import Predictor
-    from classifier.model_files import ModelLoadError, load_learner_checked
+    from classifier.loader import load_model
+    from classifier.model_files import ModelLoadError
 
     try:
-        learner, meta = load_learner_checked(versions.version_dir(root, name) / versions.MODEL_FILE)
+        predictor, card = load_model(versions.version_dir(root, name) / versions.MODEL_FILE,
+                                     runtime="torch")
     except ModelLoadError as exc:
         raise UsageError(f"version {name} cannot be loaded: {exc}") from None
-    threshold = ((meta or {}).get("unsure") or {}).get("threshold")
-    return Predictor(learner, runtime="torch"), [str(v) for v in learner.dls.vocab], threshold
+    return predictor, list(card.vocab), card.threshold
 
 
 def score(name: str, loaded, paths: list[Path]) -> Scored:
