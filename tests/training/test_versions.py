@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 
 import numpy as np
@@ -119,7 +120,7 @@ def test_compare_calls_the_worse_one_worse_and_promote_refuses_it(three, capsys,
     assert compare.main(["--models", str(root), "live", worse, "--html", str(page)]) == 0
     out = capsys.readouterr().out
     assert "verdict: B is worse than A" in out
-    p = float(out.split("p = ")[1].rstrip(")\n"))
+    p = float(re.search(r"McNemar's exact test, p = ([0-9.e+-]+)\)", out).group(1))
     assert p < 0.05
     html = page.read_text()
     assert html.count("<figure>") > 10 and html.count("actual \\ predicted") == 2
