@@ -54,7 +54,8 @@ def trained_model(image_folder, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("trained") / "models" / "export.pkl"
     result = run_training(image_folder, "--no-pretrained", "--size", 32, "--epochs", 1,
-                          "--bs", 8, "--no-augment", "--lr", "1e-2", "--out", out)
+                          "--bs", 8, "--no-augment", "--lr", "1e-2", "--out", out,
+                          timeout=900)  # seconds on a quiet machine, minutes on a shared one
     assert result.returncode == 0, result.stdout + result.stderr
     return served_model_path(out)
 
