@@ -25,7 +25,7 @@ lint: dev
 
 # docs/serving.md's table of settings, made from app/config.py's Settings.
 settings-docs: venv
-	$(BIN)/python -c "from app.config import write_docs_table; write_docs_table()"
+	$(BIN)/python -c "from app.settings_docs import write_docs_table; write_docs_table()"
 
 # The demo model: scikit-learn's handwritten digits through the same folder pipeline as user data.
 $(MODEL): | venv

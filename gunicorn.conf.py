@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from app import serve_preloaded
-from app.config import ConfigError, load_settings
+from app.config import load_settings
+from app.setting_parsers import ConfigError
 from app.worker import OVERFLOW
 
 try:

@@ -1,8 +1,8 @@
 """Settings: one table, the fields of `Settings`, of every environment variable the server reads.
 
 Each field is written once, with its variable, default, parser and the line the docs show;
-`load_settings`, `ENV_NAMES` and docs/serving.md's table of settings (`docs_table`, written by
-`make settings-docs`) all come from it. A default computed from the machine (workers,
+`load_settings`, `ENV_NAMES` and docs/serving.md's table of settings (app/settings_docs.py,
+written by `make settings-docs`) all come from it; the parsers are in app/setting_parsers.py. A default computed from the machine (workers,
 threads, runtime) is a function from app/machine.py. The app keeps its Settings in
 `app.extensions` (`app_settings()`); gunicorn.conf.py reads the same ones.
 
@@ -15,115 +15,30 @@ translation of its multi-line ValidationError, and two packages to the lean imag
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from flask import current_app
-from limits import parse_many
 
 from app import machine
 from app.machine import MB
+from app.setting_parsers import (
+    fraction,
+    header_name,
+    origins,
+    path,
+    ports,
+    positive_number,
+    rates,
+    runtime_name,
+    switch,
+    text,
+    whole_number,
+)
 from classifier.images import DEFAULT_MAX_DECLARED_PIXELS, DEFAULT_MAX_IMAGE_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIMES = ("auto", "onnx", "torch")
 SETTINGS_KEY = "settings"  # the app's Settings in app.extensions
-
-
-class ConfigError(RuntimeError):
-    """A setting has a value we cannot use; the message names it (one line)."""
-
-
-# Parsers: (variable name, raw value from the environment or create_app) -> value.
-def _int(name: str, raw) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, not {value}.")
-    return value
-
-
-def _float(name: str, raw) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, not {raw!r}.")
-    return value
-
-
-def _fraction(name: str, raw) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= 1:
-        raise ConfigError(f"{name} must be a number from 0 to 1, not {raw!r}.")
-    return value
-
-
-def _switch(name: str, raw) -> bool:
-    value = str(raw).strip().lower()
-    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise ConfigError(f"{name} must be on or off, not {raw!r}.")
-    return value in ("1", "true", "yes", "on")
-
-
-def _runtime(name: str, raw) -> str:
-    value = str(raw).strip().lower()
-    if value not in RUNTIMES:
-        raise ConfigError(f"{name} must be auto, onnx or torch, not {raw!r}.")
-    return value
-
-
-def _path(_name: str, raw) -> Path:
-    """Relative to the working directory, as a shell user means it."""
-    return Path.cwd() / Path(raw)
-
-
-def _text(_name: str, raw) -> str:
-    return str(raw)
-
-
-def _rates(name: str, raw) -> str:
-    """A budget in the `limits` library's notation: "30/minute", "10/minute;200/day"."""
-    value = str(raw).strip()
-    try:
-        parse_many(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a rate such as 30/minute or 10/minute;200/day, "
-                          f"not {raw!r}.") from None
-    return value
-
-
-def _header(name: str, raw) -> str:
-    value = str(raw).strip()
-    if not re.fullmatch(r"[A-Za-z0-9-]+", value):
-        raise ConfigError(f"{name} must be an HTTP header name such as Fly-Client-IP, "
-                          f"not {raw!r}.")
-    return value
-
-
-def _origins(_name: str, raw) -> tuple[str, ...]:
-    """Comma-separated (or, from create_app, a list); without a trailing slash."""
-    items = raw.split(",") if isinstance(raw, str) else raw
-    return tuple(o.strip().rstrip("/") for o in items if o.strip())
-
-
-def _ports(name: str, raw) -> tuple[int, ...]:
-    """Comma-separated TCP ports (or, from create_app, a list)."""
-    items = raw.split(",") if isinstance(raw, str) else raw
-    try:
-        ports = tuple(int(str(p).strip()) for p in items if str(p).strip())
-    except ValueError:
-        ports = ()
-    if not ports or not all(1 <= p <= 65535 for p in ports):
-        raise ConfigError(f"{name} must be comma-separated port numbers, not {raw!r}.")
-    return ports
 
 
 def setting(env: str, default, parse, doc: str, shown: str | None = None):
@@ -138,32 +53,32 @@ def setting(env: str, default, parse, doc: str, shown: str | None = None):
 @dataclass(frozen=True)
 class Settings:
     model_path: Path = setting(
-        "MODEL_PATH", ROOT / "models" / "export.pkl", _path,
+        "MODEL_PATH", ROOT / "models" / "export.pkl", path,
         "The fastai export to serve (relative to the working directory). `export.json` beside"
         " it, when present, gives `/model`'s metadata, the \"not sure\" threshold and the "
         "sha256 the file must match. `examples/<label>/<image>` beside it become one-click "
         "examples on the form; `report/` beside it is served at `/report`.")
     model_poll_seconds: float = setting(
-        "MODEL_POLL_SECONDS", 2.0, _float,
+        "MODEL_POLL_SECONDS", 2.0, positive_number,
         "How often each worker looks at `models/live.json` (the pointer that `python -m "
         "training.promote` and `rollback` move); when it names another version, the worker "
         "loads and checks that version beside the one it serves and switches between "
         "requests. `kill -HUP` on the master makes every worker look at once "
         "([versions](#model-versions-hot-swap)).")
-    port: int = setting("PORT", 8000, _int,
+    port: int = setting("PORT", 8000, whole_number,
                         "gunicorn binds `0.0.0.0:$PORT` (the container sets 8080).")
     workers: int = setting(
-        "WEB_CONCURRENCY", machine.default_worker_count, _int, shown="one per CPU (1 to 4), "
+        "WEB_CONCURRENCY", machine.default_worker_count, whole_number, shown="one per CPU (1 to 4), "
         "capped by the memory limit", doc="gunicorn worker processes ([workers and "
         "threads](#workers-and-threads)).")
     threads: int = setting(
-        "THREADS", 8, _int, "Real threads per worker that decode uploads and run the model. "
+        "THREADS", 8, whole_number, "Real threads per worker that decode uploads and run the model. "
         "Connections are not limited by it (see `MAX_CONNECTIONS`).")
     inference_threads: int = setting(
-        "INFERENCE_THREADS", machine.default_inference_threads, _int, shown="the CPU count",
+        "INFERENCE_THREADS", machine.default_inference_threads, whole_number, shown="the CPU count",
         doc="torch and onnxruntime threads per worker: a lone request's network uses every core.")
     runtime: str = setting(
-        "INFERENCE_RUNTIME", machine.runtime_for_this_machine, _runtime,
+        "INFERENCE_RUNTIME", machine.runtime_for_this_machine, runtime_name,
         shown="`auto`, or `torch` where one worker with onnxruntime does not fit the memory limit",
         doc="`auto`: onnxruntime when the export converts and matches PyTorch (logits within "
         "1e-3) at start-up, else PyTorch. `onnx` (fail start-up if it cannot) or `torch`. "
@@ -172,13 +87,13 @@ class Settings:
         "`app/machine.py`, [deploy.md](deploy.md#how-it-scales)); the lean image has no torch "
         "and refuses `torch`.")
     max_upload_mb: float | None = setting(
-        "MAX_UPLOAD_MB", None, _float, "Largest request body, all files together (413 "
+        "MAX_UPLOAD_MB", None, positive_number, "Largest request body, all files together (413 "
         "`payload_too_large`); for JSON, the decoded images together. Phone photos are 2–8 MB "
         "(the form shrinks them), 108 MP ones 24–36 MB, 200 MP ones 45–65 MB "
         "([reliability.md](reliability.md#a-memory-budget-for-bodies)).",
         shown="half of `BODY_BUDGET_MB`, at most 40")
     body_budget_mb: float | None = setting(
-        "BODY_BUDGET_MB", None, _float, "Most MB of request bodies a worker holds at once "
+        "BODY_BUDGET_MB", None, positive_number, "Most MB of request bodies a worker holds at once "
         "(arriving, waiting or decoding; JSON counts 2.1 times): past it 503 `busy` with "
         "`Retry-After`, before the body is read; over all of it, 413. Unset: the memory limit "
         "less the idle server, the model's file, the other workers and one decode at "
@@ -186,116 +101,116 @@ class Settings:
         "[reliability.md](reliability.md#a-memory-budget-for-bodies)).",
         shown="what the memory limit leaves each worker")
     max_image_pixels: int = setting(
-        "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, _int,
+        "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, whole_number,
         "Most pixels actually decoded, width × height (413 `image_too_large`). A baseline "
         "JPEG counts at its reduced decoding scale (a 200 MP JPEG decodes 3.1 MP at 1/8); a "
         "progressive JPEG counts in full. Formats whose decoder holds several copies get a "
         "share: WebP a quarter (10 MP), AVIF a third, HEIC 1/1.6 (25 MP) "
         "([reliability.md](reliability.md#decoding-in-bounded-memory-and-time)).")
     max_declared_pixels: int = setting(
-        "MAX_DECLARED_PIXELS", DEFAULT_MAX_DECLARED_PIXELS, _int,
+        "MAX_DECLARED_PIXELS", DEFAULT_MAX_DECLARED_PIXELS, whole_number,
         "Most pixels a file's header may claim, checked before any pixel is decoded (413 "
         "`image_too_large`; decompression bombs). A 200 MP photo is 16320 × 12240 = 199.8 MP."
         " Pillow's own bomb guard is raised to match.")
     exact_decode: bool = setting(
-        "EXACT_DECODE", False, _switch,
+        "EXACT_DECODE", False, switch,
         "`true`: decode every image at full size, as fastai does, instead of at the size the "
         "model needs ([images](#images-formats-decoding-limits)).")
     max_batch: int = setting(
-        "MAX_BATCH", 32, _int, "Most images in one `/predict` request (`file` fields, or "
+        "MAX_BATCH", 32, whole_number, "Most images in one `/predict` request (`file` fields, or "
         "`images` in JSON; 413 `payload_too_large`).")
     api_key: str | None = setting(
-        "API_KEY", None, _text,
+        "API_KEY", None, text,
         "When set, `/predict` and `/feedback` require `Authorization: Bearer <key>` or "
         "`X-API-Key: <key>` (401 `unauthorized`; compared in constant time). The form, "
         "`/model`, `/docs`, health and metrics stay public.")
     cors_origins: tuple[str, ...] = setting(
-        "CORS_ORIGINS", (), _origins,
+        "CORS_ORIGINS", (), origins,
         "Comma-separated origins allowed to call the JSON API from a browser (`*` for any): "
         "`Access-Control-Allow-Origin` on responses and preflight (`OPTIONS /predict`) "
         "answers.")
     read_timeout: float = setting(
-        "READ_TIMEOUT", 10.0, _float,
+        "READ_TIMEOUT", 10.0, positive_number,
         "Seconds a client may pause while sending its request body (and while a response is "
         "written); also the grace period before `MIN_UPLOAD_KBPS` applies. A stalled upload "
         "gets 400 `bad_request`.")
     header_timeout: int = setting(
-        "HEADER_TIMEOUT", 10, _int,
+        "HEADER_TIMEOUT", 10, whole_number,
         "Seconds for the whole request head, from the connection's start or from the previous"
         " response on a keep-alive connection (gunicorn's `keepalive`). Past it the "
         "connection is closed without an answer.")
     min_upload_kbps: float = setting(
-        "MIN_UPLOAD_KBPS", 20.0, _float,
+        "MIN_UPLOAD_KBPS", 20.0, positive_number,
         "After `READ_TIMEOUT` seconds, the body must keep up this average (KB/s), checked "
         "every 64 KB (`app/upload_deadline.py`); a trickle gets 400 `bad_request` and the "
         "connection closes. A 10 MB body may take at most 10 s + 10 MB ÷ 20 KB/s ≈ 522 s.")
     max_connections: int = setting(
-        "MAX_CONNECTIONS", 1000, _int,
+        "MAX_CONNECTIONS", 1000, whole_number,
         "Open connections per worker. Past it a new connection gets, at once, 503 "
         "`too_many_connections` with `Retry-After: 1` and `Connection: close`; 256 more per "
         "worker are accepted only to be told so, and beyond that the kernel queues them "
         "(`backlog` 1024). gunicorn.conf.py raises the open-files soft limit to fit (up to "
         "the hard limit).")
     unsure_threshold: float | None = setting(
-        "UNSURE_THRESHOLD", None, _fraction,
+        "UNSURE_THRESHOLD", None, fraction,
         "A number from 0 to 1 that overrides the model's own \"not sure\" threshold "
         "(export.json) for the whole server; `0` means never unsure.")
     explanations: bool = setting(
-        "EXPLANATIONS", True, _switch,
+        "EXPLANATIONS", True, switch,
         "`off`: `?explain=1` answers 409 `explanation_unavailable`, and with onnxruntime "
         "serving the PyTorch weights are freed after the start-up parity check (saving their "
         "memory). `on` keeps them: Grad-CAM needs the PyTorch model even when onnxruntime "
         "serves predictions. The lean image has no PyTorch model, so it never explains.")
     allow_url_fetch: bool = setting(
-        "ALLOW_URL_FETCH", False, _switch,
+        "ALLOW_URL_FETCH", False, switch,
         "`on`: `/predict` fetches `{\"url\": ...}` itself "
         "([URL input](#url-input-off-by-default)).")
     allow_url_fetch_loopback: bool = setting(
-        "ALLOW_URL_FETCH_LOOPBACK", False, _switch,
+        "ALLOW_URL_FETCH_LOOPBACK", False, switch,
         "Lets URL fetching reach 127.0.0.0/8 and ::1 only. Exists for the tests' local "
         "server; never set it in production.")
     url_fetch_ports: tuple[int, ...] = setting(
-        "URL_FETCH_PORTS", (80, 443), _ports, shown="`80,443`",
+        "URL_FETCH_PORTS", (80, 443), ports, shown="`80,443`",
         doc="Comma-separated ports URL fetching may connect to; any other is refused "
         "(`url_not_allowed`) before DNS.")
     feedback_dir: Path | None = setting(
-        "FEEDBACK_DIR", None, _path,
+        "FEEDBACK_DIR", None, path,
         "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.jpg` and "
         "`feedback.jsonl`); unset: corrections are off "
         "([corrections](#corrections-that-become-training-data-feedback_dir)).")
     feedback_max_mb: float = setting(
-        "FEEDBACK_MAX_MB", 500.0, _float,
+        "FEEDBACK_MAX_MB", 500.0, positive_number,
         "Most megabytes `FEEDBACK_DIR` may hold (images and `feedback.jsonl`); past it a "
         "correction gets 507 `feedback_full`. A stored correction is about 50–150 KB (a "
         "JPEG at the size the model decodes), so 500 MB holds the default file count and "
         "leaves half of fly's smallest (1 GB) volume free.")
     feedback_max_files: int = setting(
-        "FEEDBACK_MAX_FILES", 10000, _int,
+        "FEEDBACK_MAX_FILES", 10000, whole_number,
         "Most images `FEEDBACK_DIR` may hold (507 `feedback_full` past it): far more than "
         "people correct by hand before someone retrains, few enough that counting them on "
         "each correction takes milliseconds.")
     predict_rate: str = setting(
-        "PREDICT_RATE", "120/minute", _rates,
+        "PREDICT_RATE", "120/minute", rates,
         "Requests to `/predict` (and the form's `POST /`) per client per worker (429 "
         "`rate_limited` with `Retry-After`). A person sends one every few seconds at most; "
         "a script batches up to `MAX_BATCH` images per request, so 120 a minute is more "
         "than one CPU classifies.")
     explain_rate: str = setting(
-        "EXPLAIN_RATE", "30/minute", _rates,
+        "EXPLAIN_RATE", "30/minute", rates,
         "Images explained (`?explain=1`, one Grad-CAM each) per client per worker (429 "
         "`rate_limited`). A Grad-CAM costs several predictions; a person ticking the box "
         "explains one photo every few seconds at most.")
     max_explanations: int = setting(
-        "MAX_EXPLANATIONS", 4, _int,
+        "MAX_EXPLANATIONS", 4, whole_number,
         "Most images one `?explain=1` request may carry (400 `too_many_explanations`); the "
         "form sends one. Keep it within `EXPLAIN_RATE`'s count, or such a request never fits.")
     feedback_rate: str = setting(
-        "FEEDBACK_RATE", "10/minute;200/day", _rates,
+        "FEEDBACK_RATE", "10/minute;200/day", rates,
         "Corrections per client per worker (429 `rate_limited`). A person corrects a "
         "wrong answer now and then, far below either; 200 a day keeps one client from "
         "filling `FEEDBACK_MAX_FILES` in a day.")
     client_ip_header: str | None = setting(
-        "CLIENT_IP_HEADER", None, _header,
+        "CLIENT_IP_HEADER", None, header_name,
         "The header that names the client's address, set by the proxy in front "
         "(`Fly-Client-IP` on fly.io; fly.toml sets it). Unset: the connection's address. "
         "Set it only behind a proxy that overwrites it, or clients choose their own budget.")
@@ -341,40 +256,3 @@ def load_settings(environ=None, overrides=None) -> Settings:
 def app_settings(app=None) -> Settings:
     """The Settings of `app` (default: the app handling this request)."""
     return (app or current_app).extensions[SETTINGS_KEY]
-
-
-# docs/serving.md's table of settings lies between these two lines.
-TABLE_BEGIN = ("<!-- Settings table: made from app/config.py's Settings by `make settings-docs`"
-               " (tests/test_docs.py checks it); edit it there. -->")
-TABLE_END = "<!-- End of the settings table. -->"
-
-
-def _shown_default(f) -> str:
-    value = f.default
-    if f.metadata["shown"]:
-        return f.metadata["shown"]
-    if value is None or value == ():
-        return "unset"
-    if isinstance(value, bool):
-        value = "on" if value else "off"
-    elif isinstance(value, Path):
-        value = value.relative_to(ROOT).as_posix()
-    elif isinstance(value, float):
-        value = f"{value:g}"
-    return f"`{value}`"
-
-
-def docs_table() -> str:
-    """The Markdown table of every setting: variable, default, meaning."""
-    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    rows += [f"| `{f.metadata['env']}` | {_shown_default(f)} | {f.metadata['doc']} |"
-             for f in fields(Settings)]
-    return "\n".join(rows) + "\n"
-
-
-def write_docs_table(path: Path = ROOT / "docs" / "serving.md") -> None:
-    """Replace the table between TABLE_BEGIN and TABLE_END with `docs_table()`."""
-    head, rest = path.read_text().split(TABLE_BEGIN + "\n", 1)
-    tail = rest.split(TABLE_END, 1)[1]
-    path.write_text(head + TABLE_BEGIN + "\n" + docs_table() + TABLE_END + tail)
-

@@ -84,7 +84,8 @@ def section(markdown: str, heading: str) -> str:
 
 
 def test_serving_docs_table_of_settings_is_the_one_made_from_settings():
-    from app.config import ENV_NAMES, TABLE_BEGIN, TABLE_END, docs_table
+    from app.config import ENV_NAMES
+    from app.settings_docs import TABLE_BEGIN, TABLE_END, docs_table
 
     configuration = section((ROOT / "docs" / "serving.md").read_text(), "Configuration")
     assert TABLE_BEGIN in configuration and TABLE_END in configuration

@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from app.config import ConfigError, load_settings
+from app.config import load_settings
 from app.model_service import model_service
+from app.setting_parsers import ConfigError
 from classifier.explain import grad_cam
 from harness.images import encode, photo
 from tests.app.openapi_check import check_response
@@ -43,8 +44,8 @@ def client(app):
 def judged_model(trained_model, tmp_path_factory):
     """A copy of a trained model whose export.json carries the threshold training chose."""
     folder = tmp_path_factory.mktemp("judged")
-    for name in ("export.pkl", "export.json"):
-        shutil.copy(trained_model.parent / name, folder / name)
+    # The whole version: export.json lists every file's sha256, and a missing one is refused.
+    shutil.copytree(trained_model.parent, folder, dirs_exist_ok=True)
     metadata = json.loads((folder / "export.json").read_text())
     metadata["unsure"] = {"threshold": 0.999, "method": "lowest threshold reaching 95% "
                           "precision on validation"}

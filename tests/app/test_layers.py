@@ -13,9 +13,9 @@ from app.config import ROOT
 APP = ROOT / "app"
 # Each module may import only modules of an earlier layer.
 LAYERS = [
-    {"machine", "version"},
+    {"machine", "version", "setting_parsers"},
     {"config", "event_loop"},
-    {"errors", "request_id", "upload_deadline", "url_exchange"},
+    {"errors", "settings_docs", "request_id", "upload_deadline", "url_exchange"},
     {"metrics", "security", "options", "url_fetch", "json_uploads", "openapi_schemas",
      "body_budget", "feedback_store"},
     {"uploads", "limits", "model_follow"},

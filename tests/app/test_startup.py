@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from app import ModelLoadError, create_app
-from app.config import ENV_NAMES, ConfigError
+from app.config import ENV_NAMES
+from app.setting_parsers import ConfigError
 from classifier.model_files import sha256_file
 from harness.servers import run_to_exit
 

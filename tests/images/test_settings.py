@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import ConfigError, load_settings
+from app.config import load_settings
+from app.setting_parsers import ConfigError
 
 
 def test_defaults_fit_phone_photos():

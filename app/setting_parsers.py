@@ -1,0 +1,104 @@
+"""How a setting's text becomes its value: (variable name, raw text) -> value, or a one-line
+ConfigError naming the variable. app/config.py's table names one of these per setting."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from limits import parse_many
+
+RUNTIMES = ("auto", "onnx", "torch")
+
+
+class ConfigError(RuntimeError):
+    """A setting has a value we cannot use; the message names it (one line)."""
+
+
+def whole_number(name: str, raw) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}.")
+    return value
+
+
+def positive_number(name: str, raw) -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, not {raw!r}.")
+    return value
+
+
+def fraction(name: str, raw) -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number from 0 to 1, not {raw!r}.")
+    return value
+
+
+def switch(name: str, raw) -> bool:
+    value = str(raw).strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {raw!r}.")
+    return value in ("1", "true", "yes", "on")
+
+
+def runtime_name(name: str, raw) -> str:
+    value = str(raw).strip().lower()
+    if value not in RUNTIMES:
+        raise ConfigError(f"{name} must be auto, onnx or torch, not {raw!r}.")
+    return value
+
+
+def path(_name: str, raw) -> Path:
+    """Relative to the working directory, as a shell user means it."""
+    return Path.cwd() / Path(raw)
+
+
+def text(_name: str, raw) -> str:
+    return str(raw)
+
+
+def rates(name: str, raw) -> str:
+    """A budget in the `limits` library's notation: "30/minute", "10/minute;200/day"."""
+    value = str(raw).strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate such as 30/minute or 10/minute;200/day, "
+                          f"not {raw!r}.") from None
+    return value
+
+
+def header_name(name: str, raw) -> str:
+    value = str(raw).strip()
+    if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        raise ConfigError(f"{name} must be an HTTP header name such as Fly-Client-IP, "
+                          f"not {raw!r}.")
+    return value
+
+
+def origins(_name: str, raw) -> tuple[str, ...]:
+    """Comma-separated (or, from create_app, a list); without a trailing slash."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    return tuple(o.strip().rstrip("/") for o in items if o.strip())
+
+
+def ports(name: str, raw) -> tuple[int, ...]:
+    """Comma-separated TCP ports (or, from create_app, a list)."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    try:
+        ports = tuple(int(str(p).strip()) for p in items if str(p).strip())
+    except ValueError:
+        ports = ()
+    if not ports or not all(1 <= p <= 65535 for p in ports):
+        raise ConfigError(f"{name} must be comma-separated port numbers, not {raw!r}.")
+    return ports
