@@ -34,7 +34,8 @@ from app.url_exchange import (
     open_connection,
 )
 from classifier.decode_guard import check_structure
-from classifier.images import ALLOWED_FORMATS, DEFAULT_MAX_IMAGE_PIXELS
+from classifier.image_files import ALLOWED_FORMATS
+from classifier.images import DEFAULT_MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
 

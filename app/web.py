@@ -25,7 +25,7 @@ from app.limits import charge, charge_explanations
 from app.model_service import model_service
 from app.options import answer_options
 from app.uploads import Upload, uploads_from_request
-from classifier.images import FORMAT_NAMES, FORMATS, find_image_files
+from classifier.image_files import FORMAT_NAMES, FORMATS, find_image_files
 
 bp = Blueprint("web", __name__)
 

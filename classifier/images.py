@@ -22,7 +22,6 @@ import io
 import os
 import struct
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from classifier.decode_guard import PIXEL_COST, check_opened, check_structure
+from classifier.image_files import ALLOWED_FORMATS, FORMAT_NAMES
 
 # HEIC/HEIF (iPhones) through libheif; Pillow reads AVIF itself.
 pillow_heif.register_heif_opener()
@@ -49,60 +49,6 @@ def keep_pillow_fence_above(max_declared: int) -> None:
 
 keep_pillow_fence_above(DEFAULT_MAX_DECLARED_PIXELS)
 
-
-@dataclass(frozen=True)
-class ImageFormat:
-    """One image format we read, in uploads and in training folders alike."""
-
-    pillow: str  # Pillow's format name (Image.open's `formats=`, Image.format)
-    name: str  # what people call it
-    mime: str
-    suffixes: tuple[str, ...]  # the first is the one we write
-
-
-# Formats a browser or phone produces, plus the ones the seeds' datasets use. These are the
-# only Pillow decoders untrusted bytes may reach: Pillow has ~40 readers, and some (EPS)
-# hand the data to external programs.
-FORMATS = (
-    ImageFormat("JPEG", "JPEG", "image/jpeg", (".jpg", ".jpeg")),
-    ImageFormat("PNG", "PNG", "image/png", (".png",)),
-    ImageFormat("GIF", "GIF", "image/gif", (".gif",)),
-    ImageFormat("WEBP", "WebP", "image/webp", (".webp",)),
-    ImageFormat("BMP", "BMP", "image/bmp", (".bmp",)),
-    ImageFormat("TIFF", "TIFF", "image/tiff", (".tif", ".tiff")),
-    ImageFormat("HEIF", "HEIC", "image/heic", (".heic", ".heif")),
-    ImageFormat("AVIF", "AVIF", "image/avif", (".avif",)),
-)
-ALLOWED_FORMATS = tuple(f.pillow for f in FORMATS)
-IMAGE_EXTENSIONS = frozenset(suffix for f in FORMATS for suffix in f.suffixes)
-FORMAT_NAMES = ", ".join(f.name for f in FORMATS[:-1]) + f" or {FORMATS[-1].name}"
-# Pillow opens a phone's multi-picture JPEG (MPO) through its JPEG reader.
-_BY_PILLOW = {**{f.pillow: f for f in FORMATS}, "MPO": FORMATS[0]}
-
-
-def image_format(pillow_format: str | None) -> ImageFormat | None:
-    """The table's row for a Pillow format name (`Image.format`), or None."""
-    return _BY_PILLOW.get(pillow_format or "")
-
-
-def find_image_files(folder: Path, every_file: bool = False) -> list[Path]:
-    """The image files under `folder` (any depth, linked folders too), sorted; hidden files
-    and folders (a leading dot: .DS_Store, .ipynb_checkpoints) are left out.
-
-    `every_file`: whatever the suffix, for a caller that decodes each file and says why
-    one is not an image (training) rather than passing over it in silence.
-    """
-    found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a folder reached again through a link (a loop, say): once is enough
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath, name) for name in filenames if not name.startswith(".")
-                  and (every_file or Path(name).suffix.lower() in IMAGE_EXTENSIONS)]
-    return sorted(found)
 
 # Modes `Image.reduce` averages correctly; others are converted to RGB band by band.
 _REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "I", "F", "CMYK")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.images import find_image_files
+from classifier.image_files import find_image_files
 from classifier.loader import load_learner_card
 from classifier.model_files import ModelLoadError, atomic_path, write_json_atomic
 from classifier.onnx_model import FORMAT, CompiledPredictor, graph_path, sidecar_path

@@ -21,13 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from classifier.images import (
-    DEFAULT_MAX_IMAGE_PIXELS,
-    ImageError,
-    decode_side,
-    find_image_files,
-    open_checked,
-)
+from classifier.image_files import find_image_files
+from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_side, open_checked
 from classifier.model_files import ModelLoadError, atomic_path
 from classifier.versions import VersionError, served_model_path, served_version
 

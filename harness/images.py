@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import classifier.image_files
 import classifier.images  # registers pillow-heif, which writes and reads HEIF
 
 # Every format the server reads, by Pillow's name: its MIME type and the suffix we write.
-FORMATS = list(classifier.images.ALLOWED_FORMATS)
-MIME = {f.pillow: f.mime for f in classifier.images.FORMATS}
-EXT = {f.pillow: f.suffixes[0].lstrip(".") for f in classifier.images.FORMATS}
+FORMATS = list(classifier.image_files.ALLOWED_FORMATS)
+MIME = {f.pillow: f.mime for f in classifier.image_files.FORMATS}
+EXT = {f.pillow: f.suffixes[0].lstrip(".") for f in classifier.image_files.FORMATS}
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 TEXT = b"hello, this is not an image\n" * 10
 

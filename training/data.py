@@ -25,7 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from classifier.images import RGBLoader, decode_side, find_image_files, verify_image_file
+from classifier.image_files import find_image_files
+from classifier.images import RGBLoader, decode_side, verify_image_file
 from training import UsageError
 
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from app.model_service import model_service
-from classifier.images import IMAGE_EXTENSIONS
+from classifier.image_files import IMAGE_EXTENSIONS
 from harness.images import FORMATS, MIME, encode, photo
 
 VOCAB = ["blue", "green", "red"]

@@ -7,14 +7,14 @@ import io
 import pytest
 from PIL import Image
 
-from classifier.images import (
+from classifier.image_files import (
     FORMAT_NAMES,
     FORMATS,
     IMAGE_EXTENSIONS,
     find_image_files,
     image_format,
-    open_checked,
 )
+from classifier.images import open_checked
 from harness.images import encode, photo
 from tests.conftest import ROOT
 

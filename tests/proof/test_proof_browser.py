@@ -182,7 +182,7 @@ def test_phone_sized_viewport(open_page, vocab, tmp_path):
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["viewport"]["width"]
     assert box["height"] >= 32, "the button is too small to tap"
     # Phones offer their photo library for image/*; HEIC/AVIF are named since some pickers
-    # filter them out of image/* (the whole list comes from classifier.images.FORMATS).
+    # filter them out of image/* (the whole list comes from classifier.image_files.FORMATS).
     accept = page.locator("#file").get_attribute("accept").split(",")
     assert accept[0] == "image/*" and {".heic", ".heif", ".avif"} <= set(accept)
     page.get_by_label(re.compile("Choose a photo")).set_input_files(str(photo(tmp_path)))
