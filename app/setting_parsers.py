@@ -14,34 +14,27 @@ class ConfigError(RuntimeError):
     """A setting has a value we cannot use; the message names it (one line)."""
 
 
-def whole_number(name: str, raw) -> int:
+def _number(name: str, raw, kind, wanted: str, fits):
+    """`raw` read as `kind` (int or float), or a ConfigError saying what `name` must be."""
     try:
-        value = int(str(raw).strip())
+        value = kind(str(raw).strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, not {value}.")
+        value = None
+    if value is None or not fits(value):
+        raise ConfigError(f"{name} must be {wanted}, not {raw!r}.")
     return value
+
+
+def whole_number(name: str, raw) -> int:
+    return _number(name, raw, int, "a whole number of at least 1", lambda v: v >= 1)
 
 
 def positive_number(name: str, raw) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, not {raw!r}.")
-    return value
+    return _number(name, raw, float, "a positive number", lambda v: v > 0)
 
 
 def fraction(name: str, raw) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= 1:
-        raise ConfigError(f"{name} must be a number from 0 to 1, not {raw!r}.")
-    return value
+    return _number(name, raw, float, "a number from 0 to 1", lambda v: 0 <= v <= 1)
 
 
 def switch(name: str, raw) -> bool:
