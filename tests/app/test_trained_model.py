@@ -48,7 +48,8 @@ def test_predictions_use_the_trained_vocab(trained_client, trained_model):
 
 def test_replaced_model_file_is_refused(make_app, trained_model, tmp_path, notebook_export):
     import shutil
-    shutil.copy(trained_model.with_suffix(".json"), tmp_path / "export.json")
-    shutil.copy(notebook_export, tmp_path / "export.pkl")  # another file under its name
+    version = tmp_path / "version"
+    shutil.copytree(trained_model.parent, version)  # the whole version: export.json lists each file
+    shutil.copy(notebook_export, version / "export.pkl")  # another file under its name
     with pytest.raises(ModelLoadError, match="does not match"):
-        make_app(MODEL_PATH=str(tmp_path / "export.pkl"))
+        make_app(MODEL_PATH=str(version / "export.pkl"))
