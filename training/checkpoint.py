@@ -71,7 +71,8 @@ def remove_stale_temps(out: Path, started: float) -> None:
     whose pid is a live process other than this one is another run's and is kept; one
     without a pid (older versions) only when it predates this run."""
     for folder in (out.parent, out.parent / "versions", checkpoint_path(out).parent):
-        for entry in folder.glob(f".{out.stem}.*.tmp"):
+        # atomic_path's names: .<file>.<pid>.<random>.tmp (export.pkl, live.json, a version)
+        for entry in folder.glob(".*.tmp"):
             pid = entry.name[:-len(".tmp")].split(".")[-2]
             if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
                 continue

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from classifier.model_files import sha256_file
+from classifier.versions import served_model_path
 from harness import ROOT
 from harness.servers import run_to_exit
 from tests.conftest import make_image_folder, run_training
@@ -40,11 +41,12 @@ def _assert_one_clear_line(code, output: str, *needles: str) -> None:
 
 
 def _model_copy(src: Path, dest: Path, with_metadata: bool) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dest / "export.pkl")
-    sidecar = src.with_suffix(".json")
-    if with_metadata and sidecar.exists():
-        shutil.copy2(sidecar, dest / "export.json")
+    """export.pkl alone, or its whole version (export.json lists the sha256 of every file)."""
+    if with_metadata and src.with_suffix(".json").exists():
+        shutil.copytree(src.parent, dest, dirs_exist_ok=True)
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / "export.pkl")
     return dest / "export.pkl"
 
 
@@ -64,8 +66,8 @@ def test_swapped_model_fails_the_checksum(proof_model, request, tmp_path):
     sidecar = proof_model.with_suffix(".json")
     if not sidecar.exists():
         pytest.skip("this model has no export.json")
-    model = _model_copy(request.getfixturevalue("notebook_export"), tmp_path, with_metadata=False)
-    shutil.copy2(sidecar, tmp_path / "export.json")
+    model = _model_copy(proof_model, tmp_path, with_metadata=True)
+    shutil.copy2(request.getfixturevalue("notebook_export"), model)  # another model, same name
     assert json.loads(sidecar.read_text())["sha256"]
     code, output = run_to_exit(model, timeout=120)
     _assert_one_clear_line(code, output, "sha256")
@@ -127,8 +129,9 @@ def test_sigkill_mid_training_leaves_no_export_and_resume_continues(training_dat
     assert resumed.returncode == 0, (
         "--resume could not continue a run killed with SIGKILL after 2 epochs:\n"
         + (resumed.stdout + resumed.stderr)[-1500:])
-    meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["training"]["resumed"] is True and _pair_consistent(out)
+    served = served_model_path(out)  # the first version goes live
+    meta = json.loads(served.with_suffix(".json").read_text())
+    assert meta["training"]["resumed"] is True and _pair_consistent(served)
     assert [h["epoch"] for h in meta["history"]][-1] == 6
     assert leftovers(models) == [], leftovers(models)
 
@@ -146,7 +149,8 @@ def test_sigkill_during_export_keeps_a_servable_pair_and_the_next_run_cleans_up(
     shutil.copy2(proof_model.with_suffix(".json"), out.with_suffix(".json"))
     log = tmp_path / "train.log"
     proc = _start_training(training_data, out, log, "--epochs", "1")
-    _sigkill_when(proc, lambda: any(p.name.endswith(".tmp") for p in models.iterdir()))
+    # Killed while a temporary file or the version's staging folder exists.
+    _sigkill_when(proc, lambda: any(p.name.endswith(".tmp") for p in models.rglob("*")))
     assert _pair_consistent(out), "export.pkl and export.json no longer match after SIGKILL"
 
     again = run_training(training_data, *FAST, "--epochs", "1", "--out", out)
