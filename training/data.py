@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from classifier.image_files import find_image_files
-from classifier.images import RGBLoader, decode_side, verify_image_file
+from classifier.images import RGBLoader, verify_image_file
 from training import UsageError
 
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
@@ -225,15 +225,17 @@ DECODE_CACHE_BYTES = 2 << 30  # 2 GiB: about 10,000 photos at 224 px (4:3, 200 K
 
 
 class DecodeCache:
-    """Each file's decoded RGB image, shrunk to `side` pixels on its shorter side, kept after
-    its first decode so later epochs decode nothing: a 12 MP JPEG's reduced decode costs
-    tens of milliseconds an epoch, the resnet18 step on it a few. Keyed by path, mtime and
-    size, so a file replaced during the run is decoded again. Bounded by `max_bytes`: the
-    images that do not fit are decoded every epoch (keeping the first ones, not evicting:
-    epochs read every file in turn, and evicting in that order would keep none)."""
+    """Each file's decoded RGB image, exactly as RGBLoader decodes it (the pixels serving
+    sees), kept after its first decode so later epochs decode nothing: a 12 MP JPEG's reduced
+    decode costs tens of milliseconds an epoch, the resnet18 step on it a few. Keyed by path,
+    mtime and size, so a file replaced during the run is decoded again. Bounded by
+    `max_bytes`: the images that do not fit are decoded every epoch (keeping the first ones,
+    not evicting: epochs read every file in turn, and evicting in that order would keep none).
+    Nothing is resized here: a second resize would make validation see other pixels than
+    serving does."""
 
-    def __init__(self, side: int, max_bytes: int = DECODE_CACHE_BYTES):
-        self.side, self.max_bytes, self.used = side, max_bytes, 0
+    def __init__(self, max_bytes: int = DECODE_CACHE_BYTES):
+        self.max_bytes, self.used = max_bytes, 0
         self.images: dict[tuple, Image.Image] = {}
 
     def image(self, path: Path, decode) -> Image.Image:
@@ -242,20 +244,11 @@ class DecodeCache:
         cached = self.images.get(key)
         if cached is not None:
             return cached
-        im = shrink(decode(path), self.side)
+        im = decode(path)
         size = im.width * im.height * len(im.getbands())
         if self.used + size <= self.max_bytes:
             self.images[key], self.used = im, self.used + size
         return im
-
-
-def shrink(im: Image.Image, side: int) -> Image.Image:
-    """`im` with its shorter side `side` (bilinear, as fastai's Resize), or as it is if smaller."""
-    scale = side / min(im.size)
-    if scale >= 1:
-        return im
-    return im.resize((max(side, round(im.width * scale)), max(side, round(im.height * scale))),
-                     Image.Resampling.BILINEAR)
 
 
 def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int = 0,
@@ -263,8 +256,7 @@ def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int
     """The DataBlock of every model we train: get_x is classifier.images.RGBLoader(size),
     which decodes each photo no larger than twice `size`, exactly as serving does (in full
     with `exact_decode`, as serving does with EXACT_DECODE). Decoded photos are cached
-    (DecodeCache) at `size` (without augmentation: Resize crops to it) or at the decode's
-    own size (augmenting: RandomResizedCrop zooms in); not with `exact_decode`, which asks
+    (DecodeCache) as decoded; not with `exact_decode`, which asks
     for a full decode every time, nor in worker processes, whose copies would not last."""
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import IndexSplitter, parent_label
@@ -275,7 +267,7 @@ def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int
     items = training + list(ds.valid)
     loader = RGBLoader(size, exact_decode)
     if not exact_decode and num_workers == 0:
-        loader.cache = DecodeCache(decode_side(size) if augment else size)
+        loader.cache = DecodeCache()
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=ds.vocab)),
                       get_x=loader, get_y=parent_label,
                       splitter=IndexSplitter(range(len(training), len(items))),

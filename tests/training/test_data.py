@@ -7,6 +7,7 @@ import shutil
 import pytest
 from PIL import Image
 
+from classifier.versions import served_model_path
 from tests.conftest import make_image_folder
 from tests.training.helpers import FAST, snapshot
 from training import UsageError, train
@@ -51,7 +52,7 @@ def test_training_reports_skipped_files_and_never_touches_the_data(tmp_path, cap
         assert path in stdout
     assert ".DS_Store" not in stdout and ".hidden" not in stdout
     assert snapshot(root) == before  # nothing deleted, moved, modified or added
-    meta = json.loads(out.with_suffix(".json").read_text())
+    meta = json.loads(served_model_path(out).with_suffix(".json").read_text())
     listed = {s["path"].removeprefix(str(root.resolve()) + "/").removeprefix(str(root) + "/")
               for s in meta["dataset"]["skipped"]}
     assert listed == set(bad) and all(s["reason"] for s in meta["dataset"]["skipped"])
@@ -65,7 +66,7 @@ def test_train_valid_test_layout_reports_test_separately(tmp_path, capsys):
     out = tmp_path / "models" / "export.pkl"
     assert train.main([str(root), *FAST, "--epochs", "3", "--early-stop", "1", "--out", str(out)]) == 0
     assert "test (scored once, after training)" in capsys.readouterr().out
-    meta = json.loads(out.with_suffix(".json").read_text())
+    meta = json.loads(served_model_path(out).with_suffix(".json").read_text())
     assert meta["dataset"]["layout"] == "splits"
     assert meta["dataset"]["counts"]["train"] == {"blue": 10, "green": 10, "red": 10}
     assert meta["dataset"]["counts"]["valid"] == {"blue": 3, "green": 3, "red": 3}
@@ -76,7 +77,7 @@ def test_train_valid_test_layout_reports_test_separately(tmp_path, capsys):
     best = min(history, key=lambda h: h["valid_loss"])
     assert meta["training"]["best_epoch"] == best["epoch"]
     assert abs(meta["metrics"]["validation"]["loss"] - best["valid_loss"]) < 1e-3
-    assert "Test" in (out.parent / "report" / "report.html").read_text()
+    assert "Test" in (served_model_path(out).parent / "report" / "report.html").read_text()
 
 
 def test_random_split_is_seeded_and_every_class_keeps_a_training_image(tmp_path):

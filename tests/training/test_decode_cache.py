@@ -64,16 +64,17 @@ def test_a_second_epoch_decodes_nothing(photos, decodes):
     assert len(decodes) == first
 
 
-def test_the_cache_holds_photos_at_training_size(photos, caches):
+def test_the_cache_holds_the_pixels_serving_decodes(photos, caches):
     one_epoch(data.dataloaders(photos, 32, 4, augment=False))
     [cache] = caches
     assert len(cache.images) == 12
-    assert {im.size for im in cache.images.values()} == {(43, 32)}  # upright 400x300, shrunk
+    # upright 400x300 reduced by 4 (shorter side at least twice 32), not resized again
+    assert {im.size for im in cache.images.values()} == {(100, 75)}
 
 
 def test_augmenting_caches_at_the_decode_size(photos, caches):
     one_epoch(data.dataloaders(photos, 32, 4, augment=True))
-    assert {min(im.size) for im in caches[0].images.values()} == {data.decode_side(32)}
+    assert {im.size for im in caches[0].images.values()} == {(100, 75)}
 
 
 def test_a_changed_file_is_decoded_again(photos, decodes):
@@ -89,7 +90,7 @@ def test_a_changed_file_is_decoded_again(photos, decodes):
 
 def test_the_cache_is_bounded(photos, decodes, caches):
     dls = data.dataloaders(photos, 32, 4, augment=False)
-    caches[0].max_bytes = 5 * 43 * 32 * 3  # room for 5 photos
+    caches[0].max_bytes = 5 * 100 * 75 * 3  # room for 5 photos
     one_epoch(dls)
     decodes.clear()
     one_epoch(dls)
@@ -98,7 +99,7 @@ def test_the_cache_is_bounded(photos, decodes, caches):
 
 def test_an_export_carries_no_cache(photos):
     loader = classifier.images.RGBLoader(32)
-    loader.cache = data.DecodeCache(32)
+    loader.cache = data.DecodeCache()
     loader(photos.valid[0])
     assert loader.cache.images
     blob = pickle.dumps(loader)

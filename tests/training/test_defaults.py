@@ -15,6 +15,7 @@ from PIL import Image
 
 from classifier.inference import Predictor
 from classifier.model_files import load_learner_checked
+from classifier.versions import served_model_path
 from tests.conftest import ROOT, make_image_folder
 from tests.training.helpers import FAST
 from training import evaluate, train
@@ -22,7 +23,8 @@ from training.data import find_dataset
 
 
 def meta_of(out):
-    return json.loads(out.with_suffix(".json").read_text())
+    """export.json of the version a run to `out` made live (the first version in a folder)."""
+    return json.loads(served_model_path(out).with_suffix(".json").read_text())
 
 
 def documented_defaults() -> dict[str, str]:
@@ -81,7 +83,7 @@ def test_training_learns_the_colour_set(tmp_path):
     meta = meta_of(out)
     assert meta["metrics"]["validation"]["accuracy"] >= 0.9, meta["history"]
     fresh = make_image_folder(tmp_path / "fresh", per_class=10, seed=99)
-    learner, _ = load_learner_checked(out)
+    learner, _ = load_learner_checked(served_model_path(out))
     scores, _, _ = evaluate.score(Predictor(learner, runtime="torch"),
                                   sorted(fresh.glob("*/*.png")), meta["vocab"])
     assert scores["accuracy"] >= 0.9, scores
@@ -109,7 +111,7 @@ def test_the_demo_that_make_serve_trains_uses_24px_5_epochs_no_augmentation(tmp_
     t = meta["training"]
     assert (t["epochs"], t["augment"], t["method"], t["data_dir"]) == (5, False, "fit_one_cycle", None)
     assert len(meta["history"]) == 5 and t["lr_source"] == "lr_find"
-    learner, _ = load_learner_checked(out)
+    learner, _ = load_learner_checked(served_model_path(out))
     assert not _augmentations(learner)
 
 
@@ -135,7 +137,7 @@ def user_data_run(tmp_path_factory):
 @pytest.mark.slow
 def test_user_data_is_augmented_by_default(user_data_run):
     assert user_data_run.meta["training"]["augment"] is True
-    learner, _ = load_learner_checked(user_data_run.out)
+    learner, _ = load_learner_checked(served_model_path(user_data_run.out))
     assert _augmentations(learner) == {"RandomResizedCrop", "Flip", "Brightness"}
 
 
@@ -201,8 +203,8 @@ def test_another_architecture_trains_and_serves(tmp_path):
     assert train.main([str(data), *FAST, "--arch", "mobilenet_v3_small", "--epochs", "1",
                        "--out", str(out)]) == 0
     assert meta_of(out)["arch"] == "mobilenet_v3_small"
-    learner, _ = load_learner_checked(out)
+    learner, _ = load_learner_checked(served_model_path(out))
     assert any(type(m).__name__ == "InvertedResidual" for m in learner.model.modules())
-    example = next((out.parent / "examples").glob("*/*.png"))
+    example = next((served_model_path(out).parent / "examples").glob("*/*.png"))
     prediction = Predictor(learner, runtime="torch").predict(Image.open(example).convert("RGB"))
     assert prediction.label in ("blue", "green", "red")
