@@ -141,7 +141,10 @@ def stop(process: subprocess.Popen, timeout: float = 60) -> str:
     `timeout`. Returns the command's output."""
     import psutil
 
-    tree = psutil.Process(process.pid).children(recursive=True)
+    try:
+        tree = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # the command has already ended: its output says why
+        tree = []
 
     def is_gunicorn(p: psutil.Process | None) -> bool:
         if p is None:
