@@ -145,7 +145,8 @@ def test_user_data_is_augmented_by_default(user_data_run):
 def test_small_datasets_get_a_smaller_batch(user_data_run):
     images = user_data_run.meta["dataset"]["images"]
     n_train = images["train"] + images["extra"]
-    assert n_train == 19 and user_data_run.meta["training"]["bs"] == 8  # not min(64, 19)
+    # 18 photos and 4 extra: 20 % to validation, then 10 % of the rest frozen as the test set
+    assert n_train == 18 and user_data_run.meta["training"]["bs"] == 8  # not min(64, 18)
 
 
 def test_the_batch_size_rule():
