@@ -7,7 +7,7 @@ from pathlib import Path
 
 from limits import parse_many
 
-RUNTIMES = ("auto", "onnx", "torch")
+from classifier.loader import RUNTIMES
 
 
 class ConfigError(RuntimeError):

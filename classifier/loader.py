@@ -27,6 +27,8 @@ from classifier.model_files import ModelLoadError, load_learner_checked, read_me
 from classifier.onnx_model import load_compiled, read_compiled
 from classifier.prediction import PredictorBase
 
+RUNTIMES = ("auto", "onnx", "torch")  # INFERENCE_RUNTIME's and the batch CLI's --runtime choices
+
 log = logging.getLogger(__name__)
 
 

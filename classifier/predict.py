@@ -23,6 +23,7 @@ from pathlib import Path
 
 from classifier.image_files import find_image_files
 from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_side, open_checked
+from classifier.loader import RUNTIMES
 from classifier.model_files import ModelLoadError, atomic_path
 from classifier.versions import VersionError, served_model_path, served_version
 
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
                         help="image files or folders (searched recursively)")
     parser.add_argument("--out", type=Path, help="results.csv or results.jsonl "
                         "(default: CSV on stdout)")
-    parser.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="refuse larger images, as the server does (default %(default)s)")
     parser.add_argument("--exact-decode", action="store_true",
