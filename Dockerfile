@@ -84,7 +84,7 @@ RUN served=$(python -c "from classifier.versions import served_model_path; print
       exit 1; }; } \
  && { python -c "import sys; from classifier.onnx_model import read_compiled; sys.exit(read_compiled(sys.argv[1]) is None)" "$served" \
       || python -m classifier.onnx_compile "$served"; } \
- && cp -a models /opt/lean-models && rm -f /opt/lean-models/export.pkl
+ && cp -a models /opt/lean-models && find /opt/lean-models -name export.pkl -delete
 
 # --target lean: onnxruntime, numpy, Pillow, Flask and gevent: 428 MB measured (docs/deploy.md).
 FROM lean-venv AS lean

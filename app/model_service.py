@@ -109,7 +109,7 @@ class ModelService:
         the loader's own checks, ONNX parity included); ModelLoadError says why not."""
         settings = self.settings
         try:
-            check_files(path)
+            check_files(path, unused=() if torch is not None else (path.name,))
         except VersionError as exc:
             raise ModelLoadError(str(exc)) from None
         predictor, card = load_model(path, settings.runtime, settings.inference_threads,

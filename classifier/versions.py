@@ -107,10 +107,12 @@ def pointer_root(model_path: str | os.PathLike) -> Path:
     return folder
 
 
-def check_files(model_path: str | os.PathLike) -> None:
+def check_files(model_path: str | os.PathLike, *, unused: tuple[str, ...] = ()) -> None:
     """Refuse (VersionError) a version whose files differ from the sha256 its export.json lists
     for each (`files`). Without that list (a notebook export, older layouts) nothing is checked
-    here: the loader checks export.pkl against export.json's `sha256`."""
+    here: the loader checks export.pkl against export.json's `sha256`. A file named in
+    `unused` may be absent (the lean image drops export.pkl and serves the compiled graph,
+    which records the sha256 of the export.pkl it was compiled from)."""
     folder = Path(model_path).parent
     try:
         listed = json.loads((folder / "export.json").read_text()).get("files") or {}
@@ -121,6 +123,8 @@ def check_files(model_path: str | os.PathLike) -> None:
     for name, digest in listed.items():
         path = folder / name
         if not path.is_file():
+            if name in unused:
+                continue
             raise VersionError(f"{path} is listed in export.json but missing.")
         actual = sha256_file(path)
         if actual != digest:

@@ -70,9 +70,16 @@ def remove_stale_temps(out: Path, started: float) -> None:
     --out, its versions and its checkpoint) that a killed run (SIGKILL, power loss) left behind. An entry
     whose pid is a live process other than this one is another run's and is kept; one
     without a pid (older versions) only when it predates this run."""
+    from classifier import versions
+    from training import test_set
+
+    # atomic_path's names: .<file>.<pid>.<random>.tmp; only the files a run writes are ours to
+    # remove (--out may sit in a folder other programs use too)
+    ours = tuple(f".{name}." for name in (out.stem, versions.POINTER, test_set.FILE))
     for folder in (out.parent, out.parent / "versions", checkpoint_path(out).parent):
-        # atomic_path's names: .<file>.<pid>.<random>.tmp (export.pkl, live.json, a version)
         for entry in folder.glob(".*.tmp"):
+            if folder == out.parent and not entry.name.startswith(ours):
+                continue
             pid = entry.name[:-len(".tmp")].split(".")[-2]
             if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
                 continue

@@ -81,6 +81,18 @@ def test_compiled_model_answers_like_the_torch_app_without_torch(compiled):
                    for k in theirs["probabilities"]) <= 1e-4
 
 
+def test_a_version_without_its_pkl_serves_lean_only(compiled, tmp_path):
+    """The lean image drops every export.pkl (Dockerfile); the version's export.json still lists
+    it. Without torch that is the expected layout; with torch the missing .pkl is refused."""
+    models = tmp_path / "models"
+    shutil.copytree(compiled.parent, models)
+    assert "export.pkl" in json.loads((models / "export.json").read_text())["files"]
+    (models / "export.pkl").unlink()
+    assert serve(models / "export.pkl", "lean")["model"]["runtime"] == "onnx-lean"
+    result = run_python(["-c", SERVE, str(models / "export.pkl")], "torch")
+    assert result.returncode != 0 and "listed in export.json but missing" in result.stderr
+
+
 def test_lean_app_refuses_a_stale_compiled_model(compiled, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(compiled.parent, models)
