@@ -29,6 +29,7 @@ from app.setting_parsers import (
     path,
     ports,
     positive_number,
+    precision_name,
     rates,
     runtime_name,
     switch,
@@ -86,6 +87,14 @@ class Settings:
         "fit 85 % of the container's memory limit (a 1 GB machine; `default_runtime` in "
         "`app/machine.py`, [deploy.md](deploy.md#how-it-scales)); the lean image has no torch "
         "and refuses `torch`.")
+    inference_precision: str = setting(
+        "INFERENCE_PRECISION", "auto", precision_name,
+        "With `INFERENCE_RUNTIME=auto` and the compiled graph serving, which engine runs it is "
+        "measured at the first start on each machine (cached): onnxruntime f32, OpenVINO f32 "
+        "and, where the CPU has bf16, OpenVINO bf16 (the default image; the lean image has "
+        "onnxruntime only). `auto`: the fastest with 100 % top-1 agreement and probabilities "
+        "within 0.01 of learn.predict on the model's examples. `exact`: f32 only, within 1e-4 "
+        "([engines](#which-engine-runs-the-graph-inference_precision)).")
     max_upload_mb: float | None = setting(
         "MAX_UPLOAD_MB", None, positive_number, "Largest request body, all files together (413 "
         "`payload_too_large`); for JSON, the decoded images together. Phone photos are 2–8 MB "

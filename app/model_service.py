@@ -114,7 +114,8 @@ class ModelService:
             raise ModelLoadError(str(exc)) from None
         predictor, card = load_model(path, settings.runtime, settings.inference_threads,
                                      keep_torch_model=settings.explanations,
-                                     option="INFERENCE_RUNTIME")
+                                     option="INFERENCE_RUNTIME",
+                                     precision=settings.inference_precision)
         version = served_version(path, card.sha256)
         log.info("loaded %s (version %s): %d classes, %s, runtime %s", path, version,
                  len(card.vocab), card.arch, predictor.runtime)
@@ -280,6 +281,7 @@ def describe(card: ModelCard, predictor: PredictorBase, settings) -> dict:
         "sha256": card.sha256,
         "created_at": card.created_at,
         "runtime": predictor.runtime,
+        "engine": predictor.engine_choice,
         "file": card.file,
         "metadata": card.has_export_json,
         "recall": card.recall,

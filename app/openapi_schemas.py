@@ -7,6 +7,8 @@ describe fails validation.
 from __future__ import annotations
 
 from app.errors import ERRORS
+from classifier.engine_choice import PRECISIONS
+from classifier.engines import ENGINES
 
 PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 COUNT = {"type": "integer", "minimum": 0}
@@ -54,6 +56,30 @@ def prediction_fields(vocab: list[str]) -> dict:
     }
 
 
+ENGINE_NAME = {"type": "string", "enum": list(ENGINES)}
+PRECISION = {"type": "string", "enum": ["f32", "bf16"]}
+ENGINE_CHOICE = closed({
+    "engine": ENGINE_NAME,
+    "precision": {"type": "string", "enum": list(PRECISIONS),
+                  "description": "INFERENCE_PRECISION: the accuracy budget."},
+    "reason": {"type": "string"},
+    "measured": {"type": "string", "nullable": True,
+                 "description": "When the candidates were timed, \"cache\" when read from the "
+                 "cache, null when not measured."},
+    "candidates": {"type": "array", "items": closed({
+        "engine": ENGINE_NAME, "precision": PRECISION,
+        "ms": {"type": "number", "minimum": 0, "description": "Median ms per image, batch 1."},
+        "agreement": {**PROBABILITY, "description": "Top-1 agreement with learn.predict."},
+        "gap": {"type": "number", "minimum": 0,
+                "description": "Largest probability difference from learn.predict."},
+        "skipped": {"type": "string", "description": "Why it cannot run here."},
+        "error": {"type": "string", "description": "Why it failed to load or run the graph."},
+    }, ["engine", "precision"])},
+}, ["engine", "precision", "reason", "measured", "candidates"], nullable=True,
+    description="Which engine runs the compiled graph and why (INFERENCE_PRECISION); null when "
+    "PyTorch serves or INFERENCE_RUNTIME=onnx.")
+
+
 def schemas(vocab: list[str], max_batch: int) -> dict:
     """components/schemas for a model with these classes."""
     prediction = prediction_fields(vocab)
@@ -98,6 +124,7 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
             "sha256": SHA256,
             "created_at": {"type": "string"},
             "runtime": runtime,
+            "engine": ENGINE_CHOICE,
             "file": {"type": "string"},
             "metadata": {"type": "boolean", "description": "Whether export.json was found "
                          "(false for a notebook export)."},
@@ -112,7 +139,7 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
                              ["threshold", "source", "method"]),
             "explanations": {"type": "boolean", "description": "Whether ?explain=1 works."},
         }, ["version", "refused", "vocab", "arch", "image_size", "metrics", "sha256", "created_at", "runtime",
-            "metadata", "recall", "train_images", "unsure", "explanations"]),
+            "engine", "metadata", "recall", "train_images", "unsure", "explanations"]),
         "Metrics": closed({
             "n": COUNT, "accuracy": PROBABILITY, "error_rate": PROBABILITY,
             "loss": {"type": "number", "minimum": 0},

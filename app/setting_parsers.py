@@ -7,6 +7,7 @@ from pathlib import Path
 
 from limits import parse_many
 
+from classifier.engine_choice import PRECISIONS
 from classifier.loader import RUNTIMES
 
 
@@ -48,6 +49,13 @@ def runtime_name(name: str, raw) -> str:
     value = str(raw).strip().lower()
     if value not in RUNTIMES:
         raise ConfigError(f"{name} must be auto, onnx or torch, not {raw!r}.")
+    return value
+
+
+def precision_name(name: str, raw) -> str:
+    value = str(raw).strip().lower()
+    if value not in PRECISIONS:
+        raise ConfigError(f"{name} must be {' or '.join(PRECISIONS)}, not {raw!r}.")
     return value
 
 

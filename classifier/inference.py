@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from classifier.prediction import PredictorBase, os_lock
+
+if TYPE_CHECKING:
+    from classifier.engine_choice import Reference
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ class Predictor(PredictorBase):
         # pass was measured and not adopted: onnxruntime takes as long per image
         # in a batch of 2-8 as alone on this CPU (docs/measurements.md).
         self._run_lock = os_lock()
-        self._onnx_graph: bytes | str | None = None  # ONNX bytes or an .onnx path
+        self._graph = None  # ONNX bytes or an .onnx path, once it serves
         self._sessions: dict[int, object] = {}
         self.runtime = "torch"
         if runtime not in ("auto", "onnx", "torch"):
@@ -145,9 +149,9 @@ class Predictor(PredictorBase):
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.runtime == "onnx":
-            session = self._session()
+            forward = self._session()
             with self._run_lock:
-                (logits,) = session.run(None, {"input": batch.numpy()})
+                logits = forward(batch.numpy())
             return torch.from_numpy(logits)
         with self.running_model() as model, torch.inference_mode():
             return model(batch).float()
@@ -158,9 +162,9 @@ class Predictor(PredictorBase):
 
             from classifier.onnx_compile import export_graph
 
-            self._onnx_graph = graph or export_graph(self.model, self.image_size)
+            self._graph = graph or export_graph(self.model, self.image_size)
             sample = torch.rand(2, 3, *self.image_size)
-            (onnx_logits,) = self._session().run(None, {"input": sample.numpy()})
+            onnx_logits = self._session()(sample.numpy())
             with torch.inference_mode():
                 torch_logits = self.model(sample).float().numpy()
             gap = float(np.abs(onnx_logits - torch_logits).max())
@@ -171,7 +175,7 @@ class Predictor(PredictorBase):
             # workers make their own, and the master's would only hold memory.
             self._sessions.clear()
         except Exception as exc:
-            self._onnx_graph = None
+            self._graph = None
             self._sessions.clear()
             if required:
                 raise
@@ -180,5 +184,15 @@ class Predictor(PredictorBase):
     def _session(self):
         from classifier.onnx_model import process_session
 
-        return process_session(self._sessions, self._lock, self._onnx_graph,
-                               self.threads or torch.get_num_threads())
+        return process_session(self._sessions, self._lock, self._graph,
+                               self.threads or torch.get_num_threads(), self.engine)
+
+    def reference(self, images: dict) -> Reference:
+        """The PyTorch model's answers (learn.predict's, within 1e-4) on `images` (name -> PIL
+        image), with the inputs the network takes: what other engines are scored against."""
+        from classifier.engine_choice import Reference
+
+        batch = self._collate([self.prepare(image) for image in images.values()])
+        with torch.inference_mode():  # the loading process's own threads: it may fork later
+            probs = self._activation(self.model(batch).float()).double()
+        return Reference(batch.numpy(), (probs / probs.sum(dim=1, keepdim=True)).numpy())

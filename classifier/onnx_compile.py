@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from classifier.engine_choice import generated_images, reference_images
 from classifier.image_files import find_image_files
 from classifier.loader import load_learner_card
 from classifier.model_files import ModelLoadError, atomic_path, write_json_atomic
 from classifier.onnx_model import FORMAT, CompiledPredictor, graph_path, sidecar_path
 
 TOLERANCE = 1e-4  # largest probability difference from learn.predict accepted
-GENERATED_SHAPES = ((64, 48), (48, 64), (37, 91), (300, 200), (20, 20))  # (width, height)
 
 
 class CompileError(RuntimeError):
@@ -90,22 +90,21 @@ def preprocessing(learner) -> dict:
 def check_images(model_path: Path, workdir: Path) -> list[Path]:
     """The model's example images, and generated ones of shapes that need cropping or padding."""
     found = find_image_files(model_path.parent / "examples")
-    rng = np.random.default_rng(0)
-    for width, height in GENERATED_SHAPES:
-        path = workdir / f"generated_{width}x{height}.png"
-        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-        found.append(path)
+    for name, image in generated_images().items():
+        image.save(workdir / name)
+        found.append(workdir / name)
     return found
 
 
-def largest_difference(learner, predictor: CompiledPredictor, images: list[Path]) -> float:
-    """Largest |p_compiled - p_learn.predict| over the images and classes.
+def largest_difference(learner, predictor: CompiledPredictor, images: list[Path]) -> tuple[float, dict]:
+    """Largest |p_compiled - p_learn.predict| over the images and classes, and learn.predict's
+    probabilities for each image (by file name relative to examples/, or the generated name).
 
     Both sides get the pixels the learner's own loader decodes (ours shrinks large images
     before the resize; a notebook's does not), so this measures the graph and the
     preprocessing alone: decoding full-size here made a 300x200 noise image differ by 4e-2.
     """
-    gap = 0.0
+    gap, answers = 0.0, {}
     for path in images:
         decoded = learner.dls.test_dl([path]).dataset.tfms(path)
         with warnings.catch_warnings():
@@ -114,7 +113,9 @@ def largest_difference(learner, predictor: CompiledPredictor, images: list[Path]
                 expected = learner.predict(path)[2].double().numpy()
         got = predictor.probabilities([decoded.convert("RGB")])[0]
         gap = max(gap, float(np.abs(got - expected).max()))
-    return gap
+        name = path.parent.name + "/" + path.name if path.parent.parent.name == "examples" else path.name
+        answers[name] = [float(p) for p in expected]
+    return gap, answers
 
 
 def compile_model(model_path) -> float:
@@ -139,13 +140,16 @@ def compile_model(model_path) -> float:
     }
     predictor = CompiledPredictor(graph, sidecar, threads=1)
     with tempfile.TemporaryDirectory() as tmp:
-        gap = largest_difference(learner, predictor, check_images(model_path, Path(tmp)))
+        gap, answers = largest_difference(learner, predictor, check_images(model_path, Path(tmp)))
     if not gap <= TOLERANCE:
         raise CompileError(f"the compiled model differs from learn.predict by {gap:.2e} "
                            f"(more than {TOLERANCE:g})")
     with atomic_path(graph_path(model_path)) as tmp:
         tmp.write_bytes(graph)
-    write_json_atomic(sidecar_path(model_path), dict(sidecar, checked_gap=gap))
+    # learn.predict's answers on the images the serving engines are scored on (engine_choice)
+    reference = [{"image": name, "probabilities": answers[name]}
+                 for name in reference_images(model_path) if name in answers]
+    write_json_atomic(sidecar_path(model_path), dict(sidecar, checked_gap=gap, reference=reference))
     return gap
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from classifier.engine_choice import Reference, softmax
+from classifier.engines import DEFAULT_ENGINE, ENGINES, Forward
 from classifier.model_files import ModelLoadError, sha256_file
 from classifier.prediction import PredictorBase, os_lock
 
@@ -150,28 +152,44 @@ class CompiledPredictor(PredictorBase):
             image = STEPS[step["op"]](image, step)
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
+    def model_input(self, items) -> np.ndarray:
+        """Outputs of `prepare` (one shape) -> the normalised float32 batch the network takes."""
+        batch = np.stack(items).transpose(0, 3, 1, 2).astype(np.float32) / self._scale
+        if self._mean is not None:
+            batch = (batch - self._mean) / self._std
+        return batch
+
+    def reference(self, images: dict) -> Reference | None:
+        """The sidecar's learn.predict answers on `images` (name -> PIL image; see
+        classifier.engine_choice), with the inputs the network takes; None when it has none."""
+        answers = {row["image"]: row["probabilities"] for row in self.meta.get("reference") or []}
+        names = [name for name in images if name in answers]
+        if not names:
+            return None
+        return Reference(self.model_input([self.prepare(images[name]) for name in names]),
+                         np.asarray([answers[name] for name in names], dtype=np.float64))
+
     def _probabilities(self, items) -> np.ndarray:
         if not items:
             return np.zeros((0, len(self.vocab)))
         shapes = {item.shape for item in items}
         if len(shapes) > 1:  # no fixed size in the pipeline: run one by one
             return np.concatenate([self._probabilities([item]) for item in items])
-        batch = np.stack(items).transpose(0, 3, 1, 2).astype(np.float32) / self._scale
-        if self._mean is not None:
-            batch = (batch - self._mean) / self._std
+        batch = self.model_input(items)
+        forward = self._session()
         with self._run_lock:
-            (logits,) = self._session().run(None, {"input": batch})
-        # softmax in float32 as torch does, then renormalised in float64 as Predictor does
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float32)
-        probs = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float64)
-        return probs / probs.sum(axis=1, keepdims=True)
+            logits = forward(batch)
+        return softmax(logits)
 
     def _session(self):
-        return process_session(self._sessions, self._lock, self._graph, self.threads or 1)
+        return process_session(self._sessions, self._lock, self._graph, self.threads or 1,
+                               self.engine)
 
 
-def process_session(sessions: dict, lock: threading.Lock, graph: bytes | str, threads: int):
-    """This process's session in `sessions` (pid -> session), made on first use.
+def process_session(sessions: dict, lock: threading.Lock, graph: bytes | str, threads: int,
+                    engine: str = DEFAULT_ENGINE) -> Forward:
+    """This process's `forward(batch) -> logits` on `engine` in `sessions` (pid -> forward),
+    made on first use.
 
     A preloading gunicorn master forks the predictor: each worker makes its own session
     and drops the parent's.
@@ -182,7 +200,7 @@ def process_session(sessions: dict, lock: threading.Lock, graph: bytes | str, th
         with lock:
             session = sessions.get(pid)
             if session is None:
-                session = make_session(graph, threads)
+                session = ENGINES[engine].open(graph, threads)
                 sessions.clear()
                 sessions[pid] = session
     return session

@@ -55,6 +55,20 @@ class PredictorBase:
 
     vocab: list[str]
     image_size: tuple[int, int] | None
+    engine = "onnxruntime-f32"  # what runs the compiled graph (classifier/engines.py)
+    engine_choice: dict | None = None  # why that one (classifier/engine_choice.py); None: not chosen
+    _graph: bytes | str | None = None  # the compiled ONNX graph, when it serves
+    _sessions: dict
+
+    @property
+    def graph(self) -> bytes | str | None:
+        """The compiled ONNX graph (bytes or an .onnx path) when it serves, else None."""
+        return self._graph
+
+    def use_engine(self, choice: dict) -> None:
+        """Run the compiled graph on choice["engine"] from now on (each process opens its own)."""
+        self.engine_choice, self.engine = choice, choice["engine"]
+        self._sessions.clear()
 
     def predict(self, image) -> Prediction:
         """One PIL RGB image (see classifier.images) -> Prediction."""

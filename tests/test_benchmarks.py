@@ -44,6 +44,8 @@ SMALLEST = {
     "explain_cost": ["--size", "32", "--rounds", "1", "--runtime", "torch"],
     "batch_predict_bench": ["--images", "1", "--rounds", "1", "--runtime", "torch"],
     "decode_attacks": ["--only", "tiff_2m_strips", "png_palette_40mp"],
+    "engine_bench": ["--size", "32", "--rounds", "1", "--runs", "1", "--seconds", "0.1",
+                     "--images", "2"],
 }
 
 

@@ -14,6 +14,8 @@ from torch import nn
 
 from app import ModelLoadError
 from app.model_service import model_service
+from classifier.engine_choice import BUDGETS
+from classifier.engines import ENGINES
 from classifier.model_files import sha256_file
 from classifier.onnx_compile import export_graph
 from classifier.onnx_model import FORMAT, graph_path, read_compiled, sidecar_path
@@ -137,3 +139,26 @@ def test_torch_threads_follow_the_runtime(make_app, runtime, outside_model):
     with predictor.running_model():
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == outside_model
+
+
+@pytest.mark.parametrize("precision", ["auto", "exact"])
+def test_model_and_log_say_which_engine_runs_the_graph(make_app, model_dir, notebook_export,
+                                                       caplog, precision):
+    """Every engine here is measured against PyTorch on the model's examples; /model and the
+    start-up log say which serves and why; with `exact` it answers within 1e-4 of learn.predict."""
+    with caplog.at_level(logging.INFO):
+        app = make_app(INFERENCE_RUNTIME="auto", INFERENCE_PRECISION=precision)
+    engine = app.test_client().get("/model").get_json()["engine"]
+    rows = {row["engine"]: row for row in engine["candidates"]}
+    assert engine["precision"] == precision and set(rows) == set(ENGINES)
+    chosen = rows[engine["engine"]]
+    assert chosen["agreement"] == 1.0 and chosen["gap"] <= BUDGETS[precision].gap
+    assert chosen["precision"] in BUDGETS[precision].precisions
+    if caplog.text:  # empty when an earlier test built this same app
+        assert f"engine {engine['engine']} (INFERENCE_PRECISION={precision})" in caplog.text
+    if precision == "exact":
+        example = model_dir / "examples" / "red" / "red.png"
+        expected = load_learner(notebook_export, cpu=True).predict(example)[2].numpy()
+        r = app.test_client().post("/predict", data=example.read_bytes(), content_type="image/png")
+        got = list(r.get_json()["probabilities"].values())
+        assert max(abs(a - b) for a, b in zip(got, expected)) <= 1e-4

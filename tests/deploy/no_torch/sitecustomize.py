@@ -1,4 +1,5 @@
-"""On PYTHONPATH, makes torch, torchvision and fastai look not installed, as in the lean image.
+"""On PYTHONPATH, makes torch, torchvision, fastai and openvino look not installed, as in the lean
+image.
 
 Python imports `sitecustomize` at start-up, before any of our code, so a subprocess started
 with this folder first on PYTHONPATH cannot find them however it asks: `import torch`
@@ -7,7 +8,7 @@ raises ModuleNotFoundError and `importlib.util.find_spec("torch")` is None
 """
 import sys
 
-BLOCKED = ("torch", "torchvision", "fastai")
+BLOCKED = ("torch", "torchvision", "fastai", "openvino")
 
 
 class Hiding:

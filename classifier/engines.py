@@ -1,0 +1,115 @@
+"""The engines that can run a compiled ONNX graph on this CPU: onnxruntime f32, OpenVINO f32,
+and OpenVINO bf16 where the CPU computes in bf16 (AVX-512 BF16 or AMX).
+
+An engine opens a graph (ONNX bytes or an .onnx file's path) with a number of intra-op threads
+and gives back `forward(batch) -> logits` (float32 numpy, NCHW in). Which one serves is chosen
+by measurement (classifier/engine_choice.py); onnxruntime f32 is the one the compile step
+checked against learn.predict, and what serves when nothing else qualifies.
+
+OpenVINO is an optional package: the default image installs it (requirements.txt), the lean
+image does not (180 MB would take it past its 500 MB goal), and there only onnxruntime runs.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Forward = Callable[[np.ndarray], np.ndarray]
+DEFAULT_ENGINE = "onnxruntime-f32"
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str  # what /model and the logs call it
+    package: str  # the package it imports (and its distribution's name)
+    precision: str  # "f32" or "bf16": what its arithmetic rounds to
+    opener: Callable[[bytes | str, int], Forward]
+
+    def open(self, graph: bytes | str, threads: int) -> Forward:
+        return self.opener(graph, threads)
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.package) is not None
+
+    def unavailable(self) -> str | None:
+        """Why this engine cannot run here (its package missing, or no bf16 in the CPU), or None.
+        Asking OpenVINO starts its plugin: call this where no fork follows (the child process)."""
+        if not self.installed():
+            return f"{self.package} is not installed"
+        if self.precision == "bf16" and "BF16" not in openvino_capabilities():
+            return "the CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)"
+        return None
+
+
+def onnxruntime_forward(graph: bytes | str, threads: int) -> Forward:
+    from classifier.onnx_model import make_session
+
+    session = make_session(graph, threads)
+    return lambda batch: session.run(None, {"input": batch})[0]
+
+
+def openvino_opener(precision: str) -> Callable[[bytes | str, int], Forward]:
+    """OpenVINO on the CPU with INFERENCE_PRECISION_HINT `precision`, one stream, `threads`
+    threads, latency first (one request at a time, as the predictors' run lock serves)."""
+
+    def open_graph(graph: bytes | str, threads: int) -> Forward:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(graph if isinstance(graph, bytes) else str(Path(graph)))
+        compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        # the output buffer is reused by the next call: copy it out
+        return lambda batch: np.array(request.infer({0: batch})[0], dtype=np.float32)
+
+    return open_graph
+
+
+ENGINES = {engine.name: engine for engine in (
+    Engine(DEFAULT_ENGINE, "onnxruntime", "f32", onnxruntime_forward),
+    Engine("openvino-f32", "openvino", "f32", openvino_opener("f32")),
+    Engine("openvino-bf16", "openvino", "bf16", openvino_opener("bf16")),
+)}
+
+
+def openvino_capabilities() -> tuple[str, ...]:
+    """What OpenVINO's CPU plugin says this CPU computes in (e.g. FP32, BF16, INT8)."""
+    import openvino as ov
+
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name and the flags that change which engine is fastest, for the cache key."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+    return {"model": model, "flags": [flag for flag in wanted if flag in flags]}
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each engine's package (None: not installed)."""
+    versions = {}
+    for package in sorted({engine.package for engine in ENGINES.values()}):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
