@@ -89,4 +89,10 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(feedback.bp)
+    if settings.review_dir is not None:
+        from app import review
+        from app.review_queue import ReviewQueue
+
+        service.review = ReviewQueue(settings)
+        app.register_blueprint(review.bp)
     return app

@@ -23,6 +23,7 @@ from flask import current_app
 from app import machine
 from app.machine import MB
 from app.setting_parsers import (
+    ConfigError,
     fraction,
     header_name,
     origins,
@@ -198,6 +199,26 @@ class Settings:
         "Most images `FEEDBACK_DIR` may hold (507 `feedback_full` past it): far more than "
         "people correct by hand before someone retrains, few enough that counting them on "
         "each correction takes milliseconds.")
+    review_dir: Path | None = setting(
+        "REVIEW_DIR", None, path,
+        "Where the server keeps images for people to label on `/review`: those it was not "
+        "sure of and a `REVIEW_SAMPLE` of the others, at the model's input size without "
+        "metadata (`<sha256>.jpg` and `.json`); unset: off. Needs `FEEDBACK_DIR` (where "
+        "labelled ones go) and `API_KEY` (the page shows users' photos) "
+        "([review queue](#a-review-queue-review_dir)).")
+    review_sample: float = setting(
+        "REVIEW_SAMPLE", 0.01, fraction,
+        "The share of sure answers also kept for review (0 to 1): a check on the answers the "
+        "model is confident of, which the \"not sure\" ones never show.")
+    review_max_mb: float = setting(
+        "REVIEW_MAX_MB", 100.0, positive_number,
+        "Most megabytes `REVIEW_DIR` may hold; past it new images are dropped (counted in "
+        "`classifier_review_dropped_total`), never failing a request. A queued image is "
+        "10–30 KB at 224 px.")
+    review_max_files: int = setting(
+        "REVIEW_MAX_FILES", 2000, whole_number,
+        "Most images `REVIEW_DIR` may hold (new ones dropped past it): a few hours of a "
+        "person's labelling, few enough that counting them takes milliseconds.")
     predict_rate: str = setting(
         "PREDICT_RATE", "120/minute", rates,
         "Requests to `/predict` (and the form's `POST /`) per client per worker (429 "
@@ -225,12 +246,16 @@ class Settings:
         "Set it only behind a proxy that overwrites it, or clients choose their own budget.")
 
     def __post_init__(self):
-        """Defaults that follow other settings: the body budget, then MAX_UPLOAD_MB from it."""
+        """Defaults that follow other settings (the body budget, then MAX_UPLOAD_MB from it);
+        settings that need others (REVIEW_DIR)."""
         if self.body_budget_mb is None:
             object.__setattr__(self, "body_budget_mb", machine.default_body_budget(
                 self.workers, self.model_path, self.max_image_pixels) / MB)
         if self.max_upload_mb is None:
             object.__setattr__(self, "max_upload_mb", machine.default_max_upload(self.body_budget))
+        if self.review_dir is not None and (self.feedback_dir is None or not self.api_key):
+            raise ConfigError("REVIEW_DIR needs FEEDBACK_DIR (where labelled images go) and "
+                              "API_KEY (the /review page shows users' photos).")
 
     @property
     def body_budget(self) -> int:
@@ -243,6 +268,10 @@ class Settings:
     @property
     def feedback_max_bytes(self) -> int:
         return int(self.feedback_max_mb * MB)
+
+    @property
+    def review_max_bytes(self) -> int:
+        return int(self.review_max_mb * MB)
 
 
 # The environment variables read (create_app's config accepts the same names).

@@ -51,6 +51,8 @@ ERRORS = {
     "feedback_unavailable": 503,    # FEEDBACK_DIR is not writable (the error is logged)
     "feedback_full": 507,           # FEEDBACK_MAX_MB or FEEDBACK_MAX_FILES reached
     "cross_site_request": 403,      # a browser's post that another site started
+    # The review queue (app/review.py)
+    "review_item_gone": 404,        # labelled or discarded already, or never queued
     # Per-client budgets (app/limits.py)
     "rate_limited": 429,            # over PREDICT_RATE, EXPLAIN_RATE or FEEDBACK_RATE
     "too_many_explanations": 400,   # ?explain=1 on more than MAX_EXPLANATIONS images

@@ -48,7 +48,12 @@ def _image_upload(settings) -> Upload:
 
 def _label(vocab: list[str], folder: Path) -> str:
     label = request.form.get("label") if request.mimetype == "multipart/form-data" else None
-    label = label or request.args.get("label")
+    return check_label(label or request.args.get("label"), vocab, folder)
+
+
+def check_label(label: str | None, vocab: list[str], folder: Path) -> str:
+    """`label` if it is one of the model's classes and a safe folder name under `folder`;
+    400 `invalid_label` otherwise (also for /review's corrections)."""
     if not label:
         raise ApiError("invalid_label", f"Say which class is right: a `label` field or "
                        f"?label=, one of {', '.join(vocab)}.")

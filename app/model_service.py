@@ -81,6 +81,7 @@ class ModelService:
         self.preloaded: ServedModel | None = None
         self.refused: dict | None = None  # the last version this process would not serve, and why
         self.follower = None  # app.model_follow.PointerFollower, in a gunicorn worker
+        self.review = None  # app.review_queue.ReviewQueue with REVIEW_DIR set
         self._warm_pid: int | None = None
         self._failure: str | None = None
         self._lock = threading.Lock()
@@ -243,6 +244,9 @@ class ModelService:
                            "This server has no PyTorch model to run Grad-CAM on "
                            "(EXPLANATIONS=off, or the lean image). Ask without explain=1.")
         model = self.model  # this request's model to the end, whatever a swap does meanwhile
+        review, size = self.review, model.predictor.image_size
+        if review is not None:  # a copy of each image at the model's size, for the queue
+            on_image = review.looking(on_image, max(size) if size else None)
         prepared = []
         for upload in uploads:
             try:
@@ -255,6 +259,9 @@ class ModelService:
             prepared.append((upload.filename, item, extra))
         predictions = self.predict([item for _, item, _ in prepared], model)
         record_predictions(predictions, model.version)
+        if review is not None:
+            extras = review.consider([extra for _, _, extra in prepared], predictions, model)
+            prepared = [(name, item, extra) for (name, item, _), extra in zip(prepared, extras)]
         return [Classified(name, prediction, model.version, extra,
                            self.explain(item, prediction.index, model) if explain else None)
                 for (name, item, extra), prediction in zip(prepared, predictions)]

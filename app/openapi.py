@@ -9,7 +9,7 @@ address.
 from __future__ import annotations
 
 from app.errors import ERRORS
-from app.openapi_schemas import LABEL, PROBABILITY, closed, ref, schemas
+from app.openapi_schemas import COUNT, LABEL, PROBABILITY, SHA256, closed, ref, schemas
 from app.options import PARAMETERS
 from app.version import VERSION
 
@@ -117,6 +117,50 @@ def feedback_operation(settings, base_url: str) -> dict:
     }
 
 
+def review_paths(base_url: str) -> dict:
+    """/review's JSON (app/review.py), for its page's script and for scripts with the key."""
+    item_id = {"name": "item_id", "in": "path", "required": True, "schema": SHA256}
+    auth = {"security": [{"bearer": []}, {"apiKey": []}]}
+    item = closed({
+        "id": SHA256, "time": {"type": "string", "format": "date-time"},
+        "reason": {"type": "string", "enum": ["unsure", "sample"]}, "label": LABEL,
+        "confidence": PROBABILITY, "top": {"type": "array", "items": ref("Ranked")},
+        "version": {"type": "string"}, "model_sha256": SHA256,
+        "request_id": {"type": "string", "nullable": True},
+        "image_url": {"type": "string"}}, ["id", "label", "top", "image_url"])
+    return {
+        "/review/items.json": {"get": {
+            **auth, "summary": "The oldest queued images to label (REVIEW_DIR).",
+            "parameters": [{"name": "count", "in": "query", "schema": {
+                                "type": "integer", "minimum": 1, "maximum": 50, "default": 5}},
+                           {"name": "skip", "in": "query", "schema": {"type": "string"},
+                            "description": "Comma-separated ids to leave out."}],
+            "responses": {"200": {"description": "Queued items, oldest first", "content": {
+                "application/json": {"schema": closed({
+                    "items": {"type": "array", "items": item}, "remaining": COUNT},
+                    ["items", "remaining"])}}},
+                **_errors("unauthorized", "invalid_parameter")},
+            "x-codeSamples": code_samples("get", f"{base_url}/review/items.json",
+                                          api_key=True)}},
+        "/review/items/{item_id}.jpg": {"get": {
+            **auth, "summary": "A queued image, as the model saw it.", "parameters": [item_id],
+            "responses": {"200": {"description": "The image", "content": {"image/jpeg": {
+                "schema": IMAGE}}}, **_errors("unauthorized", "review_item_gone")}}},
+        "/review/items/{item_id}": {"post": {
+            **auth, "summary": "File a queued image under `label` (a correction in "
+                               "FEEDBACK_DIR, as /feedback stores them) or `discard` it.",
+            "parameters": [item_id],
+            "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                "schema": closed({"label": LABEL, "discard": {"type": "string"}})}}},
+            "responses": {"200": {"description": "Done", "content": {"application/json": {
+                "schema": closed({"id": SHA256, "outcome": {
+                    "type": "string", "enum": ["labelled", "discarded"]},
+                    "correction": ref("Feedback")}, ["id", "outcome"])}}},
+                **_errors("unauthorized", "invalid_label", "cross_site_request",
+                          "review_item_gone", "feedback_full", "feedback_unavailable")}}},
+    }
+
+
 def predict_operation(settings, base_url: str) -> dict:
     """POST /predict (app/api.py)."""
     def query(name: str, schema: dict) -> dict:
@@ -213,6 +257,7 @@ def openapi_document(service, settings, base_url: str = "http://localhost:8000")
                          text=True),
             "/openapi.json": get("This document.", "/openapi.json",
                                  {"200": {"description": "OpenAPI 3.0"}}),
+            **(review_paths(base_url) if settings.review_dir else {}),
         },
         "components": {
             "schemas": schemas(vocab, settings.max_batch),

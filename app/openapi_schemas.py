@@ -163,6 +163,8 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
             "predicted": {**LABEL, "description": "What the model says of the image."},
             "confidence": PROBABILITY, "model_sha256": SHA256,
             "request_id": {"type": "string", "nullable": True},
+            "review": {"type": "string", "enum": ["unsure", "sample"], "description":
+                       "Filed from the review queue (/review): why the image was queued."},
         }, ["time", "client", "image", "sha256", "label", "predicted", "confidence",
             "model_sha256", "request_id"], description="The line appended to FEEDBACK_DIR/feedback.jsonl."),
     }
