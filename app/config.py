@@ -133,7 +133,8 @@ class Settings:
         "API_KEY", None, text,
         "When set, `/predict` and `/feedback` require `Authorization: Bearer <key>` or "
         "`X-API-Key: <key>` (401 `unauthorized`; compared in constant time). The form, "
-        "`/model`, `/docs`, health and metrics stay public.")
+        "`/model`, `/docs`, health and metrics stay public. `/review` (`REVIEW_DIR`) always "
+        "needs it: a sign-in form, or the same headers.")
     cors_origins: tuple[str, ...] = setting(
         "CORS_ORIGINS", (), origins,
         "Comma-separated origins allowed to call the JSON API from a browser (`*` for any): "
@@ -214,7 +215,7 @@ class Settings:
         "REVIEW_MAX_MB", 100.0, positive_number,
         "Most megabytes `REVIEW_DIR` may hold; past it new images are dropped (counted in "
         "`classifier_review_dropped_total`), never failing a request. A queued image is "
-        "10–30 KB at 224 px.")
+        "15–40 KB at 224 px.")
     review_max_files: int = setting(
         "REVIEW_MAX_FILES", 2000, whole_number,
         "Most images `REVIEW_DIR` may hold (new ones dropped past it): a few hours of a "

@@ -48,23 +48,7 @@ def _image_upload(settings) -> Upload:
 
 def _label(vocab: list[str], folder: Path) -> str:
     label = request.form.get("label") if request.mimetype == "multipart/form-data" else None
-    return check_label(label or request.args.get("label"), vocab, folder)
-
-
-def check_label(label: str | None, vocab: list[str], folder: Path) -> str:
-    """`label` if it is one of the model's classes and a safe folder name under `folder`;
-    400 `invalid_label` otherwise (also for /review's corrections)."""
-    if not label:
-        raise ApiError("invalid_label", f"Say which class is right: a `label` field or "
-                       f"?label=, one of {', '.join(vocab)}.")
-    if label not in vocab:
-        raise ApiError("invalid_label", f"{label[:80]!r} is not one of the model's "
-                       f"classes: {', '.join(vocab)}.")
-    target = (folder / label).resolve()
-    if target.parent != folder.resolve() or label.startswith("."):
-        raise ApiError("invalid_label", f"{label[:80]!r} cannot be stored as a folder "
-                       "name.")
-    return label
+    return feedback_store.check_label(label or request.args.get("label"), vocab, folder)
 
 
 @bp.route("/feedback", methods=["POST"])

@@ -89,3 +89,19 @@ def _save(settings, label: str, jpeg: bytes, record: dict) -> dict:
                 tmp.write_bytes(jpeg)
         append_line(folder / LOG_NAME, line)
     return record
+
+
+def check_label(label: str | None, vocab: list[str], folder: Path) -> str:
+    """`label` if it is one of the model's classes and a safe folder name under `folder`;
+    400 `invalid_label` otherwise (also for /review's corrections)."""
+    if not label:
+        raise ApiError("invalid_label", f"Say which class is right: a `label` field or "
+                       f"?label=, one of {', '.join(vocab)}.")
+    if label not in vocab:
+        raise ApiError("invalid_label", f"{label[:80]!r} is not one of the model's "
+                       f"classes: {', '.join(vocab)}.")
+    target = (folder / label).resolve()
+    if target.parent != folder.resolve() or label.startswith("."):
+        raise ApiError("invalid_label", f"{label[:80]!r} cannot be stored as a folder "
+                       "name.")
+    return label

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 
-from app import review_access
+from app import feedback_store, review_access
 from app.config import app_settings
 from app.errors import ApiError, error_response
-from app.feedback import check_label
 from app.limits import charge, client_id
 from app.model_service import model_service
 from app.security import check_same_site
@@ -123,7 +122,7 @@ def review_item(item_id: str):
         queue.discard(item_id)
         answer = {"id": item_id, "outcome": "discarded"}
     else:
-        label = check_label(request.form.get("label"), list(model_service().info["vocab"]),
+        label = feedback_store.check_label(request.form.get("label"), list(model_service().info["vocab"]),
                             settings.feedback_dir)
         correction = queue.label(item_id, label, client_id(settings))
         answer = {"id": item_id, "outcome": "labelled", "correction": correction}

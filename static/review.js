@@ -3,16 +3,12 @@
 // Keys 1-9 pick the numbered class, 0 or x discards. Without JavaScript the same forms
 // post and the server redirects to the next item.
 (function () {
-  const section = document.getElementById("review-item");
+  const byId = (id) => document.getElementById(id);
+  const section = byId("review-item");
   if (!section || !window.fetch) return;
-  const form = document.getElementById("review-form");
-  const anyForm = document.getElementById("any-form");
-  const image = document.getElementById("review-image");
-  const caption = document.getElementById("review-caption");
-  const choices = document.getElementById("choices");
-  const empty = document.getElementById("review-empty");
-  const errorBox = document.getElementById("error");
-  const remainingText = document.getElementById("remaining");
+  const [form, anyForm, image, caption, choices, empty, errorBox, remainingText] = [
+    "review-form", "any-form", "review-image", "review-caption", "choices", "review-empty",
+    "error", "remaining"].map(byId);
   const itemsUrl = section.dataset.itemsUrl;
   const ahead = Number(section.dataset.preload);
   const numbered = Number(section.dataset.numbered);
@@ -42,7 +38,7 @@
     return fetching;
   }
 
-  function percent(p) { return Math.round(p * 100) + " %"; }
+  function percent(p) { return Math.round(p * 100) + "\u00a0%"; }
 
   function button(choice, number) {
     const b = document.createElement("button");
@@ -102,7 +98,7 @@
   });
   anyForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    send({ label: document.getElementById("any-label").value });
+    send({ label: byId("any-label").value });
   });
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || !current) return;

@@ -17,10 +17,10 @@ LAYERS = [
     {"config", "event_loop"},
     {"errors", "settings_docs", "request_id", "upload_deadline", "url_exchange"},
     {"metrics", "security", "options", "url_fetch", "json_uploads", "openapi_schemas",
-     "body_budget", "feedback_store"},
-    {"uploads", "limits", "model_follow"},
+     "body_budget", "feedback_store", "review_metrics"},
+    {"uploads", "limits", "model_follow", "review_access", "review_queue"},
     {"openapi", "model_service"},
-    {"api", "web", "health", "pages", "feedback"},
+    {"api", "web", "health", "pages", "feedback", "review"},
     {"__init__", "worker"},
 ]
 

@@ -3,11 +3,13 @@ image with a key press (it lands in FEEDBACK_DIR under that class), discard anot
 and the same without JavaScript through the plain forms."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 import requests
 
+from harness import ROOT
 from harness.browser import CHROMIUM, SKIP_REASON, page_opener
 from harness.images import encode, photo
 from harness.servers import GunicornServer
@@ -15,6 +17,7 @@ from harness.servers import GunicornServer
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)]
 KEY = "browser-review-key"
+SCREENSHOT = ROOT / "docs" / "review.png"
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +70,14 @@ def open_page(playwright, review_server):
         yield open_
 
 
-def test_label_with_a_key_and_discard(open_page, review_server):
+def test_label_with_a_key_and_discard(open_page, review_server, tmp_path):
     ids = queue_images(review_server, 31, 32)
-    page = open_page(True)
+    page = open_page(True, viewport={"width": 900, "height": 760})
     sign_in(page, review_server.url)
+    page.locator("#choices button").first.wait_for()
+    # docs/review.png with UPDATE_SCREENSHOT=1; otherwise the test's own folder
+    page.screenshot(path=SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1"
+                    else tmp_path / "review.png")
     shown = page.locator("#review-image").get_attribute("src").rsplit("/", 1)[-1][:-4]
     assert shown in ids
     second = page.locator("#choices button").nth(1)
