@@ -35,9 +35,11 @@ from app.setting_parsers import (
     runtime_name,
     switch,
     text,
+    version_name,
     whole_number,
 )
 from classifier.images import DEFAULT_MAX_DECLARED_PIXELS, DEFAULT_MAX_IMAGE_PIXELS
+from classifier.versions import MODEL_FILE, pointer_root, version_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_KEY = "settings"  # the app's Settings in app.extensions
@@ -245,18 +247,38 @@ class Settings:
         "The header that names the client's address, set by the proxy in front "
         "(`Fly-Client-IP` on fly.io; fly.toml sets it). Unset: the connection's address. "
         "Set it only behind a proxy that overwrites it, or clients choose their own budget.")
+    shadow_model: str | None = setting(
+        "SHADOW_MODEL", None, version_name,
+        "A version under `models/versions/` that answers a share of live requests as a "
+        "shadow, off the request path: its answers are never sent, only compared with the "
+        "served model's in `/metrics`, `/shadow` and `/model` "
+        "([shadow candidate](#a-shadow-candidate-shadow_model)). Start-up is refused when it "
+        "does not fit the memory limit beside the served model; a shadow that fails to load "
+        "leaves the server serving without it and `/model` says why.")
+    shadow_share: float = setting(
+        "SHADOW_SHARE", 0.1, fraction,
+        "The share of requests (0 to 1) that `SHADOW_MODEL` also answers, chosen at random. "
+        "Requests that arrive while the shadow is behind are not shadowed (counted as "
+        "dropped).")
 
     def __post_init__(self):
         """Defaults that follow other settings (the body budget, then MAX_UPLOAD_MB from it);
         settings that need others (REVIEW_DIR)."""
         if self.body_budget_mb is None:
             object.__setattr__(self, "body_budget_mb", machine.default_body_budget(
-                self.workers, self.model_path, self.max_image_pixels) / MB)
+                self.workers, self.model_path, self.max_image_pixels, self.shadow_path) / MB)
         if self.max_upload_mb is None:
             object.__setattr__(self, "max_upload_mb", machine.default_max_upload(self.body_budget))
         if self.review_dir is not None and (self.feedback_dir is None or not self.api_key):
             raise ConfigError("REVIEW_DIR needs FEEDBACK_DIR (where labelled images go) and "
                               "API_KEY (the /review page shows users' photos).")
+
+    @property
+    def shadow_path(self) -> Path | None:
+        """SHADOW_MODEL's export.pkl (models/versions/<name>/ beside MODEL_PATH), or None."""
+        if self.shadow_model is None:
+            return None
+        return version_dir(pointer_root(self.model_path), self.shadow_model) / MODEL_FILE
 
     @property
     def body_budget(self) -> int:

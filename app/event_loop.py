@@ -17,8 +17,9 @@ def gevent_active() -> bool:
     return monkey.is_module_patched("socket")
 
 
-def off_event_loop(fn, *args):
-    """fn(*args), in a real thread when on gevent's event loop; its result or exception."""
+def off_event_loop(fn, *args, pool=None):
+    """fn(*args), in a real thread when on gevent's event loop (of `pool`, a gevent ThreadPool,
+    else the hub's); its result or exception."""
     if not gevent_active():
         return fn(*args)
     import gevent
@@ -29,7 +30,7 @@ def off_event_loop(fn, *args):
         except Exception as exc:
             return None, exc
 
-    result, error = gevent.get_hub().threadpool.apply(call)
+    result, error = (pool or gevent.get_hub().threadpool).apply(call)
     if error is not None:
         raise error
     return result

@@ -120,27 +120,54 @@ def runtime_for_this_machine() -> str:
     return default_runtime(memory_limit(), installed_image())
 
 
-def body_budget(limit: int | None, image: str, workers: int, model_bytes: int,
-                max_image_pixels: int) -> int:
-    """Bytes of request bodies one worker may hold at once (BODY_BUDGET_MB when unset): what
-    the memory limit leaves after the idle server, the model, the other workers and one
-    decode per worker, shared among the workers."""
-    if limit is None:
-        return UNLIMITED_BODY_BUDGET_MB * MB
+def body_room(limit: int, image: str, workers: int, model_bytes: int,
+              max_image_pixels: int) -> int:
+    """Bytes the memory limit leaves each worker for request bodies after the idle server,
+    the model(s), the other workers and one decode per worker (negative: not even that)."""
     decode = DECODE_MB_PER_MP * max_image_pixels / 1e6 * MB
     fixed = (IDLE_MB[image] + MARGIN_MB + (workers - 1) * EXTRA_WORKER_MB[image]) * MB
-    room = (limit - fixed - model_bytes) / workers - decode
-    return int(max(room, MIN_BODY_BUDGET_MB * MB))
+    return int((limit - fixed - model_bytes) / workers - decode)
 
 
-def default_body_budget(workers: int, model: Path, max_image_pixels: int) -> int:
-    """BODY_BUDGET_MB when unset, in bytes (see body_budget), for this machine and model."""
+def body_budget(limit: int | None, image: str, workers: int, model_bytes: int,
+                max_image_pixels: int) -> int:
+    """Bytes of request bodies one worker may hold at once (BODY_BUDGET_MB when unset): the
+    body room, at least MIN_BODY_BUDGET_MB."""
+    if limit is None:
+        return UNLIMITED_BODY_BUDGET_MB * MB
+    return max(body_room(limit, image, workers, model_bytes, max_image_pixels),
+               MIN_BODY_BUDGET_MB * MB)
+
+
+def shadow_bytes(shadow: Path | None, workers: int) -> int:
+    """What a shadow model (SHADOW_MODEL) adds to the server: its weights once where it is
+    loaded (the master) and once in each worker's onnxruntime session, counted as the larger
+    of its export.pkl and compiled graph (the lean image keeps only the graph); 0 for none."""
+    if shadow is None:
+        return 0
+    sizes = [path.stat().st_size for path in (shadow, shadow.with_suffix(".onnx"))
+             if path.is_file()]
+    return max(sizes, default=0) * (workers + 1)
+
+
+def shadow_fits(limit: int | None, image: str, workers: int, model_bytes: int, shadow: int,
+                max_image_pixels: int) -> bool:
+    """Whether a shadow of `shadow` bytes (shadow_bytes) still leaves every worker
+    MIN_BODY_BUDGET_MB for bodies beside the served model and its decodes."""
+    return limit is None or body_room(limit, image, workers, model_bytes + shadow,
+                                      max_image_pixels) >= MIN_BODY_BUDGET_MB * MB
+
+
+def default_body_budget(workers: int, model: Path, max_image_pixels: int,
+                        shadow: Path | None = None) -> int:
+    """BODY_BUDGET_MB when unset, in bytes (see body_budget), for this machine, model and
+    shadow."""
     try:
         model_bytes = model.stat().st_size
     except OSError:  # loading the model says what is wrong with it
         model_bytes = 0
-    return body_budget(memory_limit(), installed_image(), workers, model_bytes,
-                       max_image_pixels)
+    return body_budget(memory_limit(), installed_image(), workers,
+                       model_bytes + shadow_bytes(shadow, workers), max_image_pixels)
 
 
 def default_max_upload(budget: int) -> float:

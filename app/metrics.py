@@ -14,6 +14,7 @@ import time
 from flask import Blueprint, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -86,12 +87,15 @@ def init_metrics(app) -> None:
     app.register_blueprint(bp)
 
 
-@bp.get("/metrics")
-def metrics():
+def server_registry():
+    """The whole server's samples: every worker's merged under gunicorn, else this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        body = generate_latest(registry)
-    else:
-        body = generate_latest()
-    return Response(body, content_type=CONTENT_TYPE_LATEST)
+        return registry
+    return REGISTRY
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(generate_latest(server_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -82,6 +82,7 @@ class ModelService:
         self.refused: dict | None = None  # the last version this process would not serve, and why
         self.follower = None  # app.model_follow.PointerFollower, in a gunicorn worker
         self.review = None  # app.review_queue.ReviewQueue with REVIEW_DIR set
+        self.shadow = None  # app.shadow.Shadow when SHADOW_MODEL is set
         self._warm_pid: int | None = None
         self._failure: str | None = None
         self._lock = threading.Lock()
@@ -101,20 +102,23 @@ class ModelService:
         if torch is not None:
             torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
         from app.model_follow import live_model_path
+        from app.shadow import open_shadow
 
         self.model = self.preloaded = self.open(live_model_path(self.settings.model_path))
+        self.shadow = open_shadow(self)
         return self
 
-    def open(self, path: Path) -> ServedModel:
+    def open(self, path: Path, threads: int | None = None) -> ServedModel:
         """Check and load the export at `path` (every file against export.json's sha256, then
-        the loader's own checks, ONNX parity included); ModelLoadError says why not."""
+        the loader's own checks, ONNX parity included); ModelLoadError says why not. With
+        `threads` (a shadow) it runs on that many instead of INFERENCE_THREADS, and no Grad-CAM."""
         settings = self.settings
         try:
             check_files(path, unused=() if torch is not None else (path.name,))
         except VersionError as exc:
             raise ModelLoadError(str(exc)) from None
-        predictor, card = load_model(path, settings.runtime, settings.inference_threads,
-                                     keep_torch_model=settings.explanations,
+        predictor, card = load_model(path, settings.runtime, threads or settings.inference_threads,
+                                     keep_torch_model=settings.explanations and threads is None,
                                      option="INFERENCE_RUNTIME",
                                      precision=settings.inference_precision)
         version = served_version(path, card.sha256)
@@ -146,8 +150,9 @@ class ModelService:
 
     @property
     def info(self) -> dict:
-        """GET /model's answer: the served model's card, and the last version refused."""
-        return {**self.model.info, "refused": self.refused}
+        """GET /model's answer: the served model's card, the last version refused, the shadow."""
+        return {**self.model.info, "refused": self.refused,
+                "shadow": self.shadow.info if self.shadow else None}
 
     def warm_up(self) -> bool:
         """Set this process's threads and run one prediction; False (and 503s) if it fails."""
@@ -247,6 +252,8 @@ class ModelService:
         review, size = self.review, model.predictor.image_size
         if review is not None:  # a copy of each image at the model's size, for the queue
             on_image = review.looking(on_image, max(size) if size else None)
+        shadow = self.shadow.take(model) if self.shadow else None  # app/shadow.py Ticket
+        on_image = shadow.watch(on_image) if shadow else on_image
         prepared = []
         for upload in uploads:
             try:
@@ -257,11 +264,14 @@ class ModelService:
                 raise
             upload.data = b""  # the bytes are not needed any more
             prepared.append((upload.filename, item, extra))
-        predictions = self.predict([item for _, item, _ in prepared], model)
+        items = [item for _, item, _ in prepared]
+        predictions = self.predict(items, model)
         record_predictions(predictions, model.version)
         if review is not None:
             extras = review.consider([extra for _, _, extra in prepared], predictions, model)
             prepared = [(name, item, extra) for (name, item, _), extra in zip(prepared, extras)]
+        if shadow:  # only queued here: the shadow runs in a thread of its own, at low priority
+            shadow.send(model.version, items, predictions)
         return [Classified(name, prediction, model.version, extra,
                            self.explain(item, prediction.index, model) if explain else None)
                 for (name, item, extra), prediction in zip(prepared, predictions)]

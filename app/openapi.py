@@ -233,6 +233,10 @@ def openapi_document(service, settings, base_url: str = "http://localhost:8000")
             "/feedback": {"post": feedback},
             "/model": get("The served model: classes, metrics, threshold (the page's model "
                           "card).", "/model", {"200": _json("ModelInfo", "Model description")}),
+            "/shadow": get("The shadow candidate's figures (SHADOW_MODEL): top-1 agreement "
+                           "with the live model and its \"not sure\" rate, per version pair; "
+                           "python -m training.compare --field reads it.", "/shadow",
+                           {"200": _json("ShadowField", "Shadow figures")}),
             "/healthz": get("Liveness.", "/healthz", {"200": _json("Status", "Alive")}),
             "/readyz": get("Readiness: model loaded and warmed up.", "/readyz",
                            {"200": _json("Status", "Ready"), **_errors("model_unavailable")}),

@@ -138,8 +138,37 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
                                          "description": "How training chose it."}},
                              ["threshold", "source", "method"]),
             "explanations": {"type": "boolean", "description": "Whether ?explain=1 works."},
+            "shadow": ref("Shadow"),
         }, ["version", "refused", "vocab", "arch", "image_size", "metrics", "sha256", "created_at", "runtime",
-            "engine", "metadata", "recall", "train_images", "unsure", "explanations"]),
+            "engine", "metadata", "recall", "train_images", "unsure", "explanations", "shadow"]),
+        "Shadow": closed({
+            "version": {"type": "string", "description": "SHADOW_MODEL."},
+            "share": PROBABILITY,
+            "serving": {"type": "boolean", "description": "Whether it loaded and answers."},
+            "refused": {"type": "string", "nullable": True,
+                        "description": "Why it failed to load or to check; null when loaded."},
+        }, ["version", "share", "serving", "refused"], nullable=True, description="The shadow "
+           "candidate (SHADOW_MODEL); null when none is set."),
+        "ShadowField": closed({
+            "shadow": ref("Shadow"),
+            "pairs": {"type": "array", "items": ref("ShadowPair")},
+        }, ["shadow", "pairs"]),
+        "ShadowPair": closed({
+            "live": {"type": "string"}, "shadow": {"type": "string"},
+            "images": COUNT, "agreed": COUNT,
+            "agreement": {**PROBABILITY, "nullable": True, "description": "Share of images "
+                          "whose top-1 class from the shadow equals the live model's."},
+            "unsure_rate": {**PROBABILITY, "nullable": True,
+                            "description": "The shadow's \"not sure\" share at its threshold."},
+            "per_class": {"type": "object", "description": "By the shadow's top-1 class.",
+                          "additionalProperties": closed({
+                              "images": COUNT, "unsure": COUNT,
+                              "unsure_rate": {**PROBABILITY, "nullable": True}},
+                              ["images", "unsure", "unsure_rate"])},
+            "requests": closed({"shadowed": COUNT, "dropped": COUNT, "failed": COUNT},
+                               ["shadowed", "dropped", "failed"]),
+        }, ["live", "shadow", "images", "agreed", "agreement", "unsure_rate", "per_class",
+            "requests"], description="One live version and the shadow beside it, all workers."),
         "Metrics": closed({
             "n": COUNT, "accuracy": PROBABILITY, "error_rate": PROBABILITY,
             "loss": {"type": "number", "minimum": 0},

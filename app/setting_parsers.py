@@ -9,6 +9,7 @@ from limits import parse_many
 
 from classifier.engine_choice import PRECISIONS
 from classifier.loader import RUNTIMES
+from classifier.versions import NAME as VERSION_NAME
 
 
 class ConfigError(RuntimeError):
@@ -66,6 +67,16 @@ def path(_name: str, raw) -> Path:
 
 def text(_name: str, raw) -> str:
     return str(raw)
+
+
+def version_name(name: str, raw) -> str:
+    """A version's name under models/versions/ (python -m training.versions lists them)."""
+    value = str(raw).strip()
+    if not VERSION_NAME.match(value):
+        raise ConfigError(f"{name} must name a version under models/versions/ (like "
+                          f"20261205-091500-ab12cd; python -m training.versions lists them), "
+                          f"not {raw!r}.")
+    return value
 
 
 def rates(name: str, raw) -> str:

@@ -97,6 +97,11 @@ class Predictor(PredictorBase):
         """
         return self._after_item(self._pil_type(image))
 
+    @property
+    def preparation(self) -> str:
+        """What `prepare` does, as text: two predictors with equal ones take each other's items."""
+        return repr(self._after_item)
+
     def model_input(self, items) -> torch.Tensor:
         """Outputs of `prepare` -> the normalised batch the network takes."""
         return self._collate(items)

@@ -169,6 +169,11 @@ class CompiledPredictor(PredictorBase):
         return Reference(self.model_input([self.prepare(images[name]) for name in names]),
                          np.asarray([answers[name] for name in names], dtype=np.float64))
 
+    @property
+    def preparation(self) -> str:
+        """What `prepare` does, as text: two predictors with equal ones take each other's items."""
+        return json.dumps(self._steps, sort_keys=True)
+
     def _probabilities(self, items) -> np.ndarray:
         if not items:
             return np.zeros((0, len(self.vocab)))

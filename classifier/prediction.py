@@ -49,8 +49,9 @@ class PredictorBase:
     """What the torch Predictor and the torch-free CompiledPredictor share.
 
     A subclass sets `vocab` and `image_size` ((height, width) or None) and implements
-    `prepare(image)` (one PIL RGB image -> a model-sized item) and `_probabilities(items)`
-    ((n, classes) float64 probabilities for prepared items).
+    `prepare(image)` (one PIL RGB image -> a model-sized item), `preparation` (what prepare
+    does, as text) and `_probabilities(items)` ((n, classes) float64 probabilities for
+    prepared items).
     """
 
     vocab: list[str]

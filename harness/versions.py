@@ -43,6 +43,25 @@ def make_version(root: Path, source_model: Path, name: str) -> Path:
     return folder / MODEL_FILE
 
 
+def make_rotated_version(root: Path, source_model: Path, name: str, work: Path) -> Path:
+    """A version whose outputs are `source_model`'s with the classes rotated by one, so its
+    top-1 class is never the source's: a candidate that disagrees on purpose. `work`: an empty
+    folder for the changed export before it is copied in."""
+    import torch
+
+    from classifier.model_files import load_learner_checked
+
+    learner, _ = load_learner_checked(source_model)
+    head = learner.model[-1][-1]  # the classifier's final Linear
+    order = torch.roll(torch.arange(head.out_features), 1)
+    with torch.no_grad():
+        head.weight.copy_(head.weight[order])
+        if head.bias is not None:  # fastai's head has none
+            head.bias.copy_(head.bias[order])
+    learner.export(work / MODEL_FILE)
+    return make_version(root, work / MODEL_FILE, name)
+
+
 class VersionProbe:
     """One more client beside the load: posts an image in a loop and records (time, version)
     of each answer, so a test can tell when every worker's answers carry a version."""

@@ -1,13 +1,16 @@
 """Compare two versions on the frozen test set: is B better than A, or worse, or can we not tell?
 
-    python -m training.compare A B [--models models] [--html PAGE]
+    python -m training.compare A B [--models models] [--html PAGE] [--field SOURCE]
 
 A and B are version names (python -m training.versions lists them) or `live`. Both are
 scored on the same frozen test images (models/test_set.json), decoded the same way (the
 serving loader): accuracy, per-class recall, log-loss, expected calibration error, the
 "not sure" rate at each one's own threshold, and McNemar's exact test on the paired answers
 (the images exactly one of them gets right). Prints a verdict on B against A and writes a
-side-by-side page (default models/compare-A-B.html). Exit codes: 0 compared, 2 bad input.
+side-by-side page (default models/compare-A-B.html). With --field (a server's /shadow or
+/metrics URL, or a saved copy of either) it also prints how B did as the server's shadow beside
+A on live requests (SHADOW_MODEL: top-1 agreement, "not sure" rate per class). Exit codes:
+0 compared, 2 bad input.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.shadow_field import FieldSourceError, field_line, read_field
 from training import UsageError
 
 ALPHA = 0.05        # McNemar's p below this is a measurable difference
@@ -165,14 +169,20 @@ def main(argv=None) -> int:
     parser.add_argument("b", metavar="B", help="the candidate version")
     parser.add_argument("--html", type=Path, help="the page to write (default "
                         "MODELS/compare-A-B.html)")
+    parser.add_argument("--field", metavar="SOURCE", help="also print B's figures as the "
+                        "shadow beside A on live requests: a server's /shadow or /metrics URL, "
+                        "or a saved copy of either")
     args = parser.parse_args(argv)
     try:
         a, b = resolve(args.models, args.a), resolve(args.models, args.b)
+        field = read_field(args.field) if args.field else None
         scored_a, scored_b, test, paths, targets = compare(args.models, a, b)
-    except UsageError as exc:
+    except (UsageError, FieldSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary(scored_a, scored_b, test))
+    if field is not None:
+        print(field_line(field, a, b, args.field))
     page = args.html or args.models / f"compare-{a}-{b}.html"
     write_page(page, scored_a, scored_b, test, paths, targets)
     print(f"side by side: {page}")
