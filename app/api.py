@@ -1,4 +1,4 @@
-"""The JSON API: POST /predict, GET /model, GET /openapi.json. Thin: parse, predict, answer."""
+"""The JSON API: POST /predict, GET /model, GET /shadow, GET /openapi.json. Thin: parse, predict, answer."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -9,6 +9,7 @@ from app.model_service import model_service
 from app.openapi import openapi_document
 from app.options import answer_options
 from app.security import add_cors_headers, check_api_key
+from app.shadow import shadow_figures
 from app.uploads import FIELD, uploads_from_request
 from app.url_fetch import fetcher_for
 
@@ -42,6 +43,11 @@ def predict():
 @bp.get("/model")
 def model():
     return jsonify(model_service().info)
+
+
+@bp.get("/shadow")
+def shadow():
+    return jsonify(shadow_figures(model_service().shadow))
 
 
 @bp.get("/openapi.json")

@@ -21,7 +21,6 @@ import queue
 import random
 import threading
 
-from flask import Blueprint, jsonify
 from prometheus_client import Counter
 
 from app import machine
@@ -45,8 +44,6 @@ REQUESTS = Counter(shadow_field.REQUESTS + "_total", "Requests picked for the sh
                    "shadowed, dropped (its queue was full) or failed.", [*PAIR, "outcome"])
 REFUSED = Counter("classifier_shadow_refused_total", "Shadow versions that failed to load or "
                   "to check (the reason is in the log and /model's shadow.refused).", ["shadow"])
-
-bp = Blueprint("shadow", __name__)
 
 
 class Shadow:
@@ -199,11 +196,8 @@ def check_room(settings, live_path, shadow_path) -> None:
             "WEB_CONCURRENCY or MAX_IMAGE_PIXELS, or use a machine with more memory.")
 
 
-@bp.get("/shadow")
-def shadow_figures():
-    """The shadow's figures for every (live, shadow) pair the server has seen, all workers."""
-    from app.model_service import model_service
-
-    shadow = model_service().shadow
-    return jsonify(shadow=shadow.info if shadow else None,
-                   pairs=shadow_field.field_pairs(server_registry().collect()))
+def shadow_figures(shadow: Shadow | None) -> dict:
+    """GET /shadow: the shadow's state, and its figures for every (live, shadow) pair this
+    server has counted, all workers together."""
+    return {"shadow": shadow.info if shadow else None,
+            "pairs": shadow_field.field_pairs(server_registry().collect())}

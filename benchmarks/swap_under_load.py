@@ -14,24 +14,21 @@ machine's CPU and load before and after: measure only on a quiet machine (load <
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 from benchmarks.cli import benchmark_args
 from classifier.versions import move_pointer
 from harness import ROOT
-from harness.bench_assets import build_assets, upload_images
 from harness.load import in_background
 from harness.machine import machine_line
 from harness.servers import GunicornServer
-from harness.versions import VersionProbe, make_version
+from harness.versions import VersionProbe, bench_versions
 
 A, B = "20261205-090000-aaaaaa", "20261205-100000-bbbbbb"
 NO_TORCH = ROOT / "tests" / "deploy" / "no_torch"  # sitecustomize: torch, fastai not importable
@@ -88,19 +85,8 @@ def main(argv=None) -> int:
                        "help": "INFERENCE_RUNTIME (the 1 GB default machine runs torch)"}),
         ("--size", {"type": int, "default": 224, "help": "the default model's input side"}),
         argv=argv, model_optional=True)
-    work = Path(tempfile.mkdtemp(prefix="swap-bench-"))
-    if model is None:
-        model, uploads = build_assets(work / "assets", args.size, 8, ["small"])
-        images = uploads["small"]
-    else:
-        images = upload_images("small", np.random.default_rng(0), 8)
-    if not model.with_suffix(".onnx").is_file():  # the lean runtime serves the compiled graph
-        subprocess.run([sys.executable, "-m", "classifier.onnx_compile", str(model)], cwd=ROOT,
-                       check=True, capture_output=True)
-    root = work / "models"
-    for name in (A, B):
-        make_version(root, model, name)
-    move_pointer(root, A, "promote")
+    model, root, images = bench_versions(Path(tempfile.mkdtemp(prefix="swap-bench-")), model,
+                                         args.size, (A, B))
     env = {"WEB_CONCURRENCY": args.workers, "MODEL_POLL_SECONDS": 1,
            "INFERENCE_RUNTIME": args.runtime}
     if args.lean:

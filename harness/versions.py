@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import requests
 
 from classifier.model_files import sha256_file
-from classifier.versions import MODEL_FILE, VERSIONS
+from classifier.versions import MODEL_FILE, VERSIONS, move_pointer
+from harness import ROOT
+from harness.bench_assets import build_assets, upload_images
 from harness.load import post_image
 
 
@@ -60,6 +65,25 @@ def make_rotated_version(root: Path, source_model: Path, name: str, work: Path) 
             head.bias.copy_(head.bias[order])
     learner.export(work / MODEL_FILE)
     return make_version(root, work / MODEL_FILE, name)
+
+
+def bench_versions(work: Path, model: Path | None, size: int, names) -> tuple[Path, Path, list]:
+    """(the model, models/ under `work` with `names` copied from it, 8 photos to post): the
+    model is `model` or an untrained resnet18 at `size` px, with its compiled ONNX graph (the
+    lean runtime serves it); the first name is live. What the benchmarks of versions share."""
+    if model is None:
+        model, uploads = build_assets(work / "assets", size, 8, ["small"])
+        images = uploads["small"]
+    else:
+        images = upload_images("small", np.random.default_rng(0), 8)
+    if not model.with_suffix(".onnx").is_file():
+        subprocess.run([sys.executable, "-m", "classifier.onnx_compile", str(model)], cwd=ROOT,
+                       check=True, capture_output=True)
+    root = work / "models"
+    for name in names:
+        make_version(root, model, name)
+    move_pointer(root, names[0], "promote")
+    return model, root, images
 
 
 class VersionProbe:
