@@ -55,9 +55,9 @@ def summarise(live: str, shadow: str, images: dict, unsure: dict, agreed: int,
 
     return {"live": live, "shadow": shadow, "images": total, "agreed": agreed,
             "agreement": rate(agreed, total), "unsure_rate": rate(total_unsure, total),
-            "per_class": {label: {"images": n, "unsure": unsure.get(label, 0),
-                                  "unsure_rate": rate(unsure.get(label, 0), n)}
-                          for label, n in sorted(images.items())},
+            "per_class": [{"label": label, "images": n, "unsure": unsure.get(label, 0),
+                           "unsure_rate": rate(unsure.get(label, 0), n)}
+                          for label, n in sorted(images.items())],
             "requests": requests}
 
 
@@ -97,7 +97,7 @@ def field_line(pairs: list[dict], live: str, shadow: str, source: str) -> str:
     if pair is None:
         seen = ", ".join(f"{p['shadow']} beside {p['live']}" for p in pairs) or "none"
         return f"in the field ({source}): no figures for {shadow} beside {live} (pairs: {seen})"
-    per_class = ", ".join(f"{label} {row['unsure_rate']}" for label, row in pair["per_class"].items())
+    per_class = ", ".join(f"{row['label']} {row['unsure_rate']}" for row in pair["per_class"])
     requests = pair["requests"]
     return (f"in the field ({source}): B {shadow} beside A {live} on {pair['images']} images: "
             f"top-1 agreement {pair['agreement']}, B's \"not sure\" rate {pair['unsure_rate']} "
