@@ -109,9 +109,8 @@ class ModelService:
         return self
 
     def open(self, path: Path, threads: int | None = None) -> ServedModel:
-        """Check and load the export at `path` (every file against export.json's sha256, then
-        the loader's own checks, ONNX parity included); ModelLoadError says why not. With
-        `threads` (a shadow) it runs on that many instead of INFERENCE_THREADS, and no Grad-CAM."""
+        """Check and load the export at `path` (sha256s, then the loader's checks, ONNX parity
+        included; ModelLoadError says why not), on `threads` (a shadow's; no Grad-CAM then)."""
         settings = self.settings
         try:
             check_files(path, unused=() if torch is not None else (path.name,))
@@ -151,8 +150,7 @@ class ModelService:
     @property
     def info(self) -> dict:
         """GET /model's answer: the served model's card, the last version refused, the shadow."""
-        return {**self.model.info, "refused": self.refused,
-                "shadow": self.shadow.info if self.shadow else None}
+        return {**self.model.info, "refused": self.refused, "shadow": self.shadow and self.shadow.info}
 
     def warm_up(self) -> bool:
         """Set this process's threads and run one prediction; False (and 503s) if it fails."""
