@@ -20,6 +20,7 @@ from flask import current_app
 from app.errors import ApiError, ModelUnavailable
 from app.event_loop import off_event_loop
 from app.metrics import record_predictions, record_refusal, record_served_version
+from app.shadow import open_shadow, shadow_ticket
 from classifier.images import ImageError, decode_side, open_checked
 from classifier.loader import ModelCard, load_model
 from classifier.model_files import ModelLoadError
@@ -102,7 +103,6 @@ class ModelService:
         if torch is not None:
             torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
         from app.model_follow import live_model_path
-        from app.shadow import open_shadow
 
         self.model = self.preloaded = self.open(live_model_path(self.settings.model_path))
         self.shadow = open_shadow(self)
@@ -250,8 +250,7 @@ class ModelService:
         review, size = self.review, model.predictor.image_size
         if review is not None:  # a copy of each image at the model's size, for the queue
             on_image = review.looking(on_image, max(size) if size else None)
-        shadow = self.shadow.take(model) if self.shadow else None  # app/shadow.py Ticket
-        on_image = shadow.watch(on_image) if shadow else on_image
+        shadow, on_image = shadow_ticket(self.shadow, model, on_image)
         prepared = []
         for upload in uploads:
             try:
@@ -262,14 +261,13 @@ class ModelService:
                 raise
             upload.data = b""  # the bytes are not needed any more
             prepared.append((upload.filename, item, extra))
-        items = [item for _, item, _ in prepared]
-        predictions = self.predict(items, model)
+        predictions = self.predict([item for _, item, _ in prepared], model)
         record_predictions(predictions, model.version)
         if review is not None:
             extras = review.consider([extra for _, _, extra in prepared], predictions, model)
             prepared = [(name, item, extra) for (name, item, _), extra in zip(prepared, extras)]
         if shadow:  # only queued here: the shadow runs in a thread of its own, at low priority
-            shadow.send(model.version, items, predictions)
+            shadow.send(model.version, [item for _, item, _ in prepared], predictions)
         return [Classified(name, prediction, model.version, extra,
                            self.explain(item, prediction.index, model) if explain else None)
                 for (name, item, extra), prediction in zip(prepared, predictions)]

@@ -159,6 +159,12 @@ class Ticket:
                          [p.label for p in predictions])
 
 
+def shadow_ticket(shadow: Shadow | None, live, on_image):
+    """(this request's Ticket, or None when it is not shadowed; the decode hook to use)."""
+    ticket = shadow.take(live) if shadow else None
+    return ticket, ticket.watch(on_image) if ticket else on_image
+
+
 def open_shadow(service) -> Shadow | None:
     """SHADOW_MODEL loaded beside the served model, or None when unset. ModelLoadError (start-up
     refused) when it does not fit the memory limit; any other failure is a refused Shadow."""
