@@ -13,7 +13,9 @@ from fastai.torch_core import trainable_params
 from torch import nn
 
 from app import ModelLoadError
+from app.config import load_settings
 from app.model_service import model_service
+from app.setting_parsers import ConfigError
 from classifier.engine_choice import BUDGETS
 from classifier.engines import ENGINES
 from classifier.model_files import sha256_file
@@ -162,3 +164,8 @@ def test_model_and_log_say_which_engine_runs_the_graph(make_app, model_dir, note
         r = app.test_client().post("/predict", data=example.read_bytes(), content_type="image/png")
         got = list(r.get_json()["probabilities"].values())
         assert max(abs(a - b) for a, b in zip(got, expected)) <= 1e-4
+
+
+def test_a_bad_inference_precision_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^INFERENCE_PRECISION must be auto or exact, not 'fast'\.$"):
+        load_settings({"INFERENCE_PRECISION": "fast"})
