@@ -95,9 +95,14 @@ def test_label_with_a_key_and_discard(open_page, review_server, tmp_path):
 
 
 def test_label_without_javascript(open_page, review_server):
+    """On a phone-sized screen: every target at least 48 px tall, then a plain form post."""
     (queued,) = queue_images(review_server, 33)
-    page = open_page(False)
+    page = open_page(False, viewport={"width": 390, "height": 844}, has_touch=True)
     sign_in(page, review_server.url)
+    targets = page.locator("#review-form button, #any-label")
+    assert targets.count() == 3 + 2 + 1  # three classes, "File as this", Discard; the list
+    for i in range(targets.count()):
+        assert targets.nth(i).bounding_box()["height"] >= 48
     page.get_by_label("Another class").select_option("blue")
     page.get_by_role("button", name="File as this").click()
     page.get_by_text("Nothing to review now").wait_for()
