@@ -247,9 +247,8 @@ class ModelService:
                            "This server has no PyTorch model to run Grad-CAM on "
                            "(EXPLANATIONS=off, or the lean image). Ask without explain=1.")
         model = self.model  # this request's model to the end, whatever a swap does meanwhile
-        review, size = self.review, model.predictor.image_size
-        if review is not None:  # a copy of each image at the model's size, for the queue
-            on_image = review.looking(on_image, max(size) if size else None)
+        review = self.review  # REVIEW_DIR: each image also shrunk, and kept if wanted (below)
+        on_image = review.looking(on_image, model) if review else on_image
         shadow, on_image = shadow_ticket(self.shadow, model, on_image)
         prepared = []
         for upload in uploads:
@@ -263,9 +262,7 @@ class ModelService:
             prepared.append((upload.filename, item, extra))
         predictions = self.predict([item for _, item, _ in prepared], model)
         record_predictions(predictions, model.version)
-        if review is not None:
-            extras = review.consider([extra for _, _, extra in prepared], predictions, model)
-            prepared = [(name, item, extra) for (name, item, _), extra in zip(prepared, extras)]
+        prepared = review.consider(prepared, predictions, model) if review else prepared
         if shadow:  # only queued here: the shadow runs in a thread of its own, at low priority
             shadow.send(model.version, [item for _, item, _ in prepared], predictions)
         return [Classified(name, prediction, model.version, extra,

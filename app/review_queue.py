@@ -149,21 +149,25 @@ class ReviewQueue:
             return "sample"
         return None
 
-    def looking(self, on_image, side: int | None):
+    def looking(self, on_image, model):
         """`on_image` (the caller's look at each decoded image) plus a copy shrunk to the
-        model's input `side` for the queue: each result becomes (the caller's, the copy)."""
+        model's input side for the queue: each result becomes (the caller's, the copy)."""
+        size = model.predictor.image_size
+        side = max(size) if size else None
+
         def both(image):
             return (on_image(image) if on_image else None), shrink(image, side)
         return both
 
-    def consider(self, extras: list, predictions, model) -> list:
-        """After a batch: offer the images wanted (`extras` from `looking`); the callers'
-        own results back. The threshold is the server's (a request's ?threshold= is not)."""
+    def consider(self, prepared: list, predictions, model) -> list:
+        """After a batch of (filename, item, extra from `looking`): offer the images wanted;
+        the batch with the callers' own extras back. The threshold is the server's (a
+        request's ?threshold= does not count)."""
         threshold = model.info["unsure"]["threshold"]
         request_id = g.get("request_id") if has_request_context() else None
         theirs = []
-        for (extra, small), prediction in zip(extras, predictions):
-            theirs.append(extra)
+        for (name, item, (extra, small)), prediction in zip(prepared, predictions):
+            theirs.append((name, item, extra))
             reason = self.wanted(prediction.is_unsure(threshold))
             if reason is not None:
                 self.offer(Candidate(small, {
