@@ -6,7 +6,8 @@ Every process reads the data and builds the same learner (same seed); the fit ru
 them, each on its share of every batch (per-process bs = --bs / N, so the effective batch is
 --bs, as with one process). Rank 0 alone does what must happen once: the learning-rate finder
 (its suggestion is sent to the others), the demo's data, and every write (checkpoint.write;
-train.run stops the other ranks after the fit, before evaluating and writing the model).
+after the fit every rank leaves the process group, and train.run stops the other ranks before
+evaluating and writing the model). A Ctrl-C or SIGTERM stops all ranks after the same batch.
 docs/training.md says what was tested and the tolerance against one process.
 """
 from __future__ import annotations
@@ -39,10 +40,33 @@ def start() -> None:
 
 
 def stop() -> None:
-    """Leave the process group (torch warns at exit when a process does not)."""
+    """Leave the process group, after the fit or at exit (torch warns when a process does not).
+    From then on this process is alone: WORLD_SIZE 1, so fastai waits for no other rank (its
+    load_learner, which the export's ONNX step calls on rank 0, starts with a barrier)."""
     import torch.distributed as dist
     if world_size() > 1 and dist.is_initialized():
         dist.destroy_process_group()
+    if world_size() > 1:
+        os.environ["WORLD_SIZE"] = "1"
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is True on any: a signal that reached some ranks stops all of
+    them after the same batch (a rank that stopped alone would leave the others waiting in the
+    next gradient all-reduce, and rank 0 could not save the checkpoint)."""
+    import torch.distributed as dist
+    if world_size() == 1 or not dist.is_initialized():
+        return flag
+    import torch
+    t = torch.tensor([int(flag)], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _collective_device() -> str:
+    """Where a tensor sent between ranks must live: NCCL sends CUDA tensors, gloo CPU ones."""
+    import torch.distributed as dist
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
 
 
 def main_first(func):
@@ -119,7 +143,7 @@ def _fit_on_cpus_too() -> None:
     from fastai.distributed import DistributedDL, DistributedTrainer
 
     def _broadcast(self, t, rank):
-        t = torch.tensor(t, dtype=torch.long, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        t = torch.tensor(t, dtype=torch.long, device=_collective_device())
         dist.broadcast(t, rank)
         return t.cpu().tolist()
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
-from fastai.torch_core import distrib_barrier
+from fastai.torch_core import distrib_barrier, get_model
 
-from training import checkpoint
+from training import checkpoint, distributed
 
 
 class Interrupted(KeyboardInterrupt):
@@ -49,10 +49,15 @@ class SignalStop:
             signal.signal(s, handler)
 
     def handle(self, signum, _frame):
+        if self.in_fit and self.signum is not None and distributed.world_size() > 1:
+            return  # a launcher passes on the Ctrl-C that the terminal sent too; it kills the
+            # processes itself when they have not stopped after its timeout (30 s)
         if self.signum is not None or not self.in_fit:
             raise Interrupted()
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this batch...", flush=True)
+        if distributed.is_main():
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this batch...",
+                  flush=True)
 
     def ignore(self):
         """While the checkpoint is written after a signal, a second one must not cut it short."""
@@ -79,7 +84,7 @@ class BestWeights(SkipsResumedEpochs, SaveModelCallback):
         self.file, self.best_epoch = file, None
 
     def _save(self, name):  # SaveModelCallback's one writer, made atomic
-        checkpoint.write(self.learn.model.state_dict(), self.file)
+        checkpoint.write(get_model(self.learn.model).state_dict(), self.file)
         self.last_saved_path = self.file
 
     def after_epoch(self):
@@ -112,7 +117,7 @@ class EarlyStop(SkipsResumedEpochs, EarlyStoppingCallback):
 class TrainingRun(Callback):
     """The run's history across its fits: after each epoch it writes the checkpoint, then prints
     the epoch's line (on a terminal fastai's progress bars show it instead), and after each
-    batch it stops the fit when a signal came."""
+    batch it stops the fit when a signal came (to any of the processes, under a launcher)."""
 
     order = EarlyStoppingCallback.order + 1  # after the trackers have seen the epoch
 
@@ -132,7 +137,7 @@ class TrainingRun(Callback):
         self.next_epoch = max(self.next_epoch, self.epoch)  # cut short by a signal: restarts
 
     def after_batch(self):
-        if self.stop.signum is not None:
+        if distributed.any_rank(self.stop.signum is not None):
             raise Interrupted()
 
     def after_epoch(self):
@@ -173,7 +178,7 @@ class TrainingRun(Callback):
         learn = self.learn
         state = {"config": dataclasses.asdict(self.config),
                  "vocab": [str(v) for v in learn.dls.vocab],
-                 "model": learn.model.state_dict(),
+                 "model": get_model(learn.model).state_dict(),  # not DDP's "module." names
                  "opt": learn.opt.state_dict() if learn.opt else None,
                  "phase": self.phase, "epoch": self.next_epoch, "history": self.history,
                  "best": self.best.best if self.best else None, "best_epoch": self.best_epoch,

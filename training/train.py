@@ -270,10 +270,12 @@ def run(argv, command: str, stop) -> int:
             signum = stop.signum or signal.SIGINT
             say(f"\ninterrupted ({signal.Signals(signum).name}) after {len(progress.history)} "
                 f"epoch(s); checkpoint saved to {checkpoint.checkpoint_path(out)}. Continue "
-                f"with: python -m training.train --resume --out {out}", file=sys.stderr, flush=True)
+                f"with: {'accelerate launch ... -m ' if processes > 1 else 'python -m '}"
+                f"training.train --resume --out {out}", file=sys.stderr, flush=True)
             return 128 + signum
-        if not distributed.is_main():
-            return 0  # rank 0 alone evaluates and writes the model, its report and its version
+        distributed.stop()  # rank 0 goes on alone: it evaluates and writes the model, its
+        if not distributed.is_main():  # report and its version
+            return 0
         trained = True  # from here on the checkpoint goes, whether the export succeeds or fails
 
         # -- evaluate: the serving code path, on validation, then test once ------------
