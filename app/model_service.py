@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flask import current_app
 
+from app.engine_switch import measure_engines_later
 from app.errors import ApiError, ModelUnavailable
 from app.event_loop import off_event_loop
 from app.metrics import record_predictions, record_refusal, record_served_version
@@ -119,7 +120,8 @@ class ModelService:
         predictor, card = load_model(path, settings.runtime, threads or settings.inference_threads,
                                      keep_torch_model=settings.explanations and threads is None,
                                      option="INFERENCE_RUNTIME",
-                                     precision=settings.inference_precision)
+                                     precision=settings.inference_precision,
+                                     measure_later=threads is None)
         version = served_version(path, card.sha256)
         log.info("loaded %s (version %s): %d classes, %s, runtime %s", path, version,
                  len(card.vocab), card.arch, predictor.runtime)
@@ -131,6 +133,7 @@ class ModelService:
         old, self.model, self.refused = self.model, model, None
         record_served_version(model.version, old.version if old else None)
         log.info("now serving version %s (was %s)", model.version, old.version if old else None)
+        measure_engines_later(model)
 
     def refuse(self, version: str | None, reason: str) -> None:
         """A version that failed to load or to check: keep serving the current one, say why."""
@@ -168,6 +171,7 @@ class ModelService:
             self._failure = None
             self._warm_pid = os.getpid()
             record_served_version(self.model.version, None)
+            measure_engines_later(self.model)
             return True
 
     @property

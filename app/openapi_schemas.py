@@ -65,7 +65,8 @@ ENGINE_CHOICE = closed({
     "reason": {"type": "string"},
     "measured": {"type": "string", "nullable": True,
                  "description": "When the candidates were timed, \"cache\" when read from the "
-                 "cache, null when not measured."},
+                 "cache, \"measuring\" while they are timed in the background (onnxruntime f32 "
+                 "serves meanwhile), null when not measured."},
     "candidates": {"type": "array", "items": closed({
         "engine": ENGINE_NAME, "precision": PRECISION,
         "ms": {"type": "number", "minimum": 0, "description": "Median ms per image, batch 1."},

@@ -11,9 +11,8 @@ probability gap. INFERENCE_PRECISION picks the budget:
 
 The fastest qualifying engine serves; with none, onnxruntime f32 (checked at compile). The
 timings run in a child process, so the loading process (a preloading gunicorn master, which
-forks the workers) never starts OpenVINO's thread pool. The results are cached in a JSON file
-keyed by the graph's and the references' sha256, the CPU's model and flags, the engines'
-package versions and the thread count; any change measures again.
+forks the workers) never starts OpenVINO's thread pool. classifier/engine_cache.py caches the
+results per graph and machine and chooses.
 
     python -m classifier.engine_choice JOB_DIR   # the child: job.json + reference.npz in, results.json out
 """
@@ -22,22 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine, cpu_facts, package_versions
+from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine
 from classifier.image_files import find_image_files
-from classifier.model_files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +50,6 @@ BUDGETS = {
     "exact": Budget(("f32",), 1e-4, "f32 only, 100 % top-1 agreement and gap <= 1e-4"),
 }
 PRECISIONS = tuple(BUDGETS)  # INFERENCE_PRECISION's choices
-CACHE_FORMAT = 1
 TIMED_SECONDS, MIN_RUNS, MAX_RUNS = 0.5, 5, 40  # per engine: enough for a stable median
 CHILD_TIMEOUT_S = 300
 GENERATED_SHAPES = ((64, 48), (48, 64), (37, 91), (300, 200), (20, 20))  # (width, height)
@@ -159,69 +154,6 @@ def pick(rows: list[dict], precision: str) -> tuple[str, str]:
     best = min(qualified, key=lambda row: row["ms"])
     return best["engine"], (f"fastest of {len(qualified)} within the budget ({budget.text}): "
                             f"{best['ms']:.2f} ms/image at batch 1")
-
-
-def cache_file(model_path, graph_sha: str) -> Path:
-    """Beside the model where its folder is writable, else in the temporary directory."""
-    folder = Path(model_path).parent
-    if not os.access(folder, os.W_OK):
-        folder = Path(tempfile.gettempdir()) / "image-classifier-engines"
-    return folder / f"engine-choice-{graph_sha[:16]}.json"
-
-
-def graph_sha256(graph: bytes | str) -> str:
-    data = graph if isinstance(graph, bytes) else Path(graph).read_bytes()
-    return hashlib.sha256(data).hexdigest()
-
-
-def choose_engine(graph: bytes | str, make_reference: Callable[[], Reference | None],
-                  threads: int, precision: str, model_path, engines=None) -> dict:
-    """The engine that serves `graph` and why: GET /model's "engine". `make_reference()` gives
-    what the engines are scored on (called only when there is a choice to make).
-
-    The cache's rows when its key matches; else `engines` measured in this process (tests), or
-    with None every known engine measured in a child process.
-    """
-    choice = {"engine": DEFAULT_ENGINE, "precision": precision, "measured": None, "candidates": []}
-    if engines is None and not any(engine.installed() for engine in ENGINES.values()
-                                   if engine.name != DEFAULT_ENGINE):
-        return {**choice, "reason": "the only engine installed here (the lean image); "
-                "checked against learn.predict at compile"}
-    reference = make_reference()
-    if reference is None:
-        return {**choice, "reason": "no reference answers to score other engines on (recompile "
-                f"with python -m classifier.onnx_compile); {DEFAULT_ENGINE} serves"}
-    graph_sha = graph_sha256(graph)
-    key = {"format": CACHE_FORMAT, "graph_sha256": graph_sha, "reference_sha256": reference.sha256(),
-           "cpu": cpu_facts(), "packages": package_versions(), "threads": threads,
-           "engines": [engine.name for engine in engines or ENGINES.values()]}
-    cache = cache_file(model_path, graph_sha)
-    rows = cached_rows(cache, key)
-    measured = "cache"
-    if rows is None:
-        measured = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        rows = (measure_all(engines, graph, reference, threads) if engines is not None
-                else measure_in_child(graph, reference, threads))
-        for row in rows:
-            if "error" in row:
-                log.warning("engine %s skipped: it failed to load or run the graph (%s)",
-                            row["engine"], row["error"])
-        if rows:
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(cache, {"key": key, "measured": measured, "rows": rows})
-            except OSError as exc:
-                log.warning("engine choice not cached (%s); it is measured again at next start", exc)
-    engine, reason = pick(rows, precision)
-    return {**choice, "engine": engine, "reason": reason, "measured": measured, "candidates": rows}
-
-
-def cached_rows(path: Path, key: dict) -> list[dict] | None:
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return cached.get("rows") if isinstance(cached, dict) and cached.get("key") == key else None
 
 
 def measure_in_child(graph: bytes | str, reference: Reference, threads: int) -> list[dict]:

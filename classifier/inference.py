@@ -81,7 +81,7 @@ class Predictor(PredictorBase):
         # in a batch of 2-8 as alone on this CPU (docs/measurements.md).
         self._run_lock = os_lock()
         self._graph = None  # ONNX bytes or an .onnx path, once it serves
-        self._sessions: dict[int, object] = {}
+        self._sessions: dict[tuple[int, str], object] = {}
         self.runtime = "torch"
         if runtime not in ("auto", "onnx", "torch"):
             raise ValueError(f"runtime must be auto, onnx or torch, not {runtime!r}")

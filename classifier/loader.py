@@ -23,7 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.engine_choice import choose_engine, reference_images
+from classifier.engine_cache import describe_choice, plan_engine
+from classifier.engine_choice import reference_images
 from classifier.model_files import ModelLoadError, load_learner_checked, read_metadata, sha256_file
 from classifier.onnx_model import load_compiled, read_compiled
 from classifier.prediction import PredictorBase
@@ -106,7 +107,7 @@ def torch_installed() -> bool:
 
 def load_model(path, runtime: str = "auto", threads: int | None = None,
                keep_torch_model: bool = True, option: str = "runtime",
-               precision: str | None = None):
+               precision: str | None = None, measure_later: bool = False):
     """(predictor, ModelCard) for the export at `path`; ModelLoadError (one line) when it
     cannot be served.
 
@@ -115,10 +116,12 @@ def load_model(path, runtime: str = "auto", threads: int | None = None,
     then). `option` names the setting that chose `runtime`, for the messages. `precision`
     ("auto" or "exact", INFERENCE_PRECISION) lets the compiled graph run on the fastest
     engine within that budget (classifier/engine_choice.py); None keeps onnxruntime f32.
+    `measure_later`: on a cache miss serve onnxruntime f32 and leave the measurement to the
+    caller (see choose_engine_for).
     """
     if not torch_installed():
         predictor, card = _load_compiled(path, runtime, threads, option)
-        return choose_engine_for(predictor, path, precision, runtime), card
+        return choose_engine_for(predictor, path, precision, runtime, measure_later), card
     from classifier.inference import Predictor
 
     learner, card = load_learner_card(path)
@@ -133,26 +136,28 @@ def load_model(path, runtime: str = "auto", threads: int | None = None,
                              f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if compiled and predictor.runtime == "onnx":
         log.info("using the ONNX graph compiled at image build (%s)", compiled[1]["pkl_sha256"][:12])
-    choose_engine_for(predictor, path, precision, runtime)
+    choose_engine_for(predictor, path, precision, runtime, measure_later)
     if not keep_torch_model:
         predictor.release_torch_model()
     return predictor, card
 
 
-def choose_engine_for(predictor: PredictorBase, path, precision: str | None, runtime: str):
+def choose_engine_for(predictor: PredictorBase, path, precision: str | None, runtime: str,
+                      measure_later: bool = False):
     """Let the fastest engine within `precision`'s budget run the predictor's compiled graph
-    (runtime "auto" only: "onnx" asks for onnxruntime itself); logs what it chose and why."""
+    (runtime "auto" only: "onnx" asks for onnxruntime itself); logs what it chose and why.
+    With `measure_later`, a cache miss leaves onnxruntime f32 serving and the measurement in
+    predictor.engine_measurement, for the server to run after it serves (app/engine_switch.py)."""
     if precision is None or runtime != "auto" or predictor.graph is None:
         return predictor
-    choice = choose_engine(predictor.graph, lambda: predictor.reference(reference_images(path)),
-                           predictor.threads or 1, precision, path)
+    choice, measurement = plan_engine(predictor.graph,
+                                      lambda: predictor.reference(reference_images(path)),
+                                      predictor.threads or 1, precision, path)
+    if measurement is not None and not measure_later:
+        choice, measurement = measurement.run(), None
     predictor.use_engine(choice)
-    measured = "; ".join(
-        f"{row['engine']} {row['ms']:.2f} ms, top-1 {row['agreement']:.0%}, gap {row['gap']:.1e}"
-        if "ms" in row else f"{row['engine']} not used ({row.get('skipped') or row.get('error')})"
-        for row in choice["candidates"])
-    log.info("engine %s (INFERENCE_PRECISION=%s): %s; measured %s: %s", choice["engine"],
-             precision, choice["reason"], choice["measured"] or "never", measured or "nothing")
+    predictor.engine_measurement = measurement
+    log.info("%s", describe_choice(choice))
     return predictor
 
 

@@ -142,7 +142,7 @@ class CompiledPredictor(PredictorBase):
             np.asarray(stats[0], np.float32).reshape(1, -1, 1, 1),
             np.asarray(stats[1], np.float32).reshape(1, -1, 1, 1))
         self._graph = graph
-        self._sessions: dict[int, object] = {}
+        self._sessions: dict[tuple[int, str], object] = {}
         self._lock = os_lock()
         self._run_lock = os_lock()  # one forward pass at a time, as in Predictor
 
@@ -193,21 +193,22 @@ class CompiledPredictor(PredictorBase):
 
 def process_session(sessions: dict, lock: threading.Lock, graph: bytes | str, threads: int,
                     engine: str = DEFAULT_ENGINE) -> Forward:
-    """This process's `forward(batch) -> logits` on `engine` in `sessions` (pid -> forward),
-    made on first use.
+    """This process's `forward(batch) -> logits` on `engine` in `sessions` ((pid, engine) ->
+    forward), made on first use: a caller that read the engine before a switch never leaves
+    its old one in place for the next.
 
     A preloading gunicorn master forks the predictor: each worker makes its own session
     and drops the parent's.
     """
-    pid = os.getpid()
-    session = sessions.get(pid)
+    key = (os.getpid(), engine)
+    session = sessions.get(key)
     if session is None:
         with lock:
-            session = sessions.get(pid)
+            session = sessions.get(key)
             if session is None:
                 session = ENGINES[engine].open(graph, threads)
                 sessions.clear()
-                sessions[pid] = session
+                sessions[key] = session
     return session
 
 

@@ -58,8 +58,10 @@ class PredictorBase:
     image_size: tuple[int, int] | None
     engine = "onnxruntime-f32"  # what runs the compiled graph (classifier/engines.py)
     engine_choice: dict | None = None  # why that one (classifier/engine_choice.py); None: not chosen
+    engine_measurement = None  # a cache miss still to measure (classifier.engine_cache.Measurement)
     _graph: bytes | str | None = None  # the compiled ONNX graph, when it serves
     _sessions: dict
+    _lock: threading.Lock  # guards _sessions
 
     @property
     def graph(self) -> bytes | str | None:
@@ -67,9 +69,11 @@ class PredictorBase:
         return self._graph
 
     def use_engine(self, choice: dict) -> None:
-        """Run the compiled graph on choice["engine"] from now on (each process opens its own)."""
-        self.engine_choice, self.engine = choice, choice["engine"]
-        self._sessions.clear()
+        """Run the compiled graph on choice["engine"] from the next forward pass on (each process
+        opens its own); a pass already under way ends on the engine it started with."""
+        with self._lock:
+            self.engine_choice, self.engine = choice, choice["engine"]
+            self._sessions.clear()
 
     def predict(self, image) -> Prediction:
         """One PIL RGB image (see classifier.images) -> Prediction."""

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from classifier.engine_choice import Reference, choose_engine, softmax
+from classifier.engine_cache import choose_engine
+from classifier.engine_choice import Reference, softmax
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine
 from classifier.onnx_compile import export_graph
 
@@ -119,7 +120,7 @@ def test_an_engine_that_fails_to_load_is_skipped_with_a_log_line(graph_and_refer
     def broken(graph, threads):
         raise RuntimeError("no such device")
 
-    caplog.set_level(logging.WARNING, "classifier.engine_choice")
+    caplog.set_level(logging.WARNING, "classifier.engine_cache")
     choice = choose(graph_and_reference, tmp_path, "auto", Engine("broken", "onnxruntime", "f32",
                                                                   broken))
     assert choice["engine"] == DEFAULT_ENGINE
