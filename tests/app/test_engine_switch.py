@@ -32,7 +32,8 @@ def wait_for_choice(client, timeout_s: float = 60) -> dict:
 @pytest.fixture()
 def fresh_model(model_dir, tmp_path):
     """The served model in a folder of its own: no cached engine choice beside it."""
-    folder = shutil.copytree(model_dir, tmp_path / "served")
+    folder = shutil.copytree(model_dir, tmp_path / "served",
+                             ignore=shutil.ignore_patterns("engine-choice-*"))
     return folder / "export.pkl"
 
 
@@ -53,7 +54,7 @@ def slow_engine(release: threading.Event, answered: list) -> Engine:
             return memo[key]
         return answer
 
-    return Engine("slow-fake", "onnxruntime", "f32", open_graph)
+    return Engine("openvino-f32", "onnxruntime", "f32", open_graph)  # a name /model's schema knows
 
 
 def test_a_cache_miss_serves_at_once_and_switches_when_measured(app_for, fresh_model, monkeypatch):

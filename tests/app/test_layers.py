@@ -19,7 +19,7 @@ LAYERS = [
     {"metrics", "security", "options", "url_fetch", "json_uploads", "openapi_schemas",
      "body_budget", "feedback_store", "review_metrics"},
     {"uploads", "limits", "model_follow", "review_access", "review_queue",
-     "shadow"},
+     "shadow", "engine_switch"},
     {"openapi", "model_service"},
     {"api", "web", "health", "pages", "feedback", "review"},
     {"__init__", "worker"},
