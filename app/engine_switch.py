@@ -21,8 +21,10 @@ def measure_engines_later(model) -> threading.Thread | None:
     measurement, model.predictor.engine_measurement = model.predictor.engine_measurement, None
     if measurement is None:
         return None
+    # Not a daemon: the process's exit waits for it, as an engine cut off while it opens the
+    # graph aborts the interpreter ("terminate called without an active exception").
     thread = threading.Thread(target=_measure_and_switch, args=(model, measurement),
-                              name="engine-measurement", daemon=True)
+                              name="engine-measurement")
     thread.start()
     return thread
 
