@@ -75,7 +75,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.wsgi_app = with_body_budget(app.wsgi_app, BodyBudget(settings.body_budget))
     service.install(app)
 
-    from app import api, feedback, health, limits, pages, web
+    from app import api, feedback, field_signals, health, limits, monitor, pages, web
     from app.errors import register_error_handlers
     from app.metrics import init_metrics
     from app.request_id import init_request_id
@@ -83,12 +83,14 @@ def create_app(config: dict | None = None) -> Flask:
     limits.install(app, settings)
     init_request_id(app)
     init_metrics(app)
+    field_signals.install(app, service.signals)
     register_error_handlers(app)
     app.register_blueprint(web.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(feedback.bp)
+    app.register_blueprint(monitor.bp)
     if settings.review_dir is not None:
         from app import review
         from app.review_queue import ReviewQueue

@@ -260,6 +260,18 @@ class Settings:
         "The share of requests (0 to 1) that `SHADOW_MODEL` also answers, chosen at random. "
         "Requests that arrive while the shadow is behind are not shadowed (counted as "
         "dropped).")
+    drift_window: int = setting(
+        "DRIFT_WINDOW", 200, whole_number,
+        "Answers per model version each worker scores for drift against the training "
+        "reference ([field signals](#field-signals-and-drift-metrics-and-monitor)). The score "
+        "appears once a worker's window is full; PSI's noise falls as it grows (about 0.05 "
+        "at 200 with no shift), and a complete shift crosses the threshold within this many "
+        "answers.")
+    drift_threshold: float = setting(
+        "DRIFT_THRESHOLD", 0.25, positive_number,
+        "The drift score (population-stability index scale) above which the traffic has "
+        "shifted significantly: `/monitor` marks it and deploy/alerts.yml alerts on it. "
+        "0.25 is PSI's usual reading of a significant shift.")
 
     def __post_init__(self):
         """Defaults that follow other settings (the body budget, then MAX_UPLOAD_MB from it);

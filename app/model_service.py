@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from flask import current_app
 from app.engine_switch import measure_engines_later
 from app.errors import ApiError, ModelUnavailable
 from app.event_loop import off_event_loop
+from app.field_signals import FieldSignals
 from app.metrics import record_predictions, record_refusal, record_served_version
 from app.shadow import open_shadow, shadow_ticket
 from classifier.images import ImageError, decode_side, open_checked
@@ -93,6 +95,7 @@ class ModelService:
         # serves and however many files a request carries. The next photo decodes while
         # the model runs on the previous one (the model has its own lock).
         self._decode_slot = threading.Lock()
+        self.signals = FieldSignals(settings.drift_window, settings.drift_threshold)
 
     def install(self, app) -> None:
         """Make this the service that model_service(app) returns."""
@@ -222,9 +225,13 @@ class ModelService:
         # would block every other greenlet that reaches it.
         with self._decode_slot:
             settings = self.settings
+            started = time.perf_counter()
             image = open_checked(data, settings.max_image_pixels,
                                  min_side=self._decode_side(model),
                                  max_declared=settings.max_declared_pixels)
+            self.signals.record_input(model, image.info.get("upload_format"), len(data),
+                                      image.info.get("upload_size"),
+                                      time.perf_counter() - started)
             extra = on_image(image) if on_image else None
             return model.predictor.prepare(image), extra
 
@@ -264,8 +271,11 @@ class ModelService:
                 raise
             upload.data = b""  # the bytes are not needed any more
             prepared.append((upload.filename, item, extra))
+        started = time.perf_counter()
         predictions = self.predict([item for _, item, _ in prepared], model)
         record_predictions(predictions, model.version)
+        self.signals.record_answers(model, predictions, model.info["unsure"]["threshold"],
+                                    time.perf_counter() - started)
         prepared = review.consider(prepared, predictions, model) if review else prepared
         if shadow:  # only queued here: the shadow runs in a thread of its own, at low priority
             shadow.send(model.version, [item for _, item, _ in prepared], predictions)

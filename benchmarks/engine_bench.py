@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     one = inputs[:1]
     scores = {}
     for name, forwards in engines.items():
-        probs = np.concatenate([softmax(forwards[1](x[None])) for x in inputs])
+        probs = np.concatenate([softmax(forwards[1](x[None])[0]) for x in inputs])
         scores[name] = (float(np.mean(probs.argmax(1) == reference.argmax(1))),
                         float(np.abs(probs - reference).max()))
         for forward in forwards.values():  # warm-up: first calls allocate

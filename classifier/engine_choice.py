@@ -103,7 +103,7 @@ def measure(engine: Engine, graph: bytes | str, reference: Reference, threads: i
     row = {"engine": engine.name, "precision": engine.precision}
     try:
         forward = engine.open(graph, threads)
-        probs = np.concatenate([softmax(forward(x[None])) for x in reference.inputs])
+        probs = np.concatenate([softmax(forward(x[None])[0]) for x in reference.inputs])
         one = reference.inputs[:1]
         forward(one)
         times, started = [], time.perf_counter()

@@ -2,7 +2,9 @@
 and OpenVINO bf16 where the CPU computes in bf16 (AVX-512 BF16 or AMX).
 
 An engine opens a graph (ONNX bytes or an .onnx file's path) with a number of intra-op threads
-and gives back `forward(batch) -> logits` (float32 numpy, NCHW in). Which one serves is chosen
+and gives back `forward(batch) -> (logits, features)` (float32 numpy, NCHW in; features are
+the graph's second output, the pooled features classifier/drift.py uses, or None for a graph
+compiled without them). Which one serves is chosen
 by measurement (classifier/engine_choice.py); onnxruntime f32 is the one the compile step
 checked against learn.predict, and what serves when nothing else qualifies.
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-Forward = Callable[[np.ndarray], np.ndarray]
+Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 DEFAULT_ENGINE = "onnxruntime-f32"
 
 
@@ -51,7 +53,12 @@ def onnxruntime_forward(graph: bytes | str, threads: int) -> Forward:
     from classifier.onnx_model import make_session
 
     session = make_session(graph, threads)
-    return lambda batch: session.run(None, {"input": batch})[0]
+
+    def forward(batch):
+        logits, *features = session.run(None, {"input": batch})
+        return logits, features[0] if features else None
+
+    return forward
 
 
 def openvino_opener(precision: str) -> Callable[[bytes | str, int], Forward]:
@@ -67,8 +74,15 @@ def openvino_opener(precision: str) -> Callable[[bytes | str, int], Forward]:
             "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
         request = compiled.create_infer_request()
-        # the output buffer is reused by the next call: copy it out
-        return lambda batch: np.array(request.infer({0: batch})[0], dtype=np.float32)
+        with_features = len(compiled.outputs) > 1
+
+        def forward(batch):
+            # the output buffers are reused by the next call: copy them out
+            outputs = request.infer({0: batch})
+            return (np.array(outputs[0], dtype=np.float32),
+                    np.array(outputs[1], dtype=np.float32) if with_features else None)
+
+        return forward
 
     return open_graph
 

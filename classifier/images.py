@@ -236,7 +236,10 @@ def open_checked(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                     f"this server decodes at most {limit / 1e6:.1f} MP of {im.format}"
                     + (" (a baseline JPEG may be larger: it is decoded at reduced scale)."
                        if min_side and im.format in ("JPEG", "MPO") else "."))
-            return _normalise(im, min_side)
+            image = _normalise(im, min_side)
+            # What the upload was, for the field signals (app/field_signals.py).
+            image.info.update(upload_format=im.format, upload_size=(width, height))
+            return image
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

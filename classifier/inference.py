@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from classifier.prediction import PredictorBase, os_lock
+from classifier.prediction import PredictorBase, concatenate_outputs, os_lock
 
 if TYPE_CHECKING:
     from classifier.engine_choice import Reference
@@ -46,6 +46,36 @@ def input_size(learner) -> tuple[int, int] | None:
     return None
 
 
+def feature_split(model):
+    """(body, head) with head(body(x)) == model(x) and body(x) the pooled features (fastai's
+    vision models: the head's layers up to its Flatten); None for a model of another shape."""
+    if not (isinstance(model, torch.nn.Sequential) and len(model) == 2
+            and isinstance(model[1], torch.nn.Sequential)):
+        return None
+    head = model[1]
+    for i, layer in enumerate(head):
+        if type(layer).__name__ == "Flatten":
+            return torch.nn.Sequential(model[0], *head[:i + 1]), head[i + 1:]
+    return None
+
+
+class WithFeatures(torch.nn.Module):
+    """A model that answers (logits, pooled features): one pass, the features kept on the way."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.body, self.head = feature_split(model)
+
+    def forward(self, x):
+        features = self.body(x)
+        return self.head(features), features
+
+
+def with_features(model):
+    """`model` as a WithFeatures, or None when its pooled features cannot be found."""
+    return WithFeatures(model).eval() if feature_split(model) is not None else None
+
+
 class Predictor(PredictorBase):
     """Image -> Prediction, with the learner's own transforms and model.
 
@@ -63,6 +93,7 @@ class Predictor(PredictorBase):
         self._pil_type, self._tensor_type = PILImage, TensorImage
         self.vocab = [str(v) for v in learner.dls.vocab]
         self.model = learner.model.eval()
+        self._with_features = with_features(self.model)  # the same weights, features kept
         valid = learner.dls.valid
         self._after_item = valid.after_item
         self._after_batch = valid.after_batch
@@ -130,7 +161,7 @@ class Predictor(PredictorBase):
     def release_torch_model(self) -> None:
         """Serving with onnxruntime only: free the PyTorch weights (no Grad-CAM then)."""
         if self.runtime == "onnx":
-            self.model = None
+            self.model = self._with_features = None
 
     # -- internals --------------------------------------------------------
     def _check_transforms(self) -> None:
@@ -145,21 +176,25 @@ class Predictor(PredictorBase):
         batch = self._tensor_type(torch.stack(items))
         return torch.Tensor(self._after_batch(batch)).as_subclass(torch.Tensor)
 
-    def _probabilities(self, items) -> np.ndarray:
+    def _outputs(self, items) -> tuple[np.ndarray, np.ndarray | None]:
         if self.image_size is None and len(items) > 1:  # no resize: sizes differ, one by one
-            return np.concatenate([self._probabilities([item]) for item in items])
-        logits = self._forward(self._collate(items))
+            return concatenate_outputs([self._outputs([item]) for item in items])
+        logits, features = self._forward(self._collate(items))
         probs = self._activation(logits).double()
-        return (probs / probs.sum(dim=1, keepdim=True)).numpy()
+        return (probs / probs.sum(dim=1, keepdim=True)).numpy(), features
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+        """(logits, pooled features or None) for a batch, on the compiled graph or torch."""
         if self.runtime == "onnx":
             forward = self._session()
             with self._run_lock:
-                logits = forward(batch.numpy())
-            return torch.from_numpy(logits)
+                logits, features = forward(batch.numpy())
+            return torch.from_numpy(logits), features
         with self.running_model() as model, torch.inference_mode():
-            return model(batch).float()
+            if self._with_features is None:
+                return model(batch).float(), None
+            logits, features = self._with_features(batch)
+            return logits.float(), features.float().numpy()
 
     def _try_onnx(self, required: bool, graph: bytes | str | None = None) -> None:
         try:
@@ -169,7 +204,7 @@ class Predictor(PredictorBase):
 
             self._graph = graph or export_graph(self.model, self.image_size)
             sample = torch.rand(2, 3, *self.image_size)
-            onnx_logits = self._session()(sample.numpy())
+            onnx_logits = self._session()(sample.numpy())[0]
             with torch.inference_mode():
                 torch_logits = self.model(sample).float().numpy()
             gap = float(np.abs(onnx_logits - torch_logits).max())

@@ -49,6 +49,7 @@ class ModelCard:
     threshold: float | None  # the "not sure" confidence threshold training chose
     threshold_method: str | None
     train_images: int | None
+    field_reference: dict | None = None  # what the drift score compares with (classifier/drift.py)
 
     @property
     def recall(self) -> dict[str, float]:
@@ -79,7 +80,8 @@ def make_card(path, exported: dict | None, vocab, image_size, *, arch: str,
         metrics=known.get("metrics") or {},
         threshold=float(threshold) if isinstance(threshold, (int, float)) else None,
         threshold_method=unsure.get("method") if threshold is not None else None,
-        train_images=train_images if isinstance(train_images, int) else None)
+        train_images=train_images if isinstance(train_images, int) else None,
+        field_reference=known.get("field_reference") or None)
 
 
 def learner_arch(learner) -> str:

@@ -35,17 +35,24 @@ class CompileError(RuntimeError):
 
 
 def export_graph(model, image_size) -> bytes:
-    """The network as ONNX bytes: input (batch, 3, height, width) float32 -> logits."""
+    """The network as ONNX bytes: input (batch, 3, height, width) float32 -> logits, and the
+    pooled features (classifier.drift's embedding) as a second output where the model has
+    them (classifier.inference.with_features)."""
     import torch
+
+    from classifier.inference import with_features
 
     height, width = image_size
     sample = torch.rand(2, 3, height, width)
+    split = with_features(model)
+    outputs = ["logits"] if split is None else ["logits", "features"]
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (sample,), buf, dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(split if split is not None else model.eval(), (sample,), buf,
+                          dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=outputs,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in outputs}})
     return buf.getvalue()
 
 

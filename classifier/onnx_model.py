@@ -3,7 +3,8 @@
 `python -m classifier.onnx_compile models/export.pkl` (at image build, where torch and
 fastai are installed) writes beside the .pkl:
 
-- `export.onnx`: the network, logits out, any batch size;
+- `export.onnx`: the network, logits out (and the pooled features, classifier/drift.py's
+  embedding, as a second output where the model has them), any batch size;
 - `export.onnx.json`: the .pkl's sha256, the vocab, the validation-time preprocessing
   (fastai's Resize or RandomResizedCrop as the learner holds it, the 0-255 scaling and
   the normalisation statistics) and what GET /model reports.
@@ -28,7 +29,7 @@ from PIL import Image
 from classifier.engine_choice import Reference, softmax
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Forward
 from classifier.model_files import ModelLoadError, sha256_file
-from classifier.prediction import PredictorBase, os_lock
+from classifier.prediction import PredictorBase, concatenate_outputs, os_lock
 
 FORMAT = 1  # bumped when the sidecar's meaning changes; older sidecars are then recompiled
 
@@ -174,17 +175,17 @@ class CompiledPredictor(PredictorBase):
         """What `prepare` does, as text: two predictors with equal ones take each other's items."""
         return json.dumps(self._steps, sort_keys=True)
 
-    def _probabilities(self, items) -> np.ndarray:
+    def _outputs(self, items) -> tuple[np.ndarray, np.ndarray | None]:
         if not items:
-            return np.zeros((0, len(self.vocab)))
+            return np.zeros((0, len(self.vocab))), None
         shapes = {item.shape for item in items}
         if len(shapes) > 1:  # no fixed size in the pipeline: run one by one
-            return np.concatenate([self._probabilities([item]) for item in items])
+            return concatenate_outputs([self._outputs([item]) for item in items])
         batch = self.model_input(items)
         forward = self._session()
         with self._run_lock:
-            logits = forward(batch)
-        return softmax(logits)
+            logits, features = forward(batch)
+        return softmax(logits), features
 
     def _session(self):
         return process_session(self._sessions, self._lock, self._graph, self.threads or 1,
@@ -193,7 +194,7 @@ class CompiledPredictor(PredictorBase):
 
 def process_session(sessions: dict, lock: threading.Lock, graph: bytes | str, threads: int,
                     engine: str = DEFAULT_ENGINE) -> Forward:
-    """This process's `forward(batch) -> logits` on `engine` in `sessions` ((pid, engine) ->
+    """This process's `forward(batch) -> (logits, features)` on `engine` in `sessions` ((pid, engine) ->
     forward), made on first use: a caller that read the engine before a switch never leaves
     its old one in place for the next.
 

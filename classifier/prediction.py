@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -16,6 +16,9 @@ class Prediction:
     index: int
     confidence: float
     probabilities: dict[str, float]  # every class, in vocab order
+    # The penultimate layer's pooled features (classifier.drift's embedding); None when the
+    # model or its compiled graph does not give them. Never part of an answer.
+    features: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def top(self, k: int | None = None) -> list[dict]:
         """The k most probable classes (default DEFAULT_TOP_K), highest first; ties in vocab order."""
@@ -50,8 +53,8 @@ class PredictorBase:
 
     A subclass sets `vocab` and `image_size` ((height, width) or None) and implements
     `prepare(image)` (one PIL RGB image -> a model-sized item), `preparation` (what prepare
-    does, as text) and `_probabilities(items)` ((n, classes) float64 probabilities for
-    prepared items).
+    does, as text) and `_outputs(items)` ((n, classes) float64 probabilities for prepared
+    items, and their (n, dim) pooled features or None).
     """
 
     vocab: list[str]
@@ -84,11 +87,18 @@ class PredictorBase:
 
     def predict_prepared(self, items) -> list[Prediction]:
         """Outputs of `prepare` -> Predictions, as one batch through the model."""
-        return self._predictions(self._probabilities(items)) if items else []
+        return self._predictions(*self._outputs(items)) if items else []
 
     def probabilities(self, images) -> np.ndarray:
         """(n, classes) float64 probabilities for a list of PIL images."""
         return self._probabilities([self.prepare(im) for im in images])
+
+    def features(self, images) -> np.ndarray | None:
+        """(n, dim) pooled features for a list of PIL images, or None when the model has none."""
+        return self._outputs([self.prepare(im) for im in images])[1]
+
+    def _probabilities(self, items) -> np.ndarray:
+        return self._outputs(items)[0]
 
     def warm_up(self) -> None:
         """Run one prediction so the first real request is not the slow one."""
@@ -100,11 +110,19 @@ class PredictorBase:
             raise ModelLoadError(f"The model returns {probs.shape[1]} outputs for "
                                  f"{len(self.vocab)} classes; the export is inconsistent.")
 
-    def _predictions(self, probabilities: np.ndarray) -> list[Prediction]:
+    def _predictions(self, probabilities: np.ndarray, features=None) -> list[Prediction]:
         out = []
-        for row in probabilities:
+        for i, row in enumerate(probabilities):
             index = int(row.argmax())
             out.append(Prediction(
                 label=self.vocab[index], index=index, confidence=float(row[index]),
-                probabilities={label: float(p) for label, p in zip(self.vocab, row)}))
+                probabilities={label: float(p) for label, p in zip(self.vocab, row)},
+                features=None if features is None else features[i]))
         return out
+
+
+def concatenate_outputs(outputs) -> tuple[np.ndarray, np.ndarray | None]:
+    """Several `_outputs` results (items run one by one) -> one."""
+    probabilities = np.concatenate([p for p, _ in outputs])
+    features = [f for _, f in outputs]
+    return probabilities, None if any(f is None for f in features) else np.concatenate(features)

@@ -64,6 +64,15 @@ def make_image_folder(root: Path, per_class: int = 16, size=(48, 40), seed: int 
     return root
 
 
+def shuffled_image_folder(root: Path, per_class: int, seed: int) -> list[Path]:
+    """make_image_folder's images (fresh ones for another seed), in a shuffled order: a stream
+    of traffic like the training images."""
+    make_image_folder(root, per_class=per_class, seed=seed)
+    paths = sorted(root.glob("*/*.png"))
+    np.random.default_rng(seed).shuffle(paths)
+    return paths
+
+
 def exif_rotated(fmt: str = "JPEG") -> tuple[bytes, Image.Image]:
     """An image stored sideways with EXIF orientation 6, and the upright image it shows."""
     upright = photo((64, 48))

@@ -81,6 +81,29 @@ def format_metrics(m: dict, title: str, probs: np.ndarray, targets: np.ndarray) 
     return "\n".join(lines)
 
 
+FEATURE_BATCH = 32  # validation images per forward pass for the embedding
+
+
+def field_reference(predictor, paths: list[Path], probs: np.ndarray, vocab: list[str]) -> dict:
+    """export.json's `field_reference` (classifier/drift.py): what serving compares its live
+    answers with. The embedding comes from a second pass over the validation images, decoded
+    as serving decodes them; a model whose pooled features cannot be found has none."""
+    from classifier.drift import build_reference
+    from classifier.images import decode_side, load_rgb
+
+    side = decode_side(predictor.image_size)
+    chunks = []
+    for start in range(0, len(paths), FEATURE_BATCH):
+        images = [load_rgb(path, side) for path in paths[start:start + FEATURE_BATCH]]
+        chunk = predictor.features(images)
+        if chunk is None:
+            chunks = None
+            break
+        chunks.append(chunk)
+    features = np.concatenate(chunks) if chunks else None
+    return build_reference(probs, vocab, features)
+
+
 UNSURE_ALPHA = 0.05  # at most this fraction of correct answers may be flagged "unsure"
 
 

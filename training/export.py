@@ -38,7 +38,7 @@ def portable(learn):
 
 
 def metadata(config, ds, progress, *, lr_source: str, resumed: bool, metrics: dict,
-             unsure: dict, command: str, test_set: dict) -> dict:
+             unsure: dict, command: str, test_set: dict, field_reference: dict) -> dict:
     """export.json's content; the fields filled in while writing are None here."""
     import fastai
     import torch
@@ -58,6 +58,8 @@ def metadata(config, ds, progress, *, lr_source: str, resumed: bool, metrics: di
                      "best_epoch": progress.best_epoch, "resumed": resumed, "wall_time_s": None},
         "metrics": metrics,
         "unsure": unsure,
+        # what serving's drift score compares live answers with (classifier/drift.py)
+        "field_reference": field_reference,
         "history": progress.history,
         "dataset": ds.summary(),
         "test_set": test_set,

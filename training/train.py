@@ -289,11 +289,13 @@ def run(argv, command: str, stop) -> int:
             print(evaluate.format_metrics(test_m, "test (scored once, after training)", test_probs, test_t))
         unsure = evaluate.choose_threshold(valid_probs, valid_t)
         print(evaluate.format_threshold(unsure))
+        reference = evaluate.field_reference(predictor, ds.valid, valid_probs, ds.vocab)
 
         # -- export --------------------------------------------------------------------
         metadata = export.metadata(config, ds, progress, lr_source=lr_source, resumed=bool(saved),
                                    metrics={"validation": valid_m, **({"test": test_m} if test_m else {})},
-                                   unsure=unsure, command=command, test_set=frozen)
+                                   unsure=unsure, command=command, test_set=frozen,
+                                   field_reference=reference)
         version = export.write_version(learn, root, metadata, dls, ds.valid, valid_probs,
                                        valid_t, started)
     finally:

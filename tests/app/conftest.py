@@ -1,6 +1,7 @@
 """Fixtures for the serving tests: a served model directory, apps built from it, clients."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -8,7 +9,7 @@ from flask import Flask
 
 from app import create_app
 from app.config import ENV_NAMES
-from harness.images import encode, photo
+from harness.images import encode, photo, shuffled_image_folder
 from harness.servers import UNLIMITED_RATES
 from tests.app.openapi_check import CheckedClient
 
@@ -71,3 +72,23 @@ def app(make_app):
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def referenced_model(trained_model, tmp_path_factory):
+    """The session's model with its field reference (classifier/drift.py) recorded on 90 fresh
+    in-distribution images by training's own function: its 9 validation images are too few for
+    a steady drift score (docs/serving.md, field signals)."""
+    from classifier.loader import load_model
+    from training.evaluate import field_reference, probabilities
+
+    folder = tmp_path_factory.mktemp("referenced") / "model"
+    shutil.copytree(trained_model.parent, folder)
+    predictor, card = load_model(folder / "export.pkl")
+    paths = shuffled_image_folder(tmp_path_factory.mktemp("reference"), 30, seed=7)
+    meta_path = folder / "export.json"
+    meta = json.loads(meta_path.read_text())
+    meta["field_reference"] = field_reference(predictor, paths,
+                                              probabilities(predictor, paths), list(card.vocab))
+    meta_path.write_text(json.dumps(meta))
+    return folder / "export.pkl"

@@ -17,11 +17,11 @@ LAYERS = [
     {"config", "event_loop"},
     {"errors", "settings_docs", "request_id", "upload_deadline", "url_exchange"},
     {"metrics", "security", "options", "url_fetch", "json_uploads", "openapi_schemas",
-     "body_budget", "feedback_store", "review_metrics"},
+     "body_budget", "feedback_store", "review_metrics", "field_signals", "svg_charts"},
     {"uploads", "limits", "model_follow", "review_access", "review_queue",
      "shadow", "engine_switch"},
     {"openapi", "model_service"},
-    {"api", "web", "health", "pages", "feedback", "review"},
+    {"api", "web", "health", "pages", "feedback", "review", "monitor"},
     {"__init__", "worker"},
 ]
 

@@ -39,7 +39,7 @@ def answering(name: str, precision: str, reference: Reference, change=lambda log
     def open_graph(graph, threads):
         if opened is not None:
             opened.append(graph)
-        return lambda batch: change(table[batch[0].tobytes()])
+        return lambda batch: (change(table[batch[0].tobytes()]), None)  # (logits, features)
 
     return Engine(name, "onnxruntime", precision, open_graph)
 
