@@ -264,9 +264,8 @@ class Settings:
         "DRIFT_WINDOW", 200, whole_number,
         "Answers per model version each worker scores for drift against the training "
         "reference ([field signals](#field-signals-and-drift-metrics-and-monitor)). The score "
-        "appears once a worker's window is full; PSI's noise falls as it grows (about 0.05 "
-        "at 200 with no shift), and a complete shift crosses the threshold within this many "
-        "answers.")
+        "appears once a worker's window is full; a larger window is steadier on unchanged "
+        "traffic and slower to see a shift.")
     drift_threshold: float = setting(
         "DRIFT_THRESHOLD", 0.25, positive_number,
         "The drift score (population-stability index scale) above which the traffic has "
