@@ -110,8 +110,10 @@ class FieldSignals:
             self.versions[model.version] = found
         return found
 
-    def record_input(self, model, upload_format: str | None, size: int, pixels, seconds: float):
-        fmt, version = upload_format or "unknown", model.version
+    def record_input(self, model, image, size: int, seconds: float):
+        """One decoded upload (`image`, from classifier.images.open_checked) of `size` bytes."""
+        fmt, version = image.info.get("upload_format") or "unknown", model.version
+        pixels = image.info.get("upload_size")
         INPUTS.labels(format=fmt, version=version).inc()
         INPUT_BYTES.labels(format=fmt, version=version).observe(size)
         if pixels:
@@ -123,8 +125,9 @@ class FieldSignals:
             signals.decode_seconds += seconds
             signals.decodes += 1
 
-    def record_answers(self, model, predictions, threshold: float | None, seconds: float):
+    def record_answers(self, model, predictions, seconds: float):
         """A request's answers: kept for after the response (or taken now outside one)."""
+        threshold = model.info["unsure"]["threshold"]  # the server's, as /model says
         if has_request_context():
             if "field_answers" not in g:
                 g.field_answers = []

@@ -229,9 +229,7 @@ class ModelService:
             image = open_checked(data, settings.max_image_pixels,
                                  min_side=self._decode_side(model),
                                  max_declared=settings.max_declared_pixels)
-            self.signals.record_input(model, image.info.get("upload_format"), len(data),
-                                      image.info.get("upload_size"),
-                                      time.perf_counter() - started)
+            self.signals.record_input(model, image, len(data), time.perf_counter() - started)
             extra = on_image(image) if on_image else None
             return model.predictor.prepare(image), extra
 
@@ -274,8 +272,7 @@ class ModelService:
         started = time.perf_counter()
         predictions = self.predict([item for _, item, _ in prepared], model)
         record_predictions(predictions, model.version)
-        self.signals.record_answers(model, predictions, model.info["unsure"]["threshold"],
-                                    time.perf_counter() - started)
+        self.signals.record_answers(model, predictions, time.perf_counter() - started)
         prepared = review.consider(prepared, predictions, model) if review else prepared
         if shadow:  # only queued here: the shadow runs in a thread of its own, at low priority
             shadow.send(model.version, [item for _, item, _ in prepared], predictions)
