@@ -8,14 +8,11 @@ import pytest
 
 # Skips that may happen under CI=true: (test file, words of its reason), each with why a skip
 # there hides nothing. .ci/run provides what every other test needs (Chromium, buildah,
-# openssl, a memory cgroup), so their skips fail the run.
+# openssl, promtool, a memory cgroup), so their skips fail the run.
 ALLOWED_SKIPS = (
     # The lean/default comparison needs both images' answers. It skips only when a serving
     # test of one image failed, and that failure already fails the run.
     ("tests/deploy/test_image.py", "a serving test failed first"),
-    # promtool is Prometheus's own binary, not a Python package; the rules' metric and label
-    # names are checked against the server's metrics without it (the other tests there).
-    ("tests/app/test_alert_rules.py", "promtool is not installed"),
 )
 unexpected_skips: list[tuple[str, str]] = []  # (node id, reason), filled under CI=true
 
