@@ -106,9 +106,11 @@ def on_exit(server):
 
 def post_worker_init(worker):
     # Set this worker's torch/onnxruntime threads and run one prediction before it
-    # accepts a request, so /readyz 200 means "this worker answers fast". Then serve the
-    # version models/live.json names now (a worker forked after a swap starts with the
-    # master's model) and follow the pointer from then on (app/model_follow.py).
+    # accepts a request, so /readyz 200 means "this worker answers fast". Then load
+    # PyTorch for explanations behind the compiled graph where that serves
+    # (app/explainer.py), serve the version models/live.json names now (a worker forked
+    # after a swap starts with the master's model) and follow the pointer from then on
+    # (app/model_follow.py).
     from app.model_follow import start_following
     from app.model_service import model_service
 
@@ -116,6 +118,7 @@ def post_worker_init(worker):
     if not service.warm_up():
         worker.log.error("worker %s: %s", worker.pid, service.failure)
         return
+    service.load_explanations(background=True)
     start_following(service)
 
 

@@ -55,8 +55,9 @@ def create_app(config: dict | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
     service = ModelService(settings).load()
-    if not preloaded:  # tests, flask run: ready as soon as it is returned
+    if not preloaded:  # tests, flask run: ready, and explaining, as soon as it is returned
         service.warm_up()
+        service.load_explanations(background=False)
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"),
                 static_folder=str(ROOT / "static"))

@@ -172,8 +172,11 @@ class Settings:
         "EXPLANATIONS", True, switch,
         "`off`: `?explain=1` answers 409 `explanation_unavailable`, and with onnxruntime "
         "serving the PyTorch weights are freed after the start-up parity check (saving their "
-        "memory). `on` keeps them: Grad-CAM needs the PyTorch model even when onnxruntime "
-        "serves predictions. The lean image has no PyTorch model, so it never explains.")
+        "memory); where the checked compiled graph serves, PyTorch is not loaded at all. `on` "
+        "keeps them: Grad-CAM needs the PyTorch model even when onnxruntime serves "
+        "predictions; behind a compiled graph each worker loads it after start-up (503 "
+        "`explanations_loading` until then). The lean image has no PyTorch model, so it "
+        "never explains.")
     allow_url_fetch: bool = setting(
         "ALLOW_URL_FETCH", False, switch,
         "`on`: `/predict` fetches `{\"url\": ...}` itself "

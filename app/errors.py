@@ -34,6 +34,7 @@ ERRORS = {
     "model_unavailable": 503,
     "too_many_connections": 503,    # over MAX_CONNECTIONS (app/worker.py, before any request)
     "busy": 503,                    # over BODY_BUDGET_MB (app/body_budget.py, before the body)
+    "explanations_loading": 503,    # explain=1 while PyTorch loads behind the graph (app/explainer.py)
     # JSON and URL inputs (app/json_uploads.py, app/url_fetch.py)
     "invalid_json": 400,            # not JSON: malformed, not UTF-8, or nested too deeply
     "invalid_field": 400,           # a JSON field missing, unknown or of the wrong type

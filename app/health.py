@@ -18,6 +18,7 @@ def healthz():
 def readyz():
     service = model_service()
     if service.ready:
-        return jsonify(status="ready", runtime=service.predictor.runtime)
+        return jsonify(status="ready", runtime=service.predictor.runtime,
+                       explanations=service.model.explanations)
     raise ModelUnavailable(service.failure or "The model is loading or warming up.",
                            retry_after=2)

@@ -4,7 +4,9 @@ beside the one serving, checked, warmed up and switched to between requests, wit
 The pointer is looked at every MODEL_POLL_SECONDS (a stat of live.json, on the worker's event
 loop) and at once on SIGHUP (the master forwards its SIGHUP to every worker: gunicorn.conf.py).
 Loading runs in one of the worker's real threads, so requests keep being answered meanwhile,
-each on the model it started with (app/model_service.py ServedModel). Workers of one server
+each on the model it started with (app/model_service.py ServedModel). A version served from
+its checked graph (its parity with learn.predict checked when training compiled it) has its
+PyTorch model for explanations loaded in that thread too, before the switch. Workers of one server
 load a new version one at a time (a lock file beside the master's pid), so the machine holds at
 most one model more than usual while a swap is under way; a swap back to the version the master
 preloaded (a rollback) takes that model again, shared, checked and warm. A version that fails to load or to
@@ -111,6 +113,8 @@ class PointerFollower:
                 except Exception as exc:
                     raise ModelLoadError(f"warm-up failed: {type(exc).__name__}: "
                                          f"{str(exc)[:200]}") from None
+                if model.explainer is not None:  # explains from its first request
+                    model.explainer.load()
                 return model
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)

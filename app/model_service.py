@@ -1,19 +1,23 @@
 """The model this process serves: loaded once, warmed up per process, described for /model.
 
-Loading happens in the gunicorn master (preload_app), so every torch operation
-there runs single-threaded: a forked child whose parent ever used more than one
-OpenMP thread hangs on its first parallel torch op. Each worker then picks its
-own thread count and warms up (gunicorn.conf.py post_worker_init) before it
-takes a request; /readyz reports that per process.
+Loading happens in the gunicorn master (preload_app). Where the export's graph was compiled
+and checked against learn.predict (classifier.loader.load_checked_graph), the master serves
+it without importing torch, and each worker loads PyTorch for explanations behind it
+(app/explainer.py): the default image is ready as fast as the lean one. Otherwise (no such
+graph, or INFERENCE_RUNTIME=torch) the master loads export.pkl with torch, and every torch
+operation there runs single-threaded: a forked child whose parent ever used more than one
+OpenMP thread hangs on its first parallel torch op. Each worker then picks its own thread
+count and warms up (gunicorn.conf.py post_worker_init) before it takes a request; /readyz
+reports that per process.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import os
+import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import current_app
@@ -21,22 +25,17 @@ from flask import current_app
 from app.engine_switch import measure_engines_later
 from app.errors import ApiError, ModelUnavailable
 from app.event_loop import off_event_loop
+from app.explainer import DeferredExplainer
 from app.field_signals import FieldSignals
+from app.machine import installed_image
 from app.metrics import record_predictions, record_refusal, record_served_version
+from app.served_model import Classified, ServedModel, describe
 from app.shadow import open_shadow, shadow_ticket
 from classifier.images import ImageError, decode_side, open_checked
-from classifier.loader import ModelCard, load_model
+from classifier.loader import ModelCard, load_checked_graph, load_model
 from classifier.model_files import ModelLoadError
-from classifier.prediction import Prediction, PredictorBase
+from classifier.prediction import PredictorBase
 from classifier.versions import VersionError, check_files, served_version
-
-try:
-    import torch
-
-    from classifier.explain import ExplanationUnavailable, explain
-except ImportError:  # the lean image: no torch, no fastai (classifier.loader serves the ONNX graph)
-    torch = explain = None
-    ExplanationUnavailable = RuntimeError
 
 log = logging.getLogger(__name__)
 EXTENSION = "classifier"  # the service's key in app.extensions
@@ -45,35 +44,6 @@ EXTENSION = "classifier"  # the service's key in app.extensions
 def model_service(app=None) -> ModelService:
     """The ModelService of `app` (default: the app handling this request)."""
     return (app or current_app).extensions[EXTENSION]
-
-
-@dataclass
-class Classified:
-    """One classified upload: its name, the Prediction, on_image's result, the Grad-CAM."""
-    filename: str
-    prediction: Prediction
-    version: str  # the version of the model that answered (ServedModel.version)
-    extra: object = None
-    explanation: dict | None = None
-
-    def as_dict(self, top_k: int | None = None, threshold: float | None = None) -> dict:
-        """/predict's answer for this image (without the filename)."""
-        answer = self.prediction.as_dict(top_k, threshold)
-        answer["version"] = self.version
-        if self.explanation is not None:
-            answer["explanation"] = self.explanation
-        return answer
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """One loaded and checked model. A request takes the service's current one when it starts
-    and uses it to the end, so a swap (app/model_follow.py) never changes a model under it."""
-    path: Path  # its export.pkl
-    version: str  # the version's name, or a bare export.pkl's first 12 hex of sha256
-    predictor: PredictorBase
-    card: ModelCard
-    info: dict  # GET /model's answer (describe), less `refused`
 
 
 class ModelService:
@@ -104,32 +74,50 @@ class ModelService:
     # -- lifecycle --------------------------------------------------------
     def load(self) -> ModelService:
         """Load and check the export; raises ModelLoadError with one line saying why not."""
-        if torch is not None:
-            torch.set_num_threads(1)  # keep the loading process fork-safe (see module doc)
         from app.model_follow import live_model_path
 
-        self.model = self.preloaded = self.open(live_model_path(self.settings.model_path))
+        self.model = self.preloaded = self.open(live_model_path(self.settings.model_path),
+                                                loading_process=True)
         self.shadow = open_shadow(self)
         return self
 
-    def open(self, path: Path, threads: int | None = None) -> ServedModel:
-        """Check and load the export at `path` (sha256s, then the loader's checks, ONNX parity
-        included; ModelLoadError says why not), on `threads` (a shadow's; no Grad-CAM then)."""
+    def open(self, path: Path, threads: int | None = None,
+             loading_process: bool = False) -> ServedModel:
+        """Check and load the export at `path` (sha256s, then its checked graph, or the
+        loader's checks, ONNX parity included; ModelLoadError says why not), on `threads` (a
+        shadow's; no Grad-CAM then). `loading_process`: this one forks the workers (module doc)."""
         settings = self.settings
+        torch_here = installed_image() == "torch"
         try:
-            check_files(path, unused=() if torch is not None else (path.name,))
+            check_files(path, unused=() if torch_here else (path.name,))
         except VersionError as exc:
             raise ModelLoadError(str(exc)) from None
-        predictor, card = load_model(path, settings.runtime, threads or settings.inference_threads,
-                                     keep_torch_model=settings.explanations and threads is None,
-                                     option="INFERENCE_RUNTIME",
-                                     precision=settings.inference_precision,
-                                     measure_later=threads is None)
+        served = threads is None  # not a shadow: Grad-CAM, and engines measured after it serves
+        threads, explains = threads or settings.inference_threads, settings.explanations and served
+        checked = load_checked_graph(path, threads, settings.runtime, settings.inference_precision,
+                                     measure_later=served) \
+            if torch_here and settings.runtime != "torch" else None
+        explainer = None
+        if checked is not None:
+            predictor, card = checked
+            explainer = DeferredExplainer(path, threads) if explains else None
+        else:
+            if torch_here and loading_process:
+                import torch
+
+                torch.set_num_threads(1)  # keep the loading process fork-safe (module doc)
+            predictor, card = load_model(path, settings.runtime, threads,
+                                         keep_torch_model=explains, option="INFERENCE_RUNTIME",
+                                         precision=settings.inference_precision,
+                                         measure_later=served)
         version = served_version(path, card.sha256)
-        log.info("loaded %s (version %s): %d classes, %s, runtime %s", path, version,
-                 len(card.vocab), card.arch, predictor.runtime)
-        return ServedModel(path, version, predictor, card,
-                           {"version": version, **describe(card, predictor, settings)})
+        log.info("loaded %s (version %s): %d classes, %s, runtime %s%s", path, version,
+                 len(card.vocab), card.arch, predictor.runtime,
+                 ", its graph checked when compiled; PyTorch for explanations loads behind "
+                 "it" if explainer else "")
+        info = describe(card, predictor, settings, explainable=explainer is not None)
+        return ServedModel(path, version, predictor, card, {"version": version, **info},
+                           explainer)
 
     def switch(self, model: ServedModel) -> None:
         """Serve `model` (loaded and warmed up) from the next request on."""
@@ -164,8 +152,9 @@ class ModelService:
             if self.ready:
                 return True
             try:
-                if torch is not None:
-                    torch.set_num_threads(self.predictor.torch_threads)
+                torch_threads = getattr(self.predictor, "torch_threads", None)
+                if torch_threads is not None:  # torch serves, or runs its preprocessing
+                    sys.modules["torch"].set_num_threads(torch_threads)
                 self.predictor.warm_up()
             except Exception as exc:
                 log.exception("warm-up failed; this process will answer 503")
@@ -176,6 +165,13 @@ class ModelService:
             record_served_version(self.model.version, None)
             measure_engines_later(self.model)
             return True
+
+    def load_explanations(self, background: bool) -> None:
+        """Load the served model's PyTorch model for Grad-CAM, where it loads behind the
+        compiled graph: now, or in the background (a gunicorn worker, after its warm-up)."""
+        explainer = self.model.explainer
+        if explainer is not None:
+            explainer.start() if background else explainer.load()
 
     @property
     def ready(self) -> bool:
@@ -251,11 +247,13 @@ class ModelService:
         Each photo is decoded and shrunk to model size before the next is read, and its
         bytes dropped; an ImageError in a batch names the file.
         """
-        if explain and not self.info["explanations"]:
+        model = self.model  # this request's model to the end, whatever a swap does meanwhile
+        if explain and not model.info["explanations"]:
             raise ApiError("explanation_unavailable",
                            "This server has no PyTorch model to run Grad-CAM on "
                            "(EXPLANATIONS=off, or the lean image). Ask without explain=1.")
-        model = self.model  # this request's model to the end, whatever a swap does meanwhile
+        if explain and model.explainer is not None:
+            model.explainer.predictor_for_explaining()  # 503 while it loads, before any decode
         review = self.review  # REVIEW_DIR: each image also shrunk, and kept if wanted (below)
         on_image = review.looking(on_image, model) if review else on_image
         shadow, on_image = shadow_ticket(self.shadow, model, on_image)
@@ -281,33 +279,13 @@ class ModelService:
                 for (name, item, extra), prediction in zip(prepared, predictions)]
 
     def explain(self, item, index: int, model: ServedModel) -> dict:
-        """Grad-CAM of class `index` over a prepared item; 409 when this model cannot."""
+        """Grad-CAM of class `index` over a prepared item; 409 when this model cannot, 503
+        while its PyTorch model is still loading (app/explainer.py)."""
+        predictor = model.explainer.predictor_for_explaining() if model.explainer else \
+            model.predictor
+        from classifier.explain import ExplanationUnavailable, explain
+
         try:
-            return off_event_loop(explain, model.predictor, item, index)
+            return off_event_loop(explain, predictor, item, index)
         except ExplanationUnavailable as exc:
             raise ApiError("explanation_unavailable", str(exc)) from None
-
-
-def describe(card: ModelCard, predictor: PredictorBase, settings) -> dict:
-    """What GET /model (and the page's model card) report: the model's card, the runtime
-    serving it and the settings that change its answers."""
-    threshold, source = settings.unsure_threshold, "UNSURE_THRESHOLD"
-    if threshold is None and card.threshold is not None:
-        threshold, source = card.threshold, "export.json"
-    return {
-        "vocab": list(card.vocab),
-        "arch": card.arch,
-        "image_size": list(card.image_size) if card.image_size else None,
-        "metrics": card.metrics,
-        "sha256": card.sha256,
-        "created_at": card.created_at,
-        "runtime": predictor.runtime,
-        "engine": predictor.engine_choice,
-        "file": card.file,
-        "metadata": card.has_export_json,
-        "recall": card.recall,
-        "train_images": card.train_images,
-        "unsure": {"threshold": threshold, "source": source if threshold is not None else None,
-                   "method": card.threshold_method if source == "export.json" else None},
-        "explanations": settings.explanations and getattr(predictor, "model", None) is not None,
-    }

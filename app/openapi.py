@@ -189,7 +189,8 @@ def predict_operation(settings, base_url: str) -> dict:
                     "content": {"application/json": {"schema": {"oneOf": [
                         ref("Prediction"), ref("BatchPrediction")]}}}},
             **_errors(*UPLOAD_CODES, "invalid_parameter", *url_codes,
-                      "explanation_unavailable", "too_many_explanations", "rate_limited", notes={
+                      "explanation_unavailable", "explanations_loading",
+                      "too_many_explanations", "rate_limited", notes={
                           "bad_request": "the upload could not be read",
                           "invalid_parameter": "top_k, threshold or explain out of range",
                           "too_many_explanations": f"explain=1 on over "
@@ -200,6 +201,9 @@ def predict_operation(settings, base_url: str) -> dict:
                           "unauthorized": "only when the server has an API_KEY",
                           "explanation_unavailable": "explain=1 on a server without the "
                                                      "PyTorch model (EXPLANATIONS=off)",
+                          "explanations_loading": "explain=1 in the first seconds after "
+                                                  "start-up, while PyTorch loads; see "
+                                                  "Retry-After",
                           "payload_too_large": f"over {settings.max_upload_mb:g} MB or "
                                                f"{settings.max_batch} files",
                           "busy": f"the worker holds {settings.body_budget_mb:g} MB of "

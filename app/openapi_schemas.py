@@ -182,7 +182,14 @@ def schemas(vocab: list[str], max_batch: int) -> dict:
                                 "f1": PROBABILITY, "support": COUNT},
                                ["precision", "recall", "f1", "support"]),
         "Status": closed({"status": {"type": "string", "enum": ["ok", "ready"]},
-                          "runtime": runtime}, ["status"]),
+                          "runtime": runtime,
+                          "explanations": {"type": "string",
+                                           "enum": ["ready", "loading", "failed", "off"],
+                                           "description": "Whether explain=1 works in the "
+                                           "process that answered: `loading` right after "
+                                           "start-up while PyTorch loads behind the compiled "
+                                           "graph (503 `explanations_loading` meanwhile)."}},
+                         ["status"]),
         "Feedback": closed({
             "time": {"type": "string", "format": "date-time"},
             "client": {"type": "string", "description": "Who sent it: key:<id of the API "

@@ -23,6 +23,7 @@ import signal
 from http import HTTPStatus
 
 import gevent
+from gevent import monkey, socket
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -47,6 +48,16 @@ class BoundedGeventWorker(GeventWorker):
         self.worker_connections = self.max_open + OVERFLOW  # gevent's pool size
         self.open_connections = 0
         self.waiting_for_head: dict = {}  # greenlet -> its head deadline (gevent.Timeout)
+
+    def patch(self):
+        """gunicorn's patch(), but subprocess stays the standard library's: PyTorch is imported
+        in a real thread of this worker (app/explainer.py), and an import that runs a command
+        (ctypes.util.find_library does, under torch's CUDA wheels) fails in gevent's subprocess
+        there, whose child watchers only the main thread's loop has (and the worker hung). The
+        app itself starts no subprocess."""
+        monkey.patch_all(subprocess=False)
+        self.sockets = [socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
+                        for s in self.sockets]
 
     def init_signals(self):
         super().init_signals()

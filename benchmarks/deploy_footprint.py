@@ -2,12 +2,16 @@
 
     make image && make image TARGET=lean        # or give --build to build them here
     .venv/bin/python -m benchmarks.deploy_footprint [--rounds 3] [--duration 20] [--clients 8]
+    .venv/bin/python -m benchmarks.deploy_footprint --ready-only --rounds 5   # start-up only
 
 Runs each built image's own CMD (docker, or buildah without a daemon: harness/containers.py)
 with the image's own ENV, so workers and threads are what the machine implies
 (app/config.py), alternating the targets round by round. Per round: time from start to
 /readyz 200, then `--clients` concurrent clients post 640x480 JPEGs for `--duration`
-seconds. Memory is PSS summed over the server's processes (shared preloaded pages
+seconds (`--ready-only`: no load; start-up and idle memory only). "to explanations" is
+the time from start until /readyz no longer says `"explanations": "loading"` (the default
+image loads PyTorch behind its compiled graph: app/explainer.py; as one worker reports it).
+Memory is PSS summed over the server's processes (shared preloaded pages
 counted once, as the kernel charges them) and peaks are sampled during the load.
 Pages mapped from CUDA libraries are left out (/proc/PID/smaps): they exist only
 because this machine's torch wheel is the CUDA one; the CPU-only wheel the image
@@ -24,9 +28,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import psutil
+import requests
 
 from harness.bench_assets import build_assets
 from harness.containers import (
@@ -69,15 +75,32 @@ def server_pids(launcher: subprocess.Popen) -> list[int]:
             if "gunicorn" in " ".join(p.cmdline()) and not p.cmdline()[0].startswith("buildah")]
 
 
+def explanations_ready(base: str, timeout: float) -> float:
+    """Seconds until /readyz stops saying that explanations are loading."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if requests.get(f"{base}/readyz", timeout=5).json().get("explanations") != "loading":
+            break
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
 def one_round(image: Image, images: list[bytes], clients: int, duration: float,
               env: dict[str, str]) -> dict:
+    """One start of `image`; with `duration` 0 (--ready-only), no load is driven."""
     port = free_port()
     container = Container(image, {"PORT": str(port), **env})
     base = f"http://127.0.0.1:{port}"
     try:
         server = container.start(image.config()["Cmd"])
         ready = wait_ready(base, server, 300)
+        explained = ready + explanations_ready(base, 300)
         idle = sum(pss_without_cuda(pid) for pid in server_pids(server))
+        if not duration:
+            workers = len(server_pids(server)) - 1
+            stop(server)
+            return {"ready_s": ready, "explained_s": explained, "idle_mb": idle / MB,
+                    "peak_mb": idle / MB, "req_s": 0.0, "failed": 0, "workers": workers}
         peak, done = [idle], threading.Event()
 
         def sample():
@@ -93,7 +116,8 @@ def one_round(image: Image, images: list[bytes], clients: int, duration: float,
         stop(server)
     finally:
         container.remove()
-    return {"ready_s": ready, "idle_mb": idle / MB, "peak_mb": max(peak) / MB,
+    return {"ready_s": ready, "explained_s": explained, "idle_mb": idle / MB,
+            "peak_mb": max(peak) / MB,
             "req_s": len(run.ok) / duration, "failed": len(run.failures), "workers": workers}
 
 
@@ -109,6 +133,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, help="set WEB_CONCURRENCY (default: the "
                         "image decides from the CPUs and memory limit)")
     parser.add_argument("--targets", nargs="+", default=["default", "lean"])
+    parser.add_argument("--ready-only", action="store_true",
+                        help="time start-up only: no load, no peak memory or req/s")
     parser.add_argument("--build", action="store_true",
                         help="build both targets here with a resnet18 at 224 px (else use "
                              "image-classifier:default and :lean as `make image` left them)")
@@ -132,17 +158,21 @@ def main(argv=None) -> None:
     built = {target: Image(engine, tag) for target, tag in tags.items()}
     print("before:", machine_line())
     results = {target: [] for target in built}
+    duration = 0 if args.ready_only else args.duration
     for _ in range(args.rounds):
         for target, image in built.items():  # alternate the targets round by round
-            results[target].append(one_round(image, images, args.clients, args.duration, env))
+            results[target].append(one_round(image, images, args.clients, duration, env))
     print("after: ", load_average())
-    print(f"\n{args.clients} clients, 640x480 JPEGs, {args.duration:.0f} s per round, "
-          f"{args.rounds} rounds; median (min-max); PSS without CUDA library pages")
-    print("| target | image size | workers | start to /readyz | idle PSS | peak PSS | req/s | failed |")
-    print("|---|---|---|---|---|---|---|---|")
+    load = "no load" if args.ready_only else \
+        f"{args.clients} clients, 640x480 JPEGs, {duration:.0f} s per round"
+    print(f"\n{load}, {args.rounds} rounds; median (min-max); PSS without CUDA library pages")
+    print("| target | image size | workers | start to /readyz | to explanations | idle PSS "
+          "| peak PSS | req/s | failed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for target, rows in results.items():
         print(f"| {target} | {built[target].size_bytes() / 1e6:,.0f} MB | {rows[0]['workers']} "
               f"| {spread([r['ready_s'] for r in rows])} s "
+              f"| {spread([r['explained_s'] for r in rows])} s "
               f"| {spread([r['idle_mb'] for r in rows], '{:.0f}')} MB "
               f"| {spread([r['peak_mb'] for r in rows], '{:.0f}')} MB "
               f"| {spread([r['req_s'] for r in rows])} | {sum(r['failed'] for r in rows)} |")

@@ -70,6 +70,23 @@ def heatmap_data_url(item, heat: np.ndarray) -> str:
 
 
 def explain(predictor, item, index: int) -> dict:
-    """The explanation /predict returns: {"method", "label", "image"}."""
+    """The explanation /predict returns: {"method", "label", "image"}.
+
+    `item`: an output of `predictor.prepare`, or of a CompiledPredictor's (the same pixels, as
+    a (height, width, 3) uint8 array) where that graph serves and `predictor` only explains.
+    """
+    if isinstance(item, np.ndarray):
+        item = torch.from_numpy(np.ascontiguousarray(item)).permute(2, 0, 1)
     return {"method": METHOD, "label": predictor.vocab[index],
             "image": heatmap_data_url(item, grad_cam(predictor, item, index))}
+
+
+def load_explainer(path, threads: int | None):
+    """The PyTorch Predictor of the export.pkl at `path`, for Grad-CAM beside its compiled
+    graph (app/explainer.py); ModelLoadError says why not."""
+    from classifier.inference import Predictor
+    from classifier.loader import load_learner_card
+
+    torch.set_num_threads(1)  # small preprocessing ops; running_model raises it per Grad-CAM
+    learner, _ = load_learner_card(path)
+    return Predictor(learner, runtime="torch", threads=threads)

@@ -9,7 +9,9 @@ same facts:
   onnxruntime when the graph compiled at image build is current (else one exported here)
   and matches PyTorch at load, else on PyTorch (the parity fallback, logged);
 - without them (the lean image) the compiled graph alone serves (`load_compiled`), and
-  runtime "torch" is refused.
+  runtime "torch" is refused;
+- `load_checked_graph` serves the compiled graph without importing torch where it was
+  checked against learn.predict when compiled: the default image's fast start.
 
 export.json is read here and nowhere else: its facts reach callers as a `ModelCard`.
 A notebook's bare export.pkl has none; its card then holds what the model itself tells
@@ -26,8 +28,7 @@ from pathlib import Path
 from classifier.engine_cache import describe_choice, plan_engine
 from classifier.engine_choice import reference_images
 from classifier.model_files import ModelLoadError, load_learner_checked, read_metadata, sha256_file
-from classifier.onnx_model import load_compiled, read_compiled
-from classifier.prediction import PredictorBase
+from classifier.onnx_model import CompiledPredictor, load_compiled, read_checked, read_compiled
 
 RUNTIMES = ("auto", "onnx", "torch")  # INFERENCE_RUNTIME's and the batch CLI's --runtime choices
 
@@ -168,7 +169,27 @@ def _load_compiled(path, runtime: str, threads: int | None, option: str):
     if runtime == "torch":
         raise ModelLoadError(f"{option}=torch, but torch and fastai are not installed here "
                              f"(the lean image); use {option}=auto or onnx.")
-    predictor: PredictorBase = load_compiled(path, threads)
+    return _with_card(path, load_compiled(path, threads))
+
+
+def load_checked_graph(path, threads: int | None = None, runtime: str = "auto",
+                       precision: str | None = None, measure_later: bool = False):
+    """(predictor, ModelCard) from the graph compiled for this export.pkl and checked against
+    learn.predict when it was compiled (classifier.onnx_model.read_checked), without importing
+    torch or fastai, on the engine `precision` chooses (and `measure_later`, as load_model);
+    None where there is no such graph (absent, stale or unchecked).
+
+    The default image starts on this and loads PyTorch afterwards, only for what needs it.
+    """
+    compiled = read_checked(path)
+    if compiled is None:
+        return None
+    predictor, card = _with_card(path, CompiledPredictor(*compiled, threads=threads,
+                                                         runtime="onnx"))
+    return choose_engine_for(predictor, path, precision, runtime, measure_later), card
+
+
+def _with_card(path, predictor: CompiledPredictor):
     meta = predictor.meta
     card = make_card(path, read_metadata(path), predictor.vocab, predictor.image_size,
                      arch=meta["arch"], sha256=meta["pkl_sha256"], created_at=meta["created_at"])

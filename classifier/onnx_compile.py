@@ -25,9 +25,13 @@ from classifier.engine_choice import generated_images, reference_images
 from classifier.image_files import find_image_files
 from classifier.loader import load_learner_card
 from classifier.model_files import ModelLoadError, atomic_path, write_json_atomic
-from classifier.onnx_model import FORMAT, CompiledPredictor, graph_path, sidecar_path
-
-TOLERANCE = 1e-4  # largest probability difference from learn.predict accepted
+from classifier.onnx_model import (
+    FORMAT,
+    TOLERANCE,
+    CompiledPredictor,
+    graph_path,
+    sidecar_path,
+)
 
 
 class CompileError(RuntimeError):

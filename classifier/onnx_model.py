@@ -32,6 +32,7 @@ from classifier.model_files import ModelLoadError, sha256_file
 from classifier.prediction import PredictorBase, concatenate_outputs, os_lock
 
 FORMAT = 1  # bumped when the sidecar's meaning changes; older sidecars are then recompiled
+TOLERANCE = 1e-4  # largest probability difference from learn.predict a compiled graph may have
 
 
 def graph_path(model_path) -> Path:
@@ -61,6 +62,17 @@ def read_compiled(model_path) -> tuple[str, dict] | None:
     if Path(model_path).is_file() and sha256_file(model_path) != meta.get("pkl_sha256"):
         return None
     return str(graph), meta
+
+
+def read_checked(model_path) -> tuple[str, dict] | None:
+    """read_compiled's answer where its sidecar also records the check against learn.predict
+    (`checked_gap` within TOLERANCE, written only when it passed), else None. Such a graph
+    may serve in place of the .pkl with no check at load (the default image's start)."""
+    compiled = read_compiled(model_path)
+    gap = compiled[1].get("checked_gap") if compiled else None
+    if isinstance(gap, (int, float)) and 0 <= gap <= TOLERANCE:
+        return compiled
+    return None
 
 
 # -- preprocessing: fastai's validation-time item transforms, in PIL and numpy ----------
@@ -126,11 +138,13 @@ class CompiledPredictor(PredictorBase):
     process, so a preloading gunicorn master can fork it.
     """
 
-    runtime = "onnx-lean"
-
-    def __init__(self, graph: bytes | str, meta: dict, threads: int | None = None):
+    def __init__(self, graph: bytes | str, meta: dict, threads: int | None = None,
+                 runtime: str = "onnx-lean"):
         """graph: the ONNX bytes, or the path of an .onnx file; with a path the serving
-        processes read it only when each makes its session, and the master holds none."""
+        processes read it only when each makes its session, and the master holds none.
+        runtime: what /model calls it: "onnx-lean" without torch (the lean image), "onnx"
+        where torch is installed but not loaded yet (the default image's start)."""
+        self.runtime = runtime
         self.meta = meta
         self.vocab = [str(v) for v in meta["vocab"]]
         self.image_size = tuple(meta["image_size"]) if meta.get("image_size") else None
