@@ -16,7 +16,11 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
+from harness.images import encode, photo
+from harness.servers import GunicornServer
+from harness.waiting import wait_until
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -112,3 +116,20 @@ def test_a_graph_without_a_recorded_check_is_not_served_before_torch(version, tm
     assert out["torch_in_master"] is True
     assert out["readyz"]["explanations"] == "ready"
     assert out["explain_while_loading"]["status"] == 200
+
+
+@pytest.mark.e2e
+def test_gunicorn_workers_load_pytorch_behind_the_graph_and_explain(version):
+    """The real server: each worker imports torch in one of its real threads, under gevent
+    (app/worker.py keeps subprocess unpatched for it: ctypes.util.find_library's command
+    failed in gevent's subprocess there, and the worker hung)."""
+    with GunicornServer(version, env={"WEB_CONCURRENCY": "1"}, ready_timeout=240) as server:
+        def explanations() -> str:
+            return requests.get(server.url + "/readyz", timeout=10).json()["explanations"]
+
+        wait_until(lambda: explanations() != "loading", 240)
+        assert explanations() == "ready", server.log_tail()
+        r = requests.post(server.url + "/predict?explain=1", timeout=60,
+                          files={"file": ("a.png", encode(photo()), "image/png")})
+        assert r.status_code == 200, r.text
+        assert r.json()["explanation"]["method"] == "grad-cam"

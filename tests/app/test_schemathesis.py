@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from harness.servers import GunicornServer
+from harness.waiting import wait_until
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -48,6 +49,10 @@ def test_schemathesis_finds_nothing(trained_model, tmp_path):
     env = {"API_KEY": KEY, "FEEDBACK_DIR": str(tmp_path / "feedback"), "MAX_BATCH": "4",
            "WEB_CONCURRENCY": "1"}
     with GunicornServer(trained_model, env=env) as server:
+        # the worker loads PyTorch behind the compiled graph (app/explainer.py): until then
+        # explain=1 answers 503 explanations_loading, which is not what is fuzzed here
+        wait_until(lambda: requests.get(server.url + "/readyz").json()["explanations"] != "loading",
+                   240)
         operations = sum(len(ops) for ops in
                          requests.get(server.url + "/openapi.json").json()["paths"].values())
         run = subprocess.run(
