@@ -71,9 +71,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         prometheus-client limits onnxruntime
 
 # The app with the model: the ONNX graph and the learner's preprocessing compiled once,
-# here, checked against learn.predict (the build fails beyond 1e-4). The default target
-# serves from this stage as it is; the lean target takes the compiled model without the
-# .pkl from /opt/lean-models.
+# here, checked against learn.predict (the build fails beyond 1e-4; a graph already there is
+# reused only if its sidecar records that check). The default target serves from this stage
+# as it is; the lean target takes the compiled model without the .pkl from /opt/lean-models.
 FROM torch-venv AS compiled
 COPY --from=app-and-model /srv/ ./
 # The model served is models/export.pkl, or the live version models/live.json names
@@ -82,7 +82,7 @@ RUN served=$(python -c "from classifier.versions import served_model_path; print
  && { test -f "$served" || { \
       echo "ERROR: $served is missing. Train one first (make train, or python -m training.train DATA_DIR) or copy your notebook's export.pkl into models/." >&2; \
       exit 1; }; } \
- && { python -c "import sys; from classifier.onnx_model import read_compiled; sys.exit(read_compiled(sys.argv[1]) is None)" "$served" \
+ && { python -c "import sys; from classifier.onnx_model import read_checked; sys.exit(read_checked(sys.argv[1]) is None)" "$served" \
       || python -m classifier.onnx_compile "$served"; } \
  && cp -a models /opt/lean-models && find /opt/lean-models -name export.pkl -delete
 
@@ -92,7 +92,8 @@ COPY --from=app-files /srv/ ./
 COPY --from=compiled /opt/lean-models/ models/
 USER app
 
-# The default target (last stage): torch and fastai, loads export.pkl at start-up and
-# reuses the ONNX graph compiled above while the .pkl's sha256 matches.
+# The default target (last stage): torch and fastai. It serves the ONNX graph compiled and
+# checked above from start-up, without importing torch, and loads export.pkl in each worker
+# behind it, for explanations (app/explainer.py).
 FROM compiled AS default
 USER app
