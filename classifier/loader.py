@@ -29,6 +29,7 @@ from classifier.engine_cache import describe_choice, plan_engine
 from classifier.engine_choice import reference_images
 from classifier.model_files import ModelLoadError, load_learner_checked, read_metadata, sha256_file
 from classifier.onnx_model import CompiledPredictor, load_compiled, read_checked, read_compiled
+from classifier.prediction import PredictorBase
 
 RUNTIMES = ("auto", "onnx", "torch")  # INFERENCE_RUNTIME's and the batch CLI's --runtime choices
 
