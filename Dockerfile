@@ -61,14 +61,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install -r /tmp/requirements.txt \
  && python -c "import matplotlib.font_manager" && chown -R app /opt/matplotlib
 
-# The lean target's packages: serving only (gevent for the worker, pillow-heif for HEIC), at
-# requirements.txt's pins (-c), no torch or fastai.
+# The lean target's packages: serving only (gevent for the worker, pillow-heif for HEIC, s3fs
+# for a FEEDBACK_DIR in a bucket), at requirements.txt's pins (-c), no torch or fastai.
 FROM base AS lean-venv
 COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
  && pip install -c /tmp/requirements.txt flask werkzeug gunicorn gevent pillow pillow-heif \
-        prometheus-client limits onnxruntime
+        prometheus-client limits onnxruntime s3fs
 
 # The app with the model: the ONNX graph and the learner's preprocessing compiled once,
 # here, checked against learn.predict (the build fails beyond 1e-4; a graph already there is

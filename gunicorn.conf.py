@@ -10,14 +10,16 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from app import serve_preloaded
-from app.config import load_settings
+from app.config import ROOT, load_settings
 from app.setting_parsers import ConfigError
 from app.worker import OVERFLOW
+from classifier.storage import Store
 
 try:
     _settings = load_settings()
@@ -45,10 +47,28 @@ def _overlap(a: Path, b: Path) -> bool:
 
 
 # Corrections are kept and the metrics folder is swept: never the one inside the other.
-if _settings.feedback_dir is not None and _overlap(Path(_metrics_dir), _settings.feedback_dir):
+_feedback_store = Store(_settings.feedback_dir) if _settings.feedback_dir else None
+if _feedback_store and _feedback_store.local \
+        and _overlap(Path(_metrics_dir), Path(_settings.feedback_dir)):
     raise SystemExit(f"Error: PROMETHEUS_MULTIPROC_DIR ({_metrics_dir}) and FEEDBACK_DIR "
                      f"({_settings.feedback_dir}) overlap; give the metrics a folder of "
                      "their own (or leave PROMETHEUS_MULTIPROC_DIR unset).")
+
+# Settings that name a bucket (s3://): each worker prepares its clients for them.
+_uses_buckets = any(store and not store.local for store in (_feedback_store,))
+
+# A bucket that cannot be reached stops start-up: every correction would fail. A local
+# folder not yet writable (a new volume, docs/deploy.md) is logged and answered with 503s.
+if _feedback_store:
+    _check = subprocess.run([sys.executable, "-m", "classifier.storage", "check",
+                             _feedback_store.url], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT)
+    if _check.returncode and not _feedback_store.local:
+        raise SystemExit(f"Error: FEEDBACK_DIR cannot be used: {_check.stderr.strip()}")
+    if _check.returncode:
+        print(f"Warning: FEEDBACK_DIR {_feedback_store} is not writable "
+              f"({_check.stderr.strip()}); POST /feedback answers 503 until it is.",
+              file=sys.stderr)
 
 
 def _raise_open_files_limit(needed: int) -> None:
@@ -111,9 +131,12 @@ def post_worker_init(worker):
     # (app/explainer.py), serve the version models/live.json names now (a worker forked
     # after a swap starts with the master's model) and follow the pointer from then on
     # (app/model_follow.py).
+    from app.event_loop import prepare_store_clients
     from app.model_follow import start_following
     from app.model_service import model_service
 
+    if _uses_buckets:
+        prepare_store_clients()  # before any s3:// store is used in this worker
     service = model_service(worker.wsgi)
     if not service.warm_up():
         worker.log.error("worker %s: %s", worker.pid, service.failure)

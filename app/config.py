@@ -33,6 +33,7 @@ from app.setting_parsers import (
     precision_name,
     rates,
     runtime_name,
+    store_location,
     switch,
     text,
     version_name,
@@ -189,10 +190,14 @@ class Settings:
         "URL_FETCH_PORTS", (80, 443), ports, shown="`80,443`",
         doc="Comma-separated ports URL fetching may connect to; any other is refused "
         "(`url_not_allowed`) before DNS.")
-    feedback_dir: Path | None = setting(
-        "FEEDBACK_DIR", None, path,
+    feedback_dir: str | None = setting(
+        "FEEDBACK_DIR", None, store_location,
         "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.jpg` and "
-        "`feedback.jsonl`); unset: corrections are off "
+        "`feedback.jsonl`): a folder, or `s3://BUCKET/PREFIX` shared by several machines "
+        "(credentials and endpoint from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, "
+        "`AWS_REGION`, `AWS_ENDPOINT_URL_S3`; gunicorn refuses to start when it cannot write to "
+        "the bucket; [shared](#in-a-bucket-shared-by-several-machines)); "
+        "unset: corrections are off "
         "([corrections](#corrections-that-become-training-data-feedback_dir)).")
     feedback_max_mb: float = setting(
         "FEEDBACK_MAX_MB", 500.0, positive_number,

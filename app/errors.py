@@ -49,7 +49,7 @@ ERRORS = {
     # POST /feedback (app/feedback.py)
     "feedback_disabled": 404,       # no FEEDBACK_DIR set
     "invalid_label": 400,           # the corrected label is not one of the model's classes
-    "feedback_unavailable": 503,    # FEEDBACK_DIR is not writable (the error is logged)
+    "feedback_unavailable": 503,    # FEEDBACK_DIR cannot be written or its bucket does not answer
     "feedback_full": 507,           # FEEDBACK_MAX_MB or FEEDBACK_MAX_FILES reached
     "cross_site_request": 403,      # a browser's post that another site started
     # The review queue (app/review.py)

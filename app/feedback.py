@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 
 from flask import Blueprint, g, jsonify, redirect, request, url_for
 
@@ -46,9 +45,9 @@ def _image_upload(settings) -> Upload:
     return uploads_from_request(max_batch=1, form_fields=(FIELD, "label", "image"))[0]
 
 
-def _label(vocab: list[str], folder: Path) -> str:
+def _label(vocab: list[str]) -> str:
     label = request.form.get("label") if request.mimetype == "multipart/form-data" else None
-    return feedback_store.check_label(label or request.args.get("label"), vocab, folder)
+    return feedback_store.check_label(label or request.args.get("label"), vocab)
 
 
 @bp.route("/feedback", methods=["POST"])
@@ -61,7 +60,7 @@ def feedback():
     check_api_key(settings.api_key)
     if not settings.api_key:  # with one, a page elsewhere cannot send it
         check_same_site()
-    label = _label(list(service.info["vocab"]), settings.feedback_dir)
+    label = _label(list(service.info["vocab"]))
     upload = _image_upload(settings)
     model = service.model  # one model for the whole request, whatever a swap does meanwhile
     # The same checks as /predict; the stored copy is made from the decoded pixels.
@@ -73,10 +72,11 @@ def feedback():
               "request_id": g.get("request_id")}
     try:
         record = feedback_store.save(settings, label, jpeg, record)
-    except OSError as exc:  # e.g. a new, root-owned volume (docs/deploy.md)
+    except OSError as exc:  # a new, root-owned volume (docs/deploy.md), a bucket away
         log.error("cannot save a correction under %s: %s", settings.feedback_dir, exc)
-        raise ApiError("feedback_unavailable", "The correction could not be saved on "
-                       "this server (its FEEDBACK_DIR is not writable); it has been logged.") from None
+        raise ApiError("feedback_unavailable", "The correction could not be saved (this "
+                       "server's FEEDBACK_DIR is not writable or its store does not answer); "
+                       "it was not recorded; send it again later.") from None
     if request.args.get("from_page"):  # the result page's form, without JavaScript
         return redirect(url_for("web.index", feedback="saved"), 303)
     return jsonify(record), 201

@@ -5,25 +5,29 @@ The image is stored as the model decoded it (oriented, at the size it decodes to
 as a JPEG: whatever the upload carried besides pixels (EXIF with GPS, XMP, comments, ICC)
 never reaches the disk. It is named by its content, FEEDBACK_DIR/<label>/<sha256>.jpg, the
 folder layout `python -m training.train DATA --extra FEEDBACK_DIR` reads.
+
+FEEDBACK_DIR may be a bucket (s3://...) that several servers share (classifier/storage.py):
+there each log line is an object of its own, feedback-<time>-<random>.jsonl, since a bucket
+cannot append; an image is written before its line, so a logged correction has its image.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 import threading
-from pathlib import Path
 
 from app.errors import ApiError
 from app.event_loop import off_event_loop
-from classifier.model_files import atomic_path
+from classifier.storage import Store
 
 LOG_NAME = "feedback.jsonl"
 SUFFIX = ".jpg"
 # Quality 95 without chroma subsampling: a second JPEG generation that training cannot tell.
 JPEG_OPTIONS = {"quality": 95, "subsampling": 0}
 # One quota check and write at a time per process; O_APPEND keeps workers' lines whole.
+# Servers sharing a bucket check the quota each on its own, so together they may pass it
+# by a few corrections (one each at the same moment).
 _write_lock = threading.Lock()
 
 
@@ -36,30 +40,20 @@ def pixels_only(image) -> bytes:
     return buf.getvalue()
 
 
-def usage(folder: Path) -> tuple[int, int]:
-    """(bytes, image files) under `folder`: its files and those one folder down."""
+def store_of(settings) -> Store:
+    """FEEDBACK_DIR as a Store: a folder, or a bucket's prefix that several servers share."""
+    return Store(settings.feedback_dir)
+
+
+def usage(store: Store) -> tuple[int, int]:
+    """(bytes, image files) in `store`: its files and those one folder down."""
     total, files = 0, 0
-    with os.scandir(folder) as top:
-        for entry in top:
-            if entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-            elif entry.is_dir(follow_symlinks=False):
-                with os.scandir(entry.path) as inner:
-                    for item in inner:
-                        if item.is_file(follow_symlinks=False):
-                            total += item.stat(follow_symlinks=False).st_size
-                            files += 1
+    for name, size in store.files().items():
+        depth = name.count("/")
+        if depth <= 1:
+            total += size
+            files += depth
     return total, files
-
-
-def append_line(log_path: Path, line: bytes) -> None:
-    """One line, written with a single append so concurrent workers never interleave."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save(settings, label: str, jpeg: bytes, record: dict) -> dict:
@@ -69,15 +63,14 @@ def save(settings, label: str, jpeg: bytes, record: dict) -> dict:
 
 
 def _save(settings, label: str, jpeg: bytes, record: dict) -> dict:
-    folder = settings.feedback_dir
+    store = store_of(settings)
     digest = hashlib.sha256(jpeg).hexdigest()
-    path = folder / label / f"{digest}{SUFFIX}"
-    record = {**record, "image": path.relative_to(folder).as_posix(), "sha256": digest}
+    name = f"{label}/{digest}{SUFFIX}"
+    record = {**record, "image": name, "sha256": digest}
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    folder.mkdir(parents=True, exist_ok=True)
     with _write_lock:
-        used, files = usage(folder)
-        new = not path.exists()
+        used, files = usage(store)
+        new = not store.exists(name)
         if used + len(line) + (len(jpeg) if new else 0) > settings.feedback_max_bytes \
                 or files + new > settings.feedback_max_files:
             raise ApiError("feedback_full", "This server's store of corrections is full "
@@ -85,23 +78,21 @@ def _save(settings, label: str, jpeg: bytes, record: dict) -> dict:
                            f"{settings.feedback_max_files} images); it takes no more "
                            "until someone makes room.")
         if new:
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(jpeg)
-        append_line(folder / LOG_NAME, line)
+            store.write_bytes(name, jpeg)
+        store.append_line(LOG_NAME, line)  # after the image: a logged record has its image
     return record
 
 
-def check_label(label: str | None, vocab: list[str], folder: Path) -> str:
-    """`label` if it is one of the model's classes and a safe folder name under `folder`;
-    400 `invalid_label` otherwise (also for /review's corrections)."""
+def check_label(label: str | None, vocab: list[str]) -> str:
+    """`label` if it is one of the model's classes and a safe folder name in the store (one
+    level, not hidden); 400 `invalid_label` otherwise (also for /review's corrections)."""
     if not label:
         raise ApiError("invalid_label", f"Say which class is right: a `label` field or "
                        f"?label=, one of {', '.join(vocab)}.")
     if label not in vocab:
         raise ApiError("invalid_label", f"{label[:80]!r} is not one of the model's "
                        f"classes: {', '.join(vocab)}.")
-    target = (folder / label).resolve()
-    if target.parent != folder.resolve() or label.startswith("."):
+    if "/" in label or "\\" in label or label.startswith("."):
         raise ApiError("invalid_label", f"{label[:80]!r} cannot be stored as a folder "
                        "name.")
     return label

@@ -122,8 +122,8 @@ def review_item(item_id: str):
         queue.discard(item_id)
         answer = {"id": item_id, "outcome": "discarded"}
     else:
-        label = feedback_store.check_label(request.form.get("label"), list(model_service().info["vocab"]),
-                            settings.feedback_dir)
+        label = feedback_store.check_label(request.form.get("label"),
+                                           list(model_service().info["vocab"]))
         correction = queue.label(item_id, label, client_id(settings))
         answer = {"id": item_id, "outcome": "labelled", "correction": correction}
     if _wants_page():

@@ -9,6 +9,7 @@ from limits import parse_many
 
 from classifier.engine_choice import PRECISIONS
 from classifier.loader import RUNTIMES
+from classifier.storage import check_location
 from classifier.versions import NAME as VERSION_NAME
 
 
@@ -63,6 +64,17 @@ def precision_name(name: str, raw) -> str:
 def path(_name: str, raw) -> Path:
     """Relative to the working directory, as a shell user means it."""
     return Path.cwd() / Path(raw)
+
+
+def store_location(name: str, raw) -> str:
+    """A local folder (made absolute, as `path` does) or an s3:// URL (classifier/storage.py);
+    any other scheme is refused rather than taken for a folder named "s3:"."""
+    value = str(raw).strip()
+    try:
+        check_location(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value if "://" in value else str(path(name, value))
 
 
 def text(_name: str, raw) -> str:

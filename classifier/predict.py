@@ -2,7 +2,8 @@
 
     python -m classifier.predict models/export.pkl ~/photos --out results.csv
 
-PATHs are image files or folders (searched recursively for .jpg, .png, ...). Each
+PATHs are image files or folders (searched recursively for .jpg, .png, ...), or
+s3://BUCKET/PREFIX (copied to a temporary folder first, named by their object). Each
 row: path, label, confidence, unsure (when the model's export.json has a threshold),
 version (the model's, as the server's answers name it), one probability per class, and error (why a file could not be read; such files never
 stop the run). The output is CSV, or JSON lines for a .jsonl name, written to stdout
@@ -21,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from classifier import storage
 from classifier.image_files import find_image_files
 from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_side, open_checked
 from classifier.loader import RUNTIMES
@@ -39,17 +41,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def find_images(paths: list[Path]) -> list[Path]:
-    """Files named directly (whatever their extension) and images found under folders."""
-    found = []
-    for path in paths:
+def find_images(paths: list[str]) -> tuple[list[Path], dict[str, str]]:
+    """Files named directly (whatever their extension) and images found under folders and
+    under s3:// prefixes (copied here first); and the name to show for each copied file."""
+    found, shown = [], {}
+    for given in paths:
+        try:
+            local = storage.Store(given).local
+            path = Path(given) if local else storage.local_copy(given)
+        except (ValueError, OSError) as exc:
+            raise UsageError(str(exc)) from None
         if path.is_dir():
-            found += find_image_files(path)
+            images = find_image_files(path)
+            found += images
+            if not local:
+                shown |= {str(p): f"{given.rstrip('/')}/{p.relative_to(path).as_posix()}"
+                          for p in images}
         elif path.exists():
             found.append(path)
         else:
             raise UsageError(f"{path} does not exist.")
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found)), shown
 
 
 class Progress:
@@ -146,8 +158,9 @@ def main(argv=None) -> int:
     parser = _Parser(prog="python -m classifier.predict",
                      description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="an exported learner (export.pkl)")
-    parser.add_argument("paths", type=Path, nargs="+", metavar="PATH",
-                        help="image files or folders (searched recursively)")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="image files or folders (searched recursively), or "
+                        "s3://BUCKET/PREFIX")
     parser.add_argument("--out", type=Path, help="results.csv or results.jsonl "
                         "(default: CSV on stdout)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
@@ -161,7 +174,7 @@ def main(argv=None) -> int:
         fmt = _output_format(args.out)
         if args.out is not None and args.out.is_dir():
             raise UsageError(f"--out {args.out} is a folder; name a file.")
-        files = find_images(args.paths)
+        files, shown = find_images(args.paths)
         if not files:
             raise UsageError(f"No images found in {', '.join(map(str, args.paths))}.")
         from classifier.loader import load_model
@@ -182,6 +195,7 @@ def main(argv=None) -> int:
 
     def tracked(rows):
         for row in rows:
+            row["path"] = shown.get(row["path"], row["path"])  # a bucket's object, not its copy
             if row["error"]:
                 failed.append(row)
             yield row

@@ -26,6 +26,7 @@ import typing
 import warnings
 from pathlib import Path
 
+from classifier import storage
 from training import OneLineParser, UsageError
 
 # Defaults. Each is a measured choice; docs/training.md says why, docs/decisions.md has the runs.
@@ -58,7 +59,8 @@ class TrainConfig:
     data_dir: str | None = option(None, "labelled images; omit for the digits demo",
                                   flag="DATA_DIR", path=True)
     extra: str | None = option(None, "more TRAINING images as DIR/<label>/<image> (the web app's "
-                               "FEEDBACK_DIR); never used for validation or test",
+                               "FEEDBACK_DIR, a folder or s3://BUCKET/PREFIX); never used for "
+                               "validation or test",
                                metavar="DIR", path=True)
     valid_pct: float = option(0.2, "fraction held out for validation (layout DATA_DIR/<label>/)")
     test_pct: float = option(0.1, "fraction of the training split the first version of a models "
@@ -168,8 +170,13 @@ def resolve(c: TrainConfig) -> TrainConfig:
         raise UsageError(f"--lr must be a positive learning rate such as 1e-3, not {c.lr:g}.")
     if c.early_stop < 0:
         raise UsageError(f"--early-stop must be 0 (off) or a number of epochs, not {c.early_stop}.")
-    if c.extra is not None and not Path(c.extra).is_dir():
-        raise UsageError(f"--extra {c.extra} is not a directory.")
+    if c.extra is not None:
+        try:
+            local = storage.Store(c.extra).local
+        except ValueError as exc:
+            raise UsageError(f"--extra: {exc}") from None
+        if local and not Path(c.extra).is_dir():
+            raise UsageError(f"--extra {c.extra} is not a directory.")
     return c
 
 
@@ -214,7 +221,11 @@ def run(argv, command: str, stop) -> int:
         from training.demo_data import write_digits
         data_dir = distributed.main_first(write_digits)
         say(f"demo: scikit-learn's handwritten digits in {data_dir}/ (pass DATA_DIR for your own images)")
-    ds = data.find_dataset(data_dir, config.valid_pct, config.seed, extra=config.extra)
+    try:  # a bucket's corrections (s3://...) are copied here for the run
+        extra = storage.local_copy(config.extra) if config.extra else None
+    except OSError as exc:
+        raise UsageError(f"--extra: {exc}") from None
+    ds = data.find_dataset(data_dir, config.valid_pct, config.seed, extra=extra)
     root = models_root(out)
     ds, frozen = test_set.apply(ds, root, test_set.read(root), config.test_pct, config.seed)
     split = f"random split {config.valid_pct:g} seed {config.seed}" if ds.layout == "folders" \
