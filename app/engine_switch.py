@@ -30,10 +30,11 @@ def measure_engines_later(model) -> threading.Thread | None:
 
 
 def _measure_and_switch(model, measurement) -> None:
-    # A greenlet under the served worker: waiting on the child process and the lock file is
-    # cooperative; opening the chosen engine runs in a real thread (it compiles the graph).
+    # A greenlet under the served worker, so the measurement itself runs in a real thread:
+    # the worker's subprocess module is not gevent's (app/worker.py), and waiting on the child
+    # in the greenlet would stop the event loop (the worker never answered /readyz).
     try:
-        choice = measurement.run_once_per_machine()
+        choice = off_event_loop(measurement.run_once_per_machine)
     except Exception as exc:  # never a request's problem: f32 keeps serving
         log.exception("engine measurement failed; %s keeps serving", DEFAULT_ENGINE)
         choice = measurement.chosen([], None)
