@@ -9,7 +9,7 @@ Other signals add a section with `MONITOR_SECTIONS.append(section)`, where
 `section(service, model) -> dict | None` (service: app.model_service.ModelService, model:
 the ServedModel shown) returns {"title": str, "rows": [(name, reference value or "",
 live value)], "charts": [Markup from app.svg_charts]} or None to show nothing. The
-shadow model's agreement with the live one belongs there.
+shadow model's agreement with the live one (`shadow_section`, below) is one.
 """
 from __future__ import annotations
 
@@ -19,11 +19,41 @@ from flask import Blueprint, render_template
 
 from app.field_signals import HISTORY_MINUTES
 from app.model_service import model_service
+from app.shadow import shadow_figures
 from app.svg_charts import line_chart, paired_bars
 from classifier.drift import CONFIDENCE_EDGES
 
 bp = Blueprint("monitor", __name__)
-MONITOR_SECTIONS: list = []  # extra sections (see the module doc)
+
+
+def shadow_section(service, model) -> dict | None:
+    """SHADOW_MODEL beside the version shown: its top-1 agreement with it and its own "not
+    sure" rate, overall and per class of its top-1 (all workers, since this server started);
+    beside the shadow's rate, the live model's over this worker's hours of history."""
+    if service.shadow is None:
+        return None
+    pairs = [p for p in shadow_figures(service.shadow)["pairs"] if p["live"] == model.version]
+    title = f"Shadow {service.shadow.version} beside {model.version}"
+    if not pairs:
+        return {"title": title, "rows": [("images shadowed", "", "none yet")], "charts": []}
+    figures = pairs[0]
+    minutes = service.signals.of(model).history.values()
+    live_unsure = _rate(sum(m.unsure for m in minutes), sum(m.answers for m in minutes))
+
+    def percent(rate):
+        return "" if rate is None else f"{rate:.1%}"
+
+    rows = [("images shadowed", "", f"{figures['images']} (dropped "
+             f"{figures['requests']['dropped']}, failed {figures['requests']['failed']})"),
+            ("top-1 agreement with the live model", "", percent(figures["agreement"])),
+            ("not sure (live model, shadow)", percent(live_unsure),
+             percent(figures["unsure_rate"]))]
+    rows += [(f"not sure when the shadow says {row['label']}", "", percent(row["unsure_rate"]))
+             for row in figures["per_class"]]
+    return {"title": title, "rows": rows, "charts": []}
+
+
+MONITOR_SECTIONS: list = [shadow_section]  # further sections (see the module doc)
 
 
 def _series(history: dict, now: float, value) -> list[float | None]:

@@ -167,3 +167,15 @@ def test_compare_prints_the_field_figures_beside_its_verdict(app_for, models, tm
     assert compare.main(["--models", str(models), "live", FIELD, "--field",
                          str(tmp_path / "missing")]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_monitor_shows_the_shadows_agreement_and_not_sure_rate(app_for, models):
+    client = shadowed_app(app_for, models, ROTATED).test_client()
+    post_images(client)
+    page = client.get("/monitor").get_data(as_text=True)
+    assert f"Shadow {ROTATED} beside {LIVE}" in page
+    row = page[page.index("top-1 agreement with the live model"):]
+    assert "0.0%" in row[:200]
+    assert "not sure when the shadow says" in page
+    plain = app_for(models / "export.pkl", INFERENCE_PRECISION="exact").test_client()
+    assert "Shadow " not in plain.get("/monitor").get_data(as_text=True)
