@@ -55,7 +55,8 @@ if _feedback_store and _feedback_store.local \
                      "their own (or leave PROMETHEUS_MULTIPROC_DIR unset).")
 
 # Settings that name a bucket (s3://): each worker prepares its clients for them.
-_uses_buckets = any(store and not store.local for store in (_feedback_store,))
+_models_store = Store(_settings.models_url) if _settings.models_url else None
+_uses_buckets = any(store and not store.local for store in (_feedback_store, _models_store))
 
 # A bucket that cannot be reached stops start-up: every correction would fail. A local
 # folder not yet writable (a new volume, docs/deploy.md) is logged and answered with 503s.
@@ -69,6 +70,18 @@ if _feedback_store:
         print(f"Warning: FEEDBACK_DIR {_feedback_store} is not writable "
               f"({_check.stderr.strip()}); POST /feedback answers 503 until it is.",
               file=sys.stderr)
+
+# MODELS_URL: serve the version its live.json names, copied into MODEL_PATH's folder first.
+# A bucket away at start-up serves the copy already here, if any (app/model_follow.py).
+if _models_store:
+    _pull = subprocess.run([sys.executable, "-m", "classifier.model_bucket", "pull",
+                            _models_store.url, str(_settings.model_path.parent)],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if _pull.returncode and not (_settings.model_path.parent / "live.json").is_file():
+        raise SystemExit(f"Error: MODELS_URL cannot be used: {_pull.stderr.strip()}")
+    if _pull.returncode:
+        print(f"Warning: MODELS_URL {_models_store}: {_pull.stderr.strip()}; serving the "
+              "version copied here before until it answers.", file=sys.stderr)
 
 
 def _raise_open_files_limit(needed: int) -> None:

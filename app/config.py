@@ -190,6 +190,14 @@ class Settings:
         "URL_FETCH_PORTS", (80, 443), ports, shown="`80,443`",
         doc="Comma-separated ports URL fetching may connect to; any other is refused "
         "(`url_not_allowed`) before DNS.")
+    models_url: str | None = setting(
+        "MODELS_URL", None, store_location,
+        "Model versions shared by several machines: `s3://BUCKET/PREFIX` holding the layout of "
+        "`models/` (`versions/<name>/`, `live.json`). At start-up and every "
+        "`MODEL_POLL_SECONDS` the server copies the version the bucket's `live.json` names into "
+        "MODEL_PATH's folder and serves it from there; a bucket that does not answer leaves the "
+        "current version serving ([several machines](deploy.md#several-machines-on-fly)). "
+        "Unset: MODEL_PATH's folder alone.")
     feedback_dir: str | None = setting(
         "FEEDBACK_DIR", None, store_location,
         "Where `POST /feedback` keeps corrected images (`<label>/<sha256>.jpg` and "

@@ -12,7 +12,9 @@ most one model more than usual while a swap is under way; a swap back to the ver
 preloaded (a rollback) takes that model again, shared, checked and warm. A version that fails to load or to
 check is refused: the old one keeps serving and the log, /model's `refused` and the metric
 classifier_model_versions_refused_total say so; it is tried again when the pointer moves again
-or on the next SIGHUP.
+or on the next SIGHUP. With MODELS_URL, each poll first brings MODEL_PATH's folder in line with
+the bucket's live.json (classifier/model_bucket.py: one small GET, and a new version's files
+when it names one); a bucket that does not answer is logged and the current version serves on.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from app.event_loop import off_event_loop
+from classifier.model_bucket import pull
 from classifier.model_files import ModelLoadError
 from classifier.versions import POINTER, VersionError, pointer_root, served_model_path
 
@@ -47,6 +50,7 @@ class PointerFollower:
         self.pointer = pointer_root(service.settings.model_path) / POINTER
         self._seen = self._pointer_state()
         self._wake = False
+        self._pull_failing = False
 
     def _pointer_state(self):
         try:
@@ -71,6 +75,7 @@ class PointerFollower:
                 time.sleep(WAKE_STEP)
                 waited += WAKE_STEP
             forced, self._wake = self._wake, False
+            self._pull()
             state = self._pointer_state()
             if forced or state != self._seen:
                 self._seen = state
@@ -78,6 +83,23 @@ class PointerFollower:
                     self.follow()
                 except Exception:  # the follower must outlive anything a version does
                     log.exception("following %s failed", self.pointer)
+
+    def _pull(self) -> None:
+        """MODELS_URL: copy the bucket's live version here; log once per outage if we cannot."""
+        url = self.service.settings.models_url
+        if not url:
+            return
+        try:
+            pull(url, self.pointer.parent)
+        except (OSError, VersionError) as exc:
+            if not self._pull_failing:
+                log.warning("pid %d: MODELS_URL %s: %s; the current version serves on",
+                            os.getpid(), url, exc)
+            self._pull_failing = True
+            return
+        if self._pull_failing:
+            log.info("pid %d: MODELS_URL %s answers again", os.getpid(), url)
+        self._pull_failing = False
 
     def follow(self) -> bool:
         """Switch to the version the pointer names if it is not the one served; True if so."""

@@ -12,7 +12,10 @@ with no live.json serves models/export.pkl as before (a notebook export dropped 
 layout of earlier releases), so nothing here is needed to serve one model.
 
 This module knows paths and the pointer only (no torch, no Flask): training writes versions,
-training.promote / training.rollback move the pointer, the server follows it.
+training.promote / training.rollback move the pointer, the server follows it. The same layout
+may live in a bucket, `s3://BUCKET/PREFIX` (MODELS_URL, classifier/model_bucket.py): there a
+version is complete once its export.json is there (pushed last), live.json is one PUT and
+each history line an object of its own (a bucket cannot append).
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ import os
 import re
 from pathlib import Path
 
-from classifier.model_files import sha256_file, write_json_atomic
+from classifier.model_files import sha256_file
+from classifier.storage import Store, scheme_of
 
 VERSIONS = "versions"
 POINTER = "live.json"
@@ -45,15 +49,28 @@ def version_name(made_at: dt.datetime, model_sha256: str) -> str:
     return f"{made_at.astimezone(dt.UTC):%Y%m%d-%H%M%S}-{model_sha256[:6]}"
 
 
-def version_dir(root: Path, name: str) -> Path:
+def check_name(name: str) -> str:
     if not NAME.match(name):
         raise VersionError(f"{name!r} is not a version name (like 20261205-091500-ab12cd).")
-    return root / VERSIONS / name
+    return name
 
 
-def list_versions(root: Path) -> list[str]:
+def version_dir(root: Path, name: str) -> Path:
+    return root / VERSIONS / check_name(name)
+
+
+def in_bucket(root: str | os.PathLike) -> bool:
+    return scheme_of(root) == "s3"
+
+
+def list_versions(root: Path | str) -> list[str]:
     """Every complete version under root/versions/, oldest first (a version is complete once
-    its export.pkl is there: training renames the whole folder into place last)."""
+    its export.pkl is there: training renames the whole folder into place last; in a bucket
+    once its export.json is: push uploads it last)."""
+    if in_bucket(root):
+        parts = (name.split("/") for name in Store(root).files(VERSIONS))
+        return sorted({p[1] for p in parts if len(p) == 3 and p[2] == "export.json"
+                       and NAME.match(p[1])})
     folder = root / VERSIONS
     if not folder.is_dir():
         return []
@@ -61,14 +78,24 @@ def list_versions(root: Path) -> list[str]:
                   if NAME.match(p.name) and (p / MODEL_FILE).is_file())
 
 
-def read_pointer(root: Path) -> dict | None:
+def read_pointer(root: Path | str) -> dict | None:
     """live.json as a dict, or None when this models/ folder has no versions in use."""
-    path = root / POINTER
+    path = f"{root}/{POINTER}"
     try:
-        pointer = json.loads(path.read_text())
+        raw = Store(root).read_bytes(POINTER) if in_bucket(root) \
+            else Path(root, POINTER).read_bytes()
+        return parse_pointer(raw, path)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise VersionError(f"{path} cannot be read ({type(exc).__name__}).") from None
+
+
+def parse_pointer(raw: bytes, path: str) -> dict:
+    """The pointer in live.json's bytes `raw`; VersionError naming `path` if it is not one."""
+    try:
+        pointer = json.loads(raw)
+    except ValueError as exc:
         raise VersionError(f"{path} cannot be read ({type(exc).__name__}).") from None
     if not isinstance(pointer, dict) or not NAME.match(str(pointer.get("version", ""))):
         raise VersionError(f"{path} does not name a version.")
@@ -132,19 +159,18 @@ def check_files(model_path: str | os.PathLike, *, unused: tuple[str, ...] = ()) 
                                f"{str(digest)[:12]}...): the file was replaced or corrupted.")
 
 
-def move_pointer(root: Path, version: str, action: str, **details) -> dict:
-    """Point live.json at `version` (atomically) and append the move to history.jsonl."""
+def move_pointer(root: Path | str, version: str, action: str, **details) -> dict:
+    """Point live.json at `version` (atomically: a renamed file, or one PUT in a bucket) and
+    append the move to history.jsonl."""
     if version not in list_versions(root):
-        raise VersionError(f"No complete version {version!r} under {root / VERSIONS}.")
+        raise VersionError(f"No complete version {version!r} under {root}/{VERSIONS}.")
     previous = live_version(root)
     at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     pointer = {"version": version, "previous": previous, "at": at}
-    write_json_atomic(root / POINTER, pointer)
+    store = Store(root)
+    store.write_bytes(POINTER, (json.dumps(pointer, indent=2) + "\n").encode())
     record = {"at": at, "action": action, "version": version, "previous": previous, **details}
-    with open(root / HISTORY, "a", encoding="utf-8") as log:
-        log.write(json.dumps(record, default=str) + "\n")
-        log.flush()
-        os.fsync(log.fileno())
+    store.append_line(HISTORY, (json.dumps(record, default=str) + "\n").encode())
     return pointer
 
 

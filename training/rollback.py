@@ -1,9 +1,10 @@
 """Return the pointer to the version that was live before the last move.
 
-    python -m training.rollback [--models models]
+    python -m training.rollback [--models models | --models s3://BUCKET/PREFIX]
 
 The move is appended to models/history.jsonl like a promote; a second rollback returns to
-where the first started. Exit codes: 0 moved, 2 nothing to return to or bad input.
+where the first started. Exit codes: 0 moved, 1 a bucket that does not answer, 2 nothing to
+return to or bad input.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def main(argv=None) -> int:
     except versions.VersionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a bucket that does not answer
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"live: {pointer['previous']} (was {pointer['version']})")
     return 0
 

@@ -1,6 +1,10 @@
 """List the model versions of a models folder: date, data, scores, and which one is live.
 
     python -m training.versions [--models models]
+    python -m training.versions --models models --push VERSION s3://BUCKET/PREFIX
+
+--push uploads a version (and the frozen test set) to the bucket that servers follow with
+MODELS_URL; `training.promote VERSION --models s3://...` then puts it live on all of them.
 
 The layout and the pointer are classifier/versions.py's; the versions are what
 `python -m training.train` writes. `training.compare`, `training.promote` and
@@ -8,6 +12,8 @@ The layout and the pointer are classifier/versions.py's; the versions are what
 """
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,10 +26,21 @@ DEFAULT_MODELS = "models"
 def models_parser(prog: str, doc: str) -> OneLineParser:
     """A parser with --models, shared by the versions commands."""
     parser = OneLineParser(prog=prog, description=doc.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, default=Path(DEFAULT_MODELS),
+    parser.add_argument("--models", type=models_location, default=Path(DEFAULT_MODELS),
                         help=f"the models folder (default {DEFAULT_MODELS}; the folder of "
-                        "MODEL_PATH)")
+                        "MODEL_PATH), or s3://BUCKET/PREFIX (MODELS_URL)")
     return parser
+
+
+def models_location(text: str) -> Path | str:
+    """--models: a folder (a Path) or a bucket's URL (kept as text: a Path would mangle it)."""
+    from classifier.storage import check_location
+
+    try:
+        check_location(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.rstrip("/") if versions.in_bucket(text) else Path(text)
 
 
 def resolve(root: Path, name: str) -> str:
@@ -34,11 +51,11 @@ def resolve(root: Path, name: str) -> str:
             if live is None:
                 raise UsageError(f"{root} has no live version (no {versions.POINTER}).")
             return live
-        versions.version_dir(root, name)  # refuses what is not a version name
+        versions.check_name(name)
     except versions.VersionError as exc:
         raise UsageError(str(exc)) from None
     if name not in versions.list_versions(root):
-        raise UsageError(f"No complete version {name!r} under {root / versions.VERSIONS} "
+        raise UsageError(f"No complete version {name!r} under {root}/{versions.VERSIONS} "
                          "(python -m training.versions lists them).")
     return name
 
@@ -63,10 +80,13 @@ def publish(root: Path, name: str, test: list[Path], out: Path) -> None:
 def describe(root: Path, name: str) -> dict:
     """One row of the listing, from the version's export.json."""
     from classifier.model_files import ModelLoadError, read_metadata
+    from classifier.storage import Store
 
     try:
-        meta = read_metadata(versions.version_dir(root, name) / versions.MODEL_FILE) or {}
-    except ModelLoadError:
+        meta = json.loads(Store(root).read_bytes(f"{versions.VERSIONS}/{name}/export.json")) \
+            if versions.in_bucket(root) else \
+            read_metadata(versions.version_dir(root, name) / versions.MODEL_FILE) or {}
+    except (ModelLoadError, ValueError):
         meta = {}
     metrics, images = meta.get("metrics", {}), meta.get("dataset", {}).get("images", {})
     score = {split: f"{metrics[split]['accuracy']:.4f}" if split in metrics else "-"
@@ -79,8 +99,31 @@ def describe(root: Path, name: str) -> dict:
             "onnx": "yes" if meta.get("onnx", {}).get("compiled") else "no"}
 
 
+def push(root: Path, name: str, url: str) -> int:
+    """--push: upload a version, or say why not (exit 2 bad input, 1 the bucket away)."""
+    from classifier.model_bucket import push as upload
+
+    try:
+        name = resolve(root, name)
+        sent = upload(root, name, models_location(url))
+    except (UsageError, versions.VersionError, argparse.ArgumentTypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"pushed {name} to {url} ({sent} files); python -m training.promote {name} "
+          f"--models {url} puts it live on every server that follows it")
+    return 0
+
+
 def main(argv=None) -> int:
-    args = models_parser("python -m training.versions", __doc__).parse_args(argv)
+    parser = models_parser("python -m training.versions", __doc__)
+    parser.add_argument("--push", nargs=2, metavar=("VERSION", "URL"),
+                        help="upload VERSION of --models to the bucket URL (s3://BUCKET/PREFIX)")
+    args = parser.parse_args(argv)
+    if args.push:
+        return push(args.models, *args.push)
     try:
         names = versions.list_versions(args.models)
         live = versions.live_version(args.models)
