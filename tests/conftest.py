@@ -4,6 +4,7 @@ Everything is made here, offline, in seconds: no weights or data are downloaded.
 """
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,20 @@ def playwright():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
         yield pw
+
+
+COLLECT_ABOVE_MB = 1500
+
+
+@pytest.fixture(autouse=True)
+def free_dropped_apps():
+    """An app that a test drops is freed only by the cycle collector (its model service and
+    its background threads refer to each other), which the few large allocations of a model
+    seldom trigger: a whole `make test` held every app it made (14 GB, and the machine ran out
+    of memory). Collect after a test once this process holds more than COLLECT_ABOVE_MB."""
+    yield
+    with open("/proc/self/status") as status:
+        rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+    if rss_kb > COLLECT_ABOVE_MB * 1024:
+        gc.collect()
+

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import OrderedDict
 
 import pytest
 from flask import Flask
@@ -37,11 +38,14 @@ def model_dir(notebook_export, tmp_path_factory):
     return folder
 
 
+KEPT_APPS = 4  # each app holds its models (150-250 MB): a session keeping all of them grew to 14 GB
+
+
 @pytest.fixture(scope="session")
 def app_for():
     """app_for(model_path, **config): create_app serving that model, config on top of a clean
-    slate: the shell's env vars never leak in."""
-    cache = {}
+    slate: the shell's env vars never leak in. The last KEPT_APPS apps are reused."""
+    cache: OrderedDict = OrderedDict()
 
     def make(model_path, **config):
         settings = {name: "" for name in ENV_NAMES}
@@ -53,6 +57,9 @@ def app_for():
         key = tuple(sorted((k, str(v)) for k, v in settings.items()))
         if key not in cache:
             cache[key] = create_app(settings)
+            while len(cache) > KEPT_APPS:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
         return cache[key]
 
     return make
