@@ -49,14 +49,22 @@ class QueueFolder:
     def __init__(self, folder: Path):
         self.folder = folder
 
+    def _entries(self) -> list[os.DirEntry]:
+        """The folder's entries; none before the first item made it (a GET of the queue
+        answered 500 there)."""
+        try:
+            with os.scandir(self.folder) as entries:
+                return list(entries)
+        except FileNotFoundError:
+            return []
+
     def usage(self) -> tuple[int, int]:
         """(bytes, items) in the folder."""
         total, items = 0, 0
-        with os.scandir(self.folder) as entries:
-            for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-                    items += entry.name.endswith(feedback_store.SUFFIX)
+        for entry in self._entries():
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+                items += entry.name.endswith(feedback_store.SUFFIX)
         return total, items
 
     def add(self, item_id: str, jpeg: bytes, record: bytes) -> bool:
@@ -74,12 +82,10 @@ class QueueFolder:
     def oldest(self, count: int, skip: frozenset = frozenset()) -> list[str]:
         """The ids of up to `count` items, oldest first, leaving out `skip`."""
         found = []
-        with os.scandir(self.folder) as entries:
-            for entry in entries:
-                item_id = entry.name.removesuffix(".json")
-                if entry.name.endswith(".json") and ITEM_ID.fullmatch(item_id) \
-                        and item_id not in skip:
-                    found.append((entry.stat(follow_symlinks=False).st_mtime_ns, item_id))
+        for entry in self._entries():
+            item_id = entry.name.removesuffix(".json")
+            if entry.name.endswith(".json") and ITEM_ID.fullmatch(item_id) and item_id not in skip:
+                found.append((entry.stat(follow_symlinks=False).st_mtime_ns, item_id))
         return [item_id for _, item_id in sorted(found)[:count]]
 
     def record(self, item_id: str) -> dict | None:

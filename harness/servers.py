@@ -13,6 +13,7 @@ time: start-up waits at most `ready_timeout` seconds, stopping at most
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -114,11 +115,27 @@ class GunicornServer:
                 raise ServerExited(f"gunicorn exited with {self.proc.returncode} before "
                                    f"/readyz:\n{self.log_tail()}")
             if _get(self.url + "/readyz") == 200:
+                self._wait_explanations(deadline)
                 return
             time.sleep(0.25)
         tail = self.log_tail()
         self.kill()
         raise TimeoutError(f"/readyz not 200 within {timeout or self.ready_timeout}s:\n{tail}")
+
+    def _wait_explanations(self, deadline: float, settled: int = 6) -> None:
+        """Until no worker says its PyTorch model for explanations is still "loading" (each
+        loads it behind the served graph: app/explainer.py), so that tests see the server's
+        steady state (its memory, ?explain=1) as before; /readyz answers per worker, so
+        `settled` answers in a row must agree."""
+        in_a_row = 0
+        while in_a_row < settled and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
+                    loading = json.loads(resp.read()).get("explanations") == "loading"
+            except (OSError, ValueError):
+                loading = True
+            in_a_row = 0 if loading else in_a_row + 1
+            time.sleep(0.1 if not loading else 0.25)
 
     def wait_exit(self, timeout: float) -> int | None:
         """Wait for the master to exit by itself; its exit code, or None on timeout."""

@@ -147,8 +147,8 @@ def servers(doc_model, tmp_path_factory):
         if name not in started:
             folder = tmp_path_factory.mktemp(f"doc-server-{name}")
             env = {"WEB_CONCURRENCY": "1", "THREADS": "2", "FEEDBACK_DIR": str(folder / "fb")}
-            if name == "keyed":
-                env["API_KEY"] = API_KEY
+            if name == "keyed":  # the review queue needs the key (docs/serving.md)
+                env.update(API_KEY=API_KEY, REVIEW_DIR=str(folder / "review"))
             started[name] = GunicornServer(doc_model, env=env,
                                            log_path=folder / "gunicorn.log").start()
         return started[name]

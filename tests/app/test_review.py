@@ -183,3 +183,12 @@ def test_plain_forms_redirect_to_the_next_image(review_app):
                     headers={"Accept": "text/html"})
     assert r.status_code == 303 and r.headers["Location"].endswith("/review")
     assert b"Nothing to review now" in client.get("/review").data
+
+
+def test_an_empty_queue_before_its_first_item_is_an_empty_list(review_app):
+    """REVIEW_DIR is made by the first queued image; asking before that answered 500."""
+    app = review_app()
+    assert not app.review_dir.exists()
+    for page in ("/review/items.json", "/review"):
+        assert app.test_client().get(page, headers=AUTH).status_code == 200
+    assert app.test_client().get("/review/items.json", headers=AUTH).get_json()["items"] == []
