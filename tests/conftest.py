@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.images import make_image_folder
@@ -79,8 +80,6 @@ def free_dropped_apps():
     seldom trigger: a whole `make test` held every app it made (14 GB, and the machine ran out
     of memory). Collect after a test once this process holds more than COLLECT_ABOVE_MB."""
     yield
-    with open("/proc/self/status") as status:
-        rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
-    if rss_kb > COLLECT_ABOVE_MB * 1024:
+    if psutil.Process().memory_info().rss > COLLECT_ABOVE_MB * 2**20:
         gc.collect()
 
