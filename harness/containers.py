@@ -37,6 +37,28 @@ def find_engine() -> tuple[str | None, str]:
     return None, "no docker daemon, and buildah is not installed and cannot be (needs root and apt)"
 
 
+# A first build of both targets (no layer cache), measured with buildah: the CUDA torch venv
+# is 6.7 GB, and committing it holds the working container, the layer's blob in /var/tmp
+# and the new layer at once (docs/deploy.md#building-it-docker-or-buildah).
+FIRST_BUILD_GB = 25  # 22.9 GB measured, and room for the test session's own files
+
+
+def free_build_space(engine: str) -> tuple[float, str] | None:
+    """(GB free, where) on the fuller of the disks a buildah build writes to (its storage and
+    the temporary directory of its blobs); None for docker, whose daemon's disk is its own."""
+    if engine != "buildah":
+        return None
+    info = json.loads(subprocess.run(["buildah", "info"], capture_output=True, text=True,
+                                     check=True, timeout=60).stdout)
+    places = [Path(info["store"]["GraphRoot"]), Path(os.environ.get("TMPDIR", "/var/tmp"))]
+    free = []
+    for place in places:
+        while not place.exists():
+            place = place.parent
+        free.append((shutil.disk_usage(place).free / 1e9, str(place)))
+    return min(free)
+
+
 def build_context(dest: Path, models_dir: Path) -> Path:
     """The repository as a build context, with `models_dir` as its models/."""
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_COPIED), symlinks=True)

@@ -71,6 +71,8 @@ def playwright():
 
 
 COLLECT_ABOVE_MB = 1500
+COLLECT_AFTER_GROWTH_MB = 300  # about one dropped app
+_rss_after_collect = [0]
 
 
 @pytest.fixture(autouse=True)
@@ -78,8 +80,11 @@ def free_dropped_apps():
     """An app that a test drops is freed only by the cycle collector (its model service and
     its background threads refer to each other), which the few large allocations of a model
     seldom trigger: a whole `make test` held every app it made (14 GB, and the machine ran out
-    of memory). Collect after a test once this process holds more than COLLECT_ABOVE_MB."""
+    of memory). Collect after a test once this process holds more than COLLECT_ABOVE_MB and
+    has grown by COLLECT_AFTER_GROWTH_MB since the last collection: a collection walks the
+    whole torch/fastai heap (0.35 s), and after every test it was half of `make test-fast`."""
     yield
-    if psutil.Process().memory_info().rss > COLLECT_ABOVE_MB * 2**20:
+    rss = psutil.Process().memory_info().rss
+    if rss > COLLECT_ABOVE_MB * 2**20 and rss - _rss_after_collect[0] > COLLECT_AFTER_GROWTH_MB * 2**20:
         gc.collect()
-
+        _rss_after_collect[0] = psutil.Process().memory_info().rss

@@ -120,6 +120,18 @@ def test_fly_env_serves_on_a_machine_of_that_size(image_dir, tmp_path, cpus, mem
         assert replies == [200] * 32
         assert oom_kills(group) == 0
     finally:
-        server.terminate()
-        server.communicate(timeout=60)
+        stop_and_show(server)
         remove(group)
+
+
+def stop_and_show(server: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM, as fly sends at a stop; a server still up `grace` s later is killed and
+    the test fails with its log (a hang at shutdown, or what went wrong before it)."""
+    server.terminate()
+    try:
+        server.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        output, _ = server.communicate()
+        pytest.fail(f"gunicorn did not stop within {grace:.0f} s of SIGTERM; its log ends:\n"
+                    f"{output[-4000:]}")
