@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import platform
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +67,7 @@ def openvino_opener(precision: str) -> Callable[[bytes | str, int], Forward]:
     threads, latency first (one request at a time, as the predictors' run lock serves)."""
 
     def open_graph(graph: bytes | str, threads: int) -> Forward:
-        import openvino as ov
-
-        core = ov.Core()
+        core = import_openvino().Core()
         model = core.read_model(graph if isinstance(graph, bytes) else str(Path(graph)))
         compiled = core.compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
@@ -96,9 +95,22 @@ ENGINES = {engine.name: engine for engine in (
 
 def openvino_capabilities() -> tuple[str, ...]:
     """What OpenVINO's CPU plugin says this CPU computes in (e.g. FP32, BF16, INT8)."""
-    import openvino as ov
+    return tuple(import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
-    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+def import_openvino():
+    """The openvino module, imported without its usage telemetry.
+
+    `import openvino` sends an "import" event to Google Analytics unless the user opted out,
+    from a multiprocessing.Process: a fork of the importing process. In a gunicorn worker
+    that fork is a copy of the worker, holding its listening socket and log pipe until the
+    send gives up (a stopped server's port stayed taken, and a test waiting for its log hung);
+    and a server has no business phoning home. Where openvino_telemetry cannot be imported,
+    OpenVINO uses its own no-op stub (openvino/tools/ovc/telemetry_utils.py)."""
+    sys.modules.setdefault("openvino_telemetry", None)  # None: `import` raises ImportError
+    import openvino
+
+    return openvino
 
 
 def cpu_facts() -> dict:

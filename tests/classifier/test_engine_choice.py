@@ -3,6 +3,9 @@ outside it; measurements cached per graph and machine; an engine that cannot loa
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from classifier.engine_cache import choose_engine
 from classifier.engine_choice import Reference, softmax
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine
 from classifier.onnx_compile import export_graph
+from harness import ROOT
 
 ONNXRUNTIME = ENGINES[DEFAULT_ENGINE]
 
@@ -139,3 +143,30 @@ def test_every_engine_here_is_measured_in_a_child_process(graph_and_reference, t
     for row in rows.values():
         assert "ms" in row or row.get("skipped") or row.get("error")
     assert rows[choice["engine"]]["precision"] == "f32"
+
+
+def test_opening_openvino_forks_nothing_and_sends_nothing(graph_and_reference, tmp_path):
+    """`import openvino` alone forks the process to send a usage event to Google Analytics
+    (unless CI=true or the user opted out); in a gunicorn worker that fork held the port and
+    the log pipe after the server stopped. A fresh interpreter, CI unset, a HOME with no
+    opt-out file: opening an OpenVINO engine forks nothing and loads no telemetry."""
+    pytest.importorskip("openvino")
+    graph, reference = graph_and_reference
+    (tmp_path / "graph.onnx").write_bytes(graph)
+    script = f"""
+import os, sys
+forks = []
+real_fork = os.fork
+os.fork = lambda: forks.append(1) or real_fork()
+import numpy as np
+from classifier.engines import ENGINES
+forward = ENGINES["openvino-f32"].open({str(tmp_path / "graph.onnx")!r}, 1)
+forward(np.zeros((1, 3, 16, 16), np.float32))
+print(len(forks), sys.modules.get("openvino_telemetry"))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "None"], done.stdout + done.stderr[-2000:]
