@@ -101,6 +101,18 @@ def ours_env(args, spec: str | None) -> dict:
     return {k: str(v) for k, v in env.items() if v is not None}
 
 
+def engine_chosen(url: str, timeout: float = 300) -> str:
+    """The engine a server settled on: a first start measures the engines in the background
+    (app/engine_switch.py) and serves f32 meanwhile, which is not what the benchmark is of.
+    Waits until 10 answers in a row (from either worker) are past the measurement."""
+    deadline, settled = time.monotonic() + timeout, 0
+    while settled < 10 and time.monotonic() < deadline:
+        engine = requests.get(f"{url}/model", timeout=10).json()["engine"]
+        settled = 0 if engine.get("measured") == "measuring" else settled + 1
+        time.sleep(0.2)
+    return f"engine {engine['engine']} ({engine.get('reason', '')})"
+
+
 def run(args) -> list[dict]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +124,7 @@ def run(args) -> list[dict]:
             name = f"ours {spec}" if spec else "ours"
             servers[name] = GunicornServer(model, env=ours_env(args, spec))
             servers[name].start()
+            print(f"{name}: {engine_chosen(servers[name].url)}", flush=True)
         if not args.skip_tutorial:
             servers["tutorial"] = TutorialServer(model)
             servers["tutorial"].wait_ready(images[args.inputs[0]][0]
