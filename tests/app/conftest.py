@@ -1,6 +1,7 @@
 """Fixtures for the serving tests: a served model directory, apps built from it, clients."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import OrderedDict
@@ -15,6 +16,30 @@ from harness.servers import UNLIMITED_RATES
 from tests.app.openapi_check import CheckedClient
 
 EXAMPLE_COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def each_network_exported_once():
+    """Serving a notebook export exports its network to ONNX at load (0.35 s); the app tests
+    make about 100 apps of a few models, which was a quarter of `make test-fast`. The session
+    exports each network once, keyed by its class, input size and weights: the same export's
+    bytes. A network that fails to export is not kept (its error comes each time)."""
+    from classifier import onnx_compile
+
+    export, graphs = onnx_compile.export_graph, {}
+
+    def export_once(model, image_size):
+        weights = hashlib.sha256()
+        for tensor in model.state_dict().values():
+            weights.update(tensor.detach().cpu().numpy().tobytes())
+        key = (type(model).__qualname__, tuple(image_size), weights.hexdigest())
+        if key not in graphs:
+            graphs[key] = export(model, image_size)
+        return graphs[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_compile, "export_graph", export_once)
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
