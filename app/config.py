@@ -222,7 +222,8 @@ class Settings:
         "REVIEW_DIR", None, path,
         "Where the server keeps images for people to label on `/review`: those it was not "
         "sure of and a `REVIEW_SAMPLE` of the others, at the model's input size without "
-        "metadata (`<sha256>.jpg` and `.json`); unset: off. Needs `FEEDBACK_DIR` (where "
+        "metadata (`<sha256>.jpg` and `.json`); unset: off. A local folder (a volume), not "
+        "a bucket: an item is claimed by renaming its file. Needs `FEEDBACK_DIR` (where "
         "labelled ones go) and `API_KEY` (the page shows users' photos) "
         "([review queue](#a-review-queue-review_dir)).")
     review_sample: float = setting(

@@ -61,8 +61,13 @@ def precision_name(name: str, raw) -> str:
     return value
 
 
-def path(_name: str, raw) -> Path:
-    """Relative to the working directory, as a shell user means it."""
+def path(name: str, raw) -> Path:
+    """Relative to the working directory, as a shell user means it. A URL is refused rather
+    than taken for a folder named "s3:": only MODELS_URL and FEEDBACK_DIR take a bucket (the
+    review queue claims an item by renaming its file, which a bucket cannot do atomically)."""
+    if "://" in str(raw):
+        raise ConfigError(f"{name} must be a local path, not a URL ({raw}): a bucket goes in "
+                          "MODELS_URL (model versions) or FEEDBACK_DIR (corrections).")
     return Path.cwd() / Path(raw)
 
 

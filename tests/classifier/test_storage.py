@@ -29,6 +29,14 @@ def test_unknown_or_broken_locations_are_refused(location):
         load_settings({"FEEDBACK_DIR": location})
 
 
+@pytest.mark.parametrize("name", ["MODEL_PATH", "REVIEW_DIR"])
+def test_a_bucket_where_only_a_local_path_works_is_refused(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a folder named "s3:" used to appear
+    with pytest.raises(ConfigError, match=f"{name} must be a local path.*MODELS_URL"):
+        load_settings({name: "s3://bucket/x"})
+    assert not (tmp_path / "s3:").exists()
+
+
 def test_a_bucket_url_stays_a_url_and_a_path_becomes_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_settings({"FEEDBACK_DIR": "s3://bucket/fb"}).feedback_dir == "s3://bucket/fb"
