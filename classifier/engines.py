@@ -113,8 +113,13 @@ def import_openvino():
     return openvino
 
 
+# The CPU's vector and matrix units that change which engine is fastest, and how fast.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
 def cpu_facts() -> dict:
-    """The CPU's model name and the flags that change which engine is fastest, for the cache key."""
+    """The CPU's model name and which SPEED_FLAGS it has (the engine cache's key, and the
+    line every benchmark prints beside its figures: harness/machine.py)."""
     model, flags = platform.processor(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -126,8 +131,7 @@ def cpu_facts() -> dict:
                 break
     except OSError:
         pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
-    return {"model": model, "flags": [flag for flag in wanted if flag in flags]}
+    return {"model": model, "flags": [flag for flag in SPEED_FLAGS if flag in flags]}
 
 
 def package_versions() -> dict[str, str | None]:

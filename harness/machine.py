@@ -4,10 +4,8 @@ figure from a busy or different machine means something else."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-# Vector and matrix units that torch and onnxruntime pick kernels by.
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+from classifier.engines import SPEED_FLAGS, cpu_facts
 
 
 def load_average() -> str:
@@ -16,20 +14,10 @@ def load_average() -> str:
 
 
 def cpu() -> str:
-    """CPU model, usable CPUs and which of SPEED_FLAGS it has, from /proc/cpuinfo."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown CPU":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    has = " ".join(flag for flag in SPEED_FLAGS if flag in flags) or "none of " + "/".join(
-        SPEED_FLAGS)
-    return f"{model}, {len(os.sched_getaffinity(0))} CPUs, flags: {has}"
+    """CPU model, usable CPUs and which of the SPEED_FLAGS it has (as the engine cache reads them)."""
+    facts = cpu_facts()
+    has = " ".join(facts["flags"]) or "none of " + "/".join(SPEED_FLAGS)
+    return f"{facts['model']}, {len(os.sched_getaffinity(0))} CPUs, flags: {has}"
 
 
 def machine_line() -> str:
