@@ -53,7 +53,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
 ENV MPLCONFIGDIR=/opt/matplotlib
-# Two steps, torch first: committing a step holds its files about four times over (the
+# Two steps, torch first: committing a step holds its files several times over (the
 # working container, the layer's blob, the new layer), so two smaller steps lower a first
 # build's peak disk use (with the CUDA wheels: 27.6 GB in one step, measured in docs/deploy.md).
 RUN --mount=type=cache,target=/root/.cache/pip \

@@ -44,7 +44,7 @@ FIRST_BUILD_GB = 25  # 22.9 GB measured, and room for the test session's own fil
 
 
 def free_build_space(engine: str) -> tuple[float, str] | None:
-    """(GB free, where) on the fuller of the disks a buildah build writes to (its storage and
+    """(GB free, where) on whichever disk a buildah build writes to has less free (its storage or
     the temporary directory of its blobs); None for docker, whose daemon's disk is its own."""
     if engine != "buildah":
         return None
