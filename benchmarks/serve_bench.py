@@ -107,10 +107,10 @@ def engine_chosen(url: str, timeout: float = 300) -> str:
     Waits until 10 answers in a row (from either worker) are past the measurement."""
     deadline, settled = time.monotonic() + timeout, 0
     while settled < 10 and time.monotonic() < deadline:
-        engine = requests.get(f"{url}/model", timeout=10).json()["engine"]
+        engine = requests.get(f"{url}/model", timeout=10).json().get("engine") or {}
         settled = 0 if engine.get("measured") == "measuring" else settled + 1
         time.sleep(0.2)
-    return f"engine {engine['engine']} ({engine.get('reason', '')})"
+    return f"engine {engine.get('engine', 'none chosen (see /model runtime)')} ({engine.get('reason', '')})"
 
 
 def run(args) -> list[dict]:

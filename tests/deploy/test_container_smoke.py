@@ -132,6 +132,9 @@ def stop_and_show(server: subprocess.Popen, grace: float = 60) -> None:
         server.communicate(timeout=grace)
     except subprocess.TimeoutExpired:
         server.kill()
-        output, _ = server.communicate()
+        try:
+            output = server.communicate(timeout=10)[0][-4000:]
+        except subprocess.TimeoutExpired:  # a process the server started holds its log pipe
+            output = "(its log pipe is still held by a process that outlived it)"
         pytest.fail(f"gunicorn did not stop within {grace:.0f} s of SIGTERM; its log ends:\n"
-                    f"{output[-4000:]}")
+                    f"{output}")
