@@ -11,7 +11,9 @@ download) at --size, bs 32, lr 1e-3, no augmentation, on the same random split
 - tutorial: the seed notebook's DataBlock (get_image_files, parent_label, Resize(size)),
   fastai's own decode (PILImage.create, every epoch), vision_learner, fit_one_cycle;
 - ours: training/data.py's dataloaders (a reduced decode, cached at training size on the
-  first epoch) and training/model.py's learner, fit as training/fit.py's phases do.
+  first epoch) and training/model.py's learner (BatchNorm statistics measured before each
+  validation; bf16 autocast where the CPU has it), fit as training/fit.py's phases do;
+  ours-fp32: the same in fp32.
 
 Per epoch it prints the time so far and the validation accuracy, then the time each recipe
 took to reach the tutorial's final accuracy less 2 points. The CPU, its flags and the load
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from harness.bench_assets import write_labelled_photos
 from harness.machine import machine_line
+from training import precision
 
 TOLERANCE = 0.02  # "the same accuracy": within 2 points
 EASY_COLOURS = ((230, 40, 30), (30, 60, 230))
@@ -78,9 +81,10 @@ def tutorial(files: list[Path], args, workdir: Path):
     return clock.epochs, {str(p) for p in dls.valid.items}
 
 
-def ours(files: list[Path], args, workdir: Path):
+def ours(files: list[Path], args, workdir: Path, mode: str = "auto"):
     """training/data.py and training/model.py as training.train uses them (phases from scratch:
-    one fit_one_cycle, pinned by tests/training/test_fit.py)."""
+    one fit_one_cycle, pinned by tests/training/test_fit.py), in bf16 autocast where the CPU
+    has it (training/precision.py) unless `mode` is fp32."""
     from fastai.torch_core import set_seed
 
     from training import data
@@ -90,7 +94,7 @@ def ours(files: list[Path], args, workdir: Path):
     clock = epoch_clock()
     config = resolve(TrainConfig(data_dir=str(args.data), pretrained=False, augment=False,
                                  epochs=args.epochs, size=args.size, bs=args.bs, lr=args.lr,
-                                 seed=args.seed))
+                                 seed=args.seed, precision=mode))
     train, valid = data.random_split(files, 0.2, args.seed)
     ds = data.Dataset(root=args.data, layout="folders", vocab=sorted({p.parent.name for p in files}),
                       train=train, valid=valid)
@@ -99,6 +103,10 @@ def ours(files: list[Path], args, workdir: Path):
     learn = quiet(build_learner(dls, config, resolve_arch(config.arch, False, None), workdir))
     learn.fit_one_cycle(args.epochs, args.lr, cbs=[clock])
     return clock.epochs, {str(p) for p in valid}
+
+
+RECIPES = {"tutorial": tutorial, "ours": ours,
+           "ours-fp32": lambda files, args, workdir: ours(files, args, workdir, "fp32")}
 
 
 def time_to(epochs: list[tuple[float, float]], target: float) -> float | None:
@@ -118,7 +126,8 @@ def main(argv=None) -> int:
                    "a folder in /tmp named by --photos and --photo-size)")
     p.add_argument("--easy", action="store_true", help="each class's shape in one colour "
                    "(red disc, blue box): a set any working recipe separates")
-    p.add_argument("--recipes", nargs="+", default=["tutorial", "ours"], choices=["tutorial", "ours"])
+    p.add_argument("--recipes", nargs="+", default=["tutorial", "ours"], choices=list(RECIPES),
+                   help="ours-fp32: ours without bf16 autocast (its accuracy and speed)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
@@ -130,11 +139,12 @@ def main(argv=None) -> int:
     files = list(get_image_files(args.data))
     print(f"before: {machine_line()}")
     print(f"{len(files)} photos {args.photo_size[0]}x{args.photo_size[1]} in {args.data}; "
-          f"resnet18 from scratch, {args.size}px, bs {args.bs}, lr {args.lr:g}, {args.epochs} epochs")
+          f"resnet18 from scratch, {args.size}px, bs {args.bs}, lr {args.lr:g}, {args.epochs} epochs; "
+          f"ours in {precision.choose('auto')}")
     results, valid_sets = {}, []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.recipes:
-            epochs, valid = {"tutorial": tutorial, "ours": ours}[name](files, args, Path(workdir))
+            epochs, valid = RECIPES[name](files, args, Path(workdir))
             results[name] = epochs
             valid_sets.append(valid)
             for i, (seconds, acc) in enumerate(epochs, 1):
@@ -148,6 +158,11 @@ def main(argv=None) -> int:
                   + (f"{seconds:.1f} s" if seconds is not None else "-- (not reached)"))
         if reached.get("ours") and reached["tutorial"]:
             print(f"  speed-up to the same accuracy: {reached['tutorial'] / reached['ours']:.2f}x")
+        if "ours" in results:
+            print(f"  all {args.epochs} epochs: tutorial {results['tutorial'][-1][0]:.1f} s, ours "
+                  f"{results['ours'][-1][0]:.1f} s ({results['tutorial'][-1][0] / results['ours'][-1][0]:.2f}x); "
+                  f"best validation accuracy: tutorial {max(a for _, a in results['tutorial']):.3f}, "
+                  f"ours {max(a for _, a in results['ours']):.3f}")
     print(f"after: {machine_line()}")
     return 0
 

@@ -63,6 +63,17 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+def average(tensors: list) -> None:
+    """Each tensor replaced, in place, by its mean over the ranks (BatchNorm statistics that
+    each rank measured on its own share of the training images)."""
+    import torch.distributed as dist
+    if world_size() == 1 or not dist.is_initialized():
+        return
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= world_size()
+
+
 def _collective_device() -> str:
     """Where a tensor sent between ranks must live: NCCL sends CUDA tensors, gloo CPU ones."""
     import torch.distributed as dist

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from training import UsageError
+from training.batchnorm import precise_batchnorm
+from training.precision import bf16_autocast
 
 
 def resolve_arch(name: str, pretrained: bool, weights: str | None):
@@ -64,7 +66,10 @@ def load_body_weights(learn, arch, file: Path) -> None:
 
 
 def build_learner(dls, config, arch, workdir: Path):
-    """fastai's vision_learner for a TrainConfig; `workdir` takes lr_find's scratch files."""
+    """fastai's vision_learner for a TrainConfig; `workdir` takes lr_find's scratch files.
+    Its BatchNorm statistics are measured on the training images before each validation
+    (training/batchnorm.py); with config.precision "bf16" it fits (and finds its rate) in bf16
+    autocast. export.portable takes both callbacks off again."""
     from fastai.metrics import accuracy
     from fastai.vision.augment import Normalize
     from fastai.vision.core import imagenet_stats
@@ -86,4 +91,7 @@ def build_learner(dls, config, arch, workdir: Path):
         load_body_weights(learn, arch, Path(config.weights))
         learn.pretrained = True
         learn.freeze()
+    learn.add_cb(precise_batchnorm(autocast_bf16=config.precision == "bf16"))
+    if config.precision == "bf16":
+        learn.add_cb(bf16_autocast())
     return learn

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 from classifier import storage
-from training import OneLineParser, UsageError
+from training import OneLineParser, UsageError, precision
 
 # Defaults. Each is a measured choice; docs/training.md says why, docs/decisions.md has the runs.
 DEFAULT_OUT = "models/export.pkl"
@@ -83,6 +83,10 @@ class TrainConfig:
                               f"suggestion, kept within {LR_FLOOR:g}..{LR_CEILING:g})")
     augment: bool | None = option(None, "RandomResizedCrop + aug_transforms (default: yes; no "
                                   "for the demo)")
+    precision: str = option("auto", "bf16 autocast for the fit, or fp32; auto: bf16 where the "
+                            "CPU has AVX-512 BF16 or AMX, or the GPU has bf16 (about 1.9x "
+                            "faster on such a CPU at 224 px), else fp32. The model is "
+                            "exported in fp32")
     early_stop: int = option(0, "stop when valid_loss has not improved for N epochs and keep the "
                              "best epoch's weights; 0 is off", metavar="N")
 
@@ -170,6 +174,10 @@ def resolve(c: TrainConfig) -> TrainConfig:
         raise UsageError(f"--lr must be a positive learning rate such as 1e-3, not {c.lr:g}.")
     if c.early_stop < 0:
         raise UsageError(f"--early-stop must be 0 (off) or a number of epochs, not {c.early_stop}.")
+    if c.precision not in precision.CHOICES:
+        raise UsageError(f"--precision must be one of {', '.join(precision.CHOICES)}, not "
+                         f"{c.precision!r}.")
+    c = dataclasses.replace(c, precision=precision.choose(c.precision))
     if c.extra is not None:
         try:
             local = storage.Store(c.extra).local
@@ -264,7 +272,8 @@ def run(argv, command: str, stop) -> int:
         how = "fine_tune from " + ("ImageNet" if config.weights is None else config.weights) \
             if config.fine_tune else "from scratch (one-cycle)"
         say(f"model: {config.arch} {how}, {config.size}px, bs {config.bs}, "
-            f"{'with' if config.augment else 'no'} augmentation, {config.epochs} epochs"
+            f"{'with' if config.augment else 'no'} augmentation, {config.epochs} epochs, "
+            f"{'bf16 autocast' if config.precision == 'bf16' else 'fp32'}"
             + (f", {processes} processes of bs {config.bs // processes}" if processes > 1 else ""))
 
         # -- learning rate -----------------------------------------------------------

@@ -46,6 +46,7 @@ def one_line_error(capsys, argv) -> str:
     (["{data}", "--bs", "-3"], "--bs must be at least 1"),
     (["{data}", "--lr", "-1"], "--lr must be a positive"),
     (["{data}", "--early-stop", "-1"], "--early-stop must be 0"),
+    (["{data}", "--precision", "fp16"], "--precision must be one of auto, bf16, fp32"),
     (["{data}", "--arch", "resnet9000"], "Unknown --arch 'resnet9000'"),
     (["{data}", "--weights", "{missing}"], "--weights file"),
     (["{data}", "--weights", "{file}", "--no-pretrained"], "drop --no-pretrained"),

@@ -18,7 +18,7 @@ from classifier.model_files import load_learner_checked
 from classifier.versions import served_model_path
 from tests.conftest import ROOT, make_image_folder
 from tests.training.helpers import FAST
-from training import evaluate, train
+from training import evaluate, precision, train
 from training.data import find_dataset
 
 
@@ -67,6 +67,7 @@ def test_with_no_flags_the_product_gets_the_documented_defaults(tmp_path):
         "--lr": "lr_find's suggestion",
         "--augment": f"{'augment' if photos.augment else 'no augmentation'} "
                      f"(demo: {'yes' if demo.augment else 'no'})",
+        "--precision": "auto" if photos.precision == precision.choose("auto") else photos.precision,
         "--early-stop": f"{photos.early_stop} (off)" if not photos.early_stop else str(photos.early_stop),
         "--resume": unset,
         "--out": str(out),
