@@ -26,6 +26,15 @@ def choose(requested: str) -> str:
     return "bf16" if set(BF16_CPU_FLAGS) & set(cpu_facts()["flags"]) else "fp32"
 
 
+def describe(chosen: str) -> str:
+    """The run's precision for its first line; a bf16 asked for where `auto` would not choose it
+    is said to be emulated (a resnet18 step is then slower than in fp32, not faster)."""
+    if chosen != "bf16":
+        return "fp32"
+    return "bf16 autocast" + ("" if choose("auto") == "bf16" else
+                              " (this machine has no bf16 units: emulated, slower than fp32)")
+
+
 def bf16_autocast():
     """A fastai callback running each batch's forward pass and loss under torch.autocast(bf16)
     on the dataloaders' device: fastai's own MixedPrecision autocasts on CUDA only. No

@@ -273,7 +273,7 @@ def run(argv, command: str, stop) -> int:
             if config.fine_tune else "from scratch (one-cycle)"
         say(f"model: {config.arch} {how}, {config.size}px, bs {config.bs}, "
             f"{'with' if config.augment else 'no'} augmentation, {config.epochs} epochs, "
-            f"{'bf16 autocast' if config.precision == 'bf16' else 'fp32'}"
+            + precision.describe(config.precision)
             + (f", {processes} processes of bs {config.bs // processes}" if processes > 1 else ""))
 
         # -- learning rate -----------------------------------------------------------

@@ -25,6 +25,8 @@ def test_auto_is_bf16_only_where_the_cpu_computes_in_it(monkeypatch, flags, chos
     assert resolve(TrainConfig(data_dir="photos")).precision == chosen
     assert resolve(TrainConfig()).precision == chosen  # the demo
     assert precision.choose("fp32") == "fp32" and precision.choose("bf16") == "bf16"
+    assert ("emulated" in precision.describe("bf16")) == (chosen == "fp32")  # said, not refused
+    assert precision.describe("fp32") == "fp32"
 
 
 @pytest.fixture(scope="module")
