@@ -16,7 +16,8 @@
    then for each input and client count C drives POST /predict (multipart `file`) from
    C client threads, the servers taking turns in short rounds, and records every latency.
 3. Prints requests/s, p50/p95/p99 and the ratios, with the load average before and after
-   each run; --json writes them too.
+   each run, and the CPU the client threads took per request (they share the cores with the
+   servers); --json writes them too.
 """
 from __future__ import annotations
 
@@ -73,6 +74,13 @@ class TutorialServer:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def process_cpu_seconds() -> float:
+    """CPU time of this process, which runs the clients (the servers are child processes): on
+    a 2-core machine the clients' share is CPU the servers did not get."""
+    times = os.times()
+    return times.user + times.system
 
 
 def summarise(server: str, kind: str, concurrency: int, runs: list[load.LoadRun],
@@ -141,19 +149,25 @@ def run(args) -> list[dict]:
                     load.drive(server.url, c, 0, images=images[kind], timeout=60, warmup=2.0)
                 before = load_average()
                 collected = {name: [] for name in driven}
+                client_cpu = dict.fromkeys(driven, 0.0)
                 for _ in range(args.rounds):
                     for name, server in driven.items():
+                        began = process_cpu_seconds()
                         collected[name].append(load.drive(server.url, c, per_round,
                                                           images=images[kind], timeout=60,
                                                           warmup=0.5))
+                        client_cpu[name] += process_cpu_seconds() - began
                 after = load_average()
                 print(f"{kind} c={c}: before {before}; after {after}", flush=True)
                 for name, runs in collected.items():
                     row = summarise(name, kind, c, runs, args.duration, (before, after))
+                    sent = sum(len(run.records) for run in runs)
+                    row["client_cpu_ms"] = client_cpu[name] * 1000 / max(1, sent)
                     rows.append(row)
                     print(f"  {name:12s} {row['rps']:7.1f} req/s  p50 {row['p50']:7.1f} ms  "
                           f"p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  "
-                          f"failed {row['failed']}", flush=True)
+                          f"failed {row['failed']}  clients' CPU {row['client_cpu_ms']:.1f} "
+                          f"ms/request", flush=True)
     finally:
         for server in servers.values():
             server.stop()
