@@ -62,6 +62,9 @@ def sign_in(page, url):
     page.get_by_label("This server's API key").fill(KEY)
     page.get_by_role("button", name="Sign in").click()
     page.locator("#review-image").wait_for(state="visible")
+    # Without JavaScript the sign-in is a page load: the image can be laid out before the
+    # stylesheet arrives (CI measured a 21 px button once); "load" waits for the stylesheet.
+    page.wait_for_load_state("load")
 
 
 @pytest.fixture
