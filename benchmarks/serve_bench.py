@@ -78,7 +78,8 @@ class TutorialServer:
 
 def process_cpu_seconds() -> float:
     """CPU time of this process, which runs the clients (the servers are child processes): on
-    a 2-core machine the clients' share is CPU the servers did not get."""
+    a 2-core machine the clients' share is CPU the servers did not get. Divided by the recorded
+    requests, it includes each round's unrecorded warm-up: a slight overestimate."""
     times = os.times()
     return times.user + times.system
 

@@ -27,12 +27,11 @@ import time
 import warnings
 from pathlib import Path
 
-from harness.bench_assets import write_labelled_photos
+from harness.bench_assets import EASY_COLOURS, write_labelled_photos
 from harness.machine import machine_line
 from training import precision
 
 TOLERANCE = 0.02  # "the same accuracy": within 2 points
-EASY_COLOURS = ((230, 40, 30), (30, 60, 230))
 
 
 def epoch_clock():

@@ -90,6 +90,7 @@ def smooth_photo(size, seed=0, colour=None) -> Image.Image:
 
 
 PHONE_CLASSES = ("disc", "box")  # what labelled_photos' classes hold: a large ellipse or rectangle
+EASY_COLOURS = ((230, 40, 30), (30, 60, 230))  # `colours` for an easy set: a red disc, a blue box
 
 
 def labelled_photo(rng, label: str, size=(4032, 3024), colours=None) -> Image.Image:

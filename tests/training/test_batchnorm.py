@@ -14,12 +14,10 @@ import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 import torch
 from fastai.torch_core import set_seed
 
-from harness.bench_assets import write_labelled_photos
+from harness.bench_assets import EASY_COLOURS, write_labelled_photos
 from training import data
 from training.model import build_learner, resolve_arch
 from training.train import TrainConfig, resolve
-
-EASY_COLOURS = ((230, 40, 30), (30, 60, 230))  # a red disc or a blue box: learnable in 2 epochs
 
 
 def measured_statistics(model, loader):
@@ -44,7 +42,8 @@ def probabilities(model, loader):
 
 
 def test_a_model_trained_from_scratch_on_few_photos_predicts_with_its_own_statistics(tmp_path):
-    root = write_labelled_photos(tmp_path / "photos", 40, size=(400, 300), colours=EASY_COLOURS)
+    root = write_labelled_photos(tmp_path / "photos", 40, size=(400, 300),
+                                 colours=EASY_COLOURS)  # learnable in 2 epochs
     train, valid = data.random_split(sorted(root.rglob("*.jpg")), 0.25, 42)
     ds = data.Dataset(root=root, layout="folders", vocab=["box", "disc"], train=train, valid=valid)
     config = resolve(TrainConfig(data_dir=str(root), pretrained=False, augment=False, size=64,
