@@ -97,8 +97,10 @@ class Settings:
         "measured at the first start on each machine (cached): onnxruntime f32, OpenVINO f32 "
         "and, where the CPU has bf16, OpenVINO bf16 (the default image; the lean image has "
         "onnxruntime only). `auto`: the fastest with 100 % top-1 agreement and probabilities "
-        "within 0.01 of learn.predict on the model's examples. `exact`: f32 only, within 1e-4 "
-        "([engines](#which-engine-runs-the-graph-inference_precision)).")
+        "within 0.01 of learn.predict on the model's examples. `exact`: f32 only, within 1e-4. "
+        "`int8`: the graph's int8 copy on onnxruntime or OpenVINO is admitted too, with 100 % "
+        "top-1 agreement and probabilities within 0.1 (a shown confidence may move by up to 10 "
+        "points; [engines](#which-engine-runs-the-graph-inference_precision)).")
     max_upload_mb: float | None = setting(
         "MAX_UPLOAD_MB", None, positive_number, "Largest request body, all files together (413 "
         "`payload_too_large`); for JSON, the decoded images together. Phone photos are 2–8 MB "

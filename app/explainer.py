@@ -7,7 +7,9 @@ woken by a request answers it within a second or two rather than after the five 
 importing torch, torchvision and fastai takes. The preloading gunicorn master never imports
 torch (a child forked from a process that ran torch on several threads hangs:
 app/model_service.py); each worker starts the load after its warm-up (gunicorn.conf.py
-post_worker_init), in one of its real threads, so its event loop keeps answering.
+post_worker_init) and after the engines are timed where they are (app/engine_switch.py: an
+import beside the timings would skew them), in one of its real threads, so its event loop
+keeps answering.
 
 Until the load is done, ?explain=1 answers 503 `explanations_loading` with Retry-After, at
 once; a load that failed answers 409 `explanation_unavailable` with the reason. Predictions
@@ -50,15 +52,21 @@ class DeferredExplainer:
             return "ready"
         return "failed" if self.failure else "loading"
 
-    def start(self) -> None:
-        """Load in the background of this process (once per process); returns at once."""
+    def start(self, after: threading.Thread | None = None) -> None:
+        """Load in the background of this process (once per process), once `after` (the
+        engine measurement, app/engine_switch.py) has ended; returns at once."""
         if self._started_pid == os.getpid() or self.predictor is not None:
             return
         self._started_pid = os.getpid()
         # A greenlet under gevent (threading is patched there), which waits for the load in
         # a real thread of the hub's pool; a plain thread elsewhere.
-        threading.Thread(target=off_event_loop, args=(self._load_logged,),
+        threading.Thread(target=self._load_after, args=(after,),
                          name="explainer-load", daemon=True).start()
+
+    def _load_after(self, after: threading.Thread | None) -> None:
+        if after is not None:
+            after.join()  # a greenlet joins a greenlet under gevent: never in the pool's thread
+        off_event_loop(self._load_logged)
 
     def load(self) -> None:
         """Load now, in the calling thread (a test client's app, a swap's loading thread)."""

@@ -57,7 +57,7 @@ def prediction_fields(vocab: list[str]) -> dict:
 
 
 ENGINE_NAME = {"type": "string", "enum": list(ENGINES)}
-PRECISION = {"type": "string", "enum": ["f32", "bf16"]}
+PRECISION = {"type": "string", "enum": ["f32", "bf16", "int8"]}
 ENGINE_CHOICE = closed({
     "engine": ENGINE_NAME,
     "precision": {"type": "string", "enum": list(PRECISIONS),

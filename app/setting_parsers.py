@@ -57,7 +57,8 @@ def runtime_name(name: str, raw) -> str:
 def precision_name(name: str, raw) -> str:
     value = str(raw).strip().lower()
     if value not in PRECISIONS:
-        raise ConfigError(f"{name} must be {' or '.join(PRECISIONS)}, not {raw!r}.")
+        raise ConfigError(f"{name} must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, "
+                          f"not {raw!r}.")
     return value
 
 

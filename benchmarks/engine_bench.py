@@ -3,10 +3,11 @@
     .venv/bin/python -m benchmarks.engine_bench [--rounds 5] [--seconds 2] [--images 16]
 
 For every engine in classifier/engines.py (onnxruntime f32, OpenVINO f32, OpenVINO bf16 where
-the CPU has it): ms per image at batch 1 with 1 and 2 threads, images/s with 2 streams of 1
-thread each (two requests at once, as two workers run them), top-1 agreement and the largest
-probability gap against PyTorch f32 on generated photos, and the peak RSS of a fresh process
-that opens the engine and runs one image (what a worker adds). The network is torchvision's
+the CPU has it, and onnxruntime and OpenVINO on an int8 copy calibrated on other photos): ms
+per image at batch 1 with 1 and 2 threads, images/s with 2 streams of 1 thread each (two
+requests at once, as two workers run them), top-1 agreement and the largest probability gap
+against PyTorch f32 on generated photos, and the peak RSS of a fresh process that opens the
+engine and runs one image (what a worker adds). The network is torchvision's
 resnet18 with untrained weights (nothing downloaded; weights do not change speed). Engines run
 in turn within each round, so a neighbour's load falls on all alike; median and spread over
 rounds, with the CPU, its flags and the load before and after.
@@ -14,6 +15,8 @@ rounds, with the CPU, its flags and the load before and after.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import statistics
 import subprocess
 import sys
@@ -26,10 +29,18 @@ import numpy as np
 
 from classifier.engine_choice import softmax
 from classifier.engines import ENGINES
+from classifier.int8 import int8_path, quantize
 from harness.bench_assets import make_photo
 from harness.machine import load_average, machine_line
 
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def normalised(rng, size: int, images: int) -> np.ndarray:
+    """`images` generated photos at `size` px, normalised as the network takes them (NCHW)."""
+    photos = [np.asarray(make_photo(rng).resize((size, size)), np.float32) / 255
+              for _ in range(images)]
+    return ((np.stack(photos) - MEAN) / STD).transpose(0, 3, 1, 2).astype(np.float32)
 
 
 def build(size: int, images: int, folder: Path) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -42,13 +53,15 @@ def build(size: int, images: int, folder: Path) -> tuple[Path, np.ndarray, np.nd
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     rng = np.random.default_rng(0)
-    photos = [np.asarray(make_photo(rng).resize((size, size)), np.float32) / 255
-              for _ in range(images)]
-    inputs = ((np.stack(photos) - MEAN) / STD).transpose(0, 3, 1, 2).astype(np.float32)
+    inputs = normalised(rng, size, images)
     with torch.no_grad():
         reference = softmax(model(torch.from_numpy(inputs)).numpy())
     graph = folder / "resnet18.onnx"
     graph.write_bytes(export_graph(model, (size, size)))
+    # the int8 engines' copy, calibrated on other photos than the scored ones
+    int8 = quantize(graph.read_bytes(), normalised(rng, size, images))
+    int8_path(graph).write_bytes(int8)
+    graph.with_suffix(".onnx.json").write_text(json.dumps({"int8_sha256": hashlib.sha256(int8).hexdigest()}))
     return graph, inputs, reference
 
 
@@ -103,7 +116,7 @@ def main(argv=None) -> None:
     graph, inputs, reference = build(args.size, args.images, folder)
     engines, skipped = {}, {}
     for name, engine in ENGINES.items():
-        why = engine.unavailable()
+        why = engine.unavailable(str(graph))
         if why:
             skipped[name] = why
             continue

@@ -1,7 +1,7 @@
 """Serving benchmark: our gunicorn service against the tutorial way, same model, images, load.
 
-    .venv/bin/python benchmarks/serve_bench.py [--inputs small phone heic]
-        [--concurrency 1 4 8] [--duration 30] [--ours 2x1 1x2 ...]
+    .venv/bin/python -m benchmarks.serve_bench [--inputs small phone heic]
+        [--concurrency 1 4 8] [--duration 30] [--ours 2x1 1x2 ...] [--precision auto int8]
 
 1. Builds a resnet18 at 224 px with fastai (vision_learner, pretrained=False:
    weights do not change speed) and exports it, plus the uploads of each input kind:
@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from classifier.engine_choice import PRECISIONS
 from harness import ROOT, load
-from harness.bench_assets import INPUTS, build_assets, upload_images
+from harness.bench_assets import INPUTS, build_assets, compile_with_examples, upload_images
 from harness.machine import cpu, load_average
 from harness.servers import GunicornServer, free_port
 
@@ -126,14 +127,20 @@ def run(args) -> list[dict]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     model, images = build_assets(workdir, args.size, args.images, args.inputs)
+    if args.precision:
+        compile_with_examples(model)  # the image build's graph, and its int8 copy
     rows = []
     servers = {}
     try:
         for spec in args.ours or [None]:
-            name = f"ours {spec}" if spec else "ours"
-            servers[name] = GunicornServer(model, env=ours_env(args, spec))
-            servers[name].start()
-            print(f"{name}: {engine_chosen(servers[name].url)}", flush=True)
+            for precision in args.precision or [None]:
+                name = " ".join(["ours", *filter(None, (spec, precision))])
+                env = ours_env(args, spec)
+                if precision:
+                    env["INFERENCE_PRECISION"] = precision
+                servers[name] = GunicornServer(model, env=env)
+                servers[name].start()
+                print(f"{name}: {engine_chosen(servers[name].url)}", flush=True)
         if not args.skip_tutorial:
             servers["tutorial"] = TutorialServer(model)
             servers["tutorial"].wait_ready(images[args.inputs[0]][0]
@@ -214,6 +221,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, help="THREADS for ours")
     parser.add_argument("--inference-threads", type=int, help="INFERENCE_THREADS for ours")
     parser.add_argument("--runtime", help="INFERENCE_RUNTIME for ours")
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS,
+                        help="one of ours per INFERENCE_PRECISION; the export is then compiled "
+                        "with examples, as the image build does, which makes its int8 copy")
     parser.add_argument("--skip-tutorial", action="store_true")
     parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "serve"))
     parser.add_argument("--json", help="write the rows here")

@@ -1,9 +1,9 @@
 """Which engine serves a compiled graph on this machine: the cached choice, or measured once
 per machine (classifier/engine_choice.py scores the engines).
 
-The measured rows are cached in a JSON file keyed by the graph's and the references' sha256,
-the CPU's model and flags, the engines' package versions and the thread count; any change
-measures again. The server measures a cache miss after it serves (app/engine_switch.py):
+The measured rows are cached in a JSON file keyed by the sha256 of the graph, its int8 copy
+and the references, the CPU's model and flags, the engines' package versions and the thread
+count; any change measures again. The server measures a cache miss after it serves (app/engine_switch.py):
 onnxruntime f32 answers meanwhile, and one process per machine measures (a lock file beside
 the cache) while the others wait for its cache file.
 """
@@ -19,8 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.engine_choice import CHILD_TIMEOUT_S, Reference, measure_all, measure_in_child, pick
+from classifier.engine_choice import (
+    BUDGETS,
+    CHILD_TIMEOUT_S,
+    Reference,
+    measure_all,
+    measure_in_child,
+    pick,
+)
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine, cpu_facts, package_versions
+from classifier.int8 import checked_int8_graph
 from classifier.model_files import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -58,18 +66,21 @@ def plan_engine(graph: bytes | str, make_reference: Callable[[], Reference | Non
     engine, in a child process.
     """
     choice = {"engine": DEFAULT_ENGINE, "precision": precision, "measured": None, "candidates": []}
-    if engines is None and not any(engine.installed() for engine in ENGINES.values()
-                                   if engine.name != DEFAULT_ENGINE):
-        return {**choice, "reason": "the only engine installed here (the lean image); "
-                "checked against learn.predict at compile"}, None
+    if engines is None and not any(engine.installed() and engine.precision in BUDGETS[precision].precisions
+                                   and (engine.precision != "int8" or checked_int8_graph(graph))
+                                   for engine in ENGINES.values() if engine.name != DEFAULT_ENGINE):
+        return {**choice, "reason": "the only engine here within the budget (the lean image has "
+                "no other but int8); checked against learn.predict at compile"}, None
     reference = make_reference()
     if reference is None:
         return {**choice, "reason": "no reference answers to score other engines on (recompile "
                 f"with python -m classifier.onnx_compile); {DEFAULT_ENGINE} serves"}, None
     graph_sha = graph_sha256(graph)
+    int8 = checked_int8_graph(graph)
     key = {"format": CACHE_FORMAT, "graph_sha256": graph_sha, "reference_sha256": reference.sha256(),
+           "int8_sha256": graph_sha256(int8) if int8 else None,
            "cpu": cpu_facts(), "packages": package_versions(), "threads": threads,
-           "engines": [engine.name for engine in engines or ENGINES.values()]}
+           "engines": [engine.name for engine in engines or ENGINES.values() if engine.installed()]}
     measurement = Measurement(graph, reference, threads, precision, key,
                               cache_file(model_path, graph_sha), engines)
     rows = cached_rows(measurement.cache, key)

@@ -7,7 +7,9 @@ compile step's generated check images when it has none): top-1 agreement and the
 probability gap. INFERENCE_PRECISION picks the budget:
 
 - `auto`: 100 % top-1 agreement and a gap of at most 0.01 (bf16 qualifies where it holds);
-- `exact`: f32 engines only, gap at most 1e-4 (the parity the compile step checks).
+- `exact`: f32 engines only, gap at most 1e-4 (the parity the compile step checks);
+- `int8`: int8 engines admitted too, 100 % top-1 agreement and a gap of at most 0.1 (the
+  user trades probabilities a few points off for speed; docs/serving.md).
 
 The fastest qualifying engine serves; with none, onnxruntime f32 (checked at compile). The
 timings run in a child process, so the loading process (a preloading gunicorn master, which
@@ -48,6 +50,8 @@ class Budget:
 BUDGETS = {
     "auto": Budget(("f32", "bf16"), 0.01, "100 % top-1 agreement and probability gap <= 0.01"),
     "exact": Budget(("f32",), 1e-4, "f32 only, 100 % top-1 agreement and gap <= 1e-4"),
+    "int8": Budget(("f32", "bf16", "int8"), 0.1,
+                   "int8 admitted, 100 % top-1 agreement and probability gap <= 0.1"),
 }
 PRECISIONS = tuple(BUDGETS)  # INFERENCE_PRECISION's choices
 TIMED_SECONDS, MIN_RUNS, MAX_RUNS = 0.5, 5, 40  # per engine: enough for a stable median
@@ -123,7 +127,7 @@ def measure_all(engines, graph: bytes | str, reference: Reference, threads: int)
     """`measure` for each engine; one that cannot run here is listed with why (skipped)."""
     rows = []
     for engine in engines:
-        why = engine.unavailable()
+        why = engine.unavailable(graph)
         if why:
             rows.append({"engine": engine.name, "precision": engine.precision, "skipped": why})
         else:

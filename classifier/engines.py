@@ -1,5 +1,6 @@
 """The engines that can run a compiled ONNX graph on this CPU: onnxruntime f32, OpenVINO f32,
-and OpenVINO bf16 where the CPU computes in bf16 (AVX-512 BF16 or AMX).
+OpenVINO bf16 where the CPU computes in bf16 (AVX-512 BF16 or AMX), and onnxruntime and
+OpenVINO on the graph's int8 copy where the compile step made one (classifier/int8.py).
 
 An engine opens a graph (ONNX bytes or an .onnx file's path) with a number of intra-op threads
 and gives back `forward(batch) -> (logits, features)` (float32 numpy, NCHW in; features are
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.int8 import checked_int8_graph
+
 Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 DEFAULT_ENGINE = "onnxruntime-f32"
 
@@ -31,7 +34,7 @@ DEFAULT_ENGINE = "onnxruntime-f32"
 class Engine:
     name: str  # what /model and the logs call it
     package: str  # the package it imports (and its distribution's name)
-    precision: str  # "f32" or "bf16": what its arithmetic rounds to
+    precision: str  # "f32", "bf16" or "int8": what its arithmetic rounds to
     opener: Callable[[bytes | str, int], Forward]
 
     def open(self, graph: bytes | str, threads: int) -> Forward:
@@ -40,11 +43,14 @@ class Engine:
     def installed(self) -> bool:
         return importlib.util.find_spec(self.package) is not None
 
-    def unavailable(self) -> str | None:
-        """Why this engine cannot run here (its package missing, or no bf16 in the CPU), or None.
-        Asking OpenVINO starts its plugin: call this where no fork follows (the child process)."""
+    def unavailable(self, graph: bytes | str) -> str | None:
+        """Why this engine cannot run `graph` here (its package missing, no bf16 in the CPU, no
+        int8 copy of the graph), or None. Asking OpenVINO starts its plugin: call this where no
+        fork follows (the child process)."""
         if not self.installed():
             return f"{self.package} is not installed"
+        if self.precision == "int8" and checked_int8_graph(graph) is None:
+            return "no int8 copy of this graph (made by python -m classifier.onnx_compile)"
         if self.precision == "bf16" and "BF16" not in openvino_capabilities():
             return "the CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)"
         return None
@@ -86,10 +92,24 @@ def openvino_opener(precision: str) -> Callable[[bytes | str, int], Forward]:
     return open_graph
 
 
+def on_int8_copy(opener: Callable[[bytes | str, int], Forward]) -> Callable[[bytes | str, int], Forward]:
+    """`opener` on the graph's int8 copy (classifier/int8.py) instead of the graph."""
+
+    def open_int8(graph: bytes | str, threads: int) -> Forward:
+        int8 = checked_int8_graph(graph)
+        if int8 is None:
+            raise FileNotFoundError("no int8 copy of this graph")
+        return opener(int8, threads)
+
+    return open_int8
+
+
 ENGINES = {engine.name: engine for engine in (
     Engine(DEFAULT_ENGINE, "onnxruntime", "f32", onnxruntime_forward),
     Engine("openvino-f32", "openvino", "f32", openvino_opener("f32")),
     Engine("openvino-bf16", "openvino", "bf16", openvino_opener("bf16")),
+    Engine("onnxruntime-int8", "onnxruntime", "int8", on_int8_copy(onnxruntime_forward)),
+    Engine("openvino-int8", "openvino", "int8", on_int8_copy(openvino_opener("f32"))),
 )}
 
 

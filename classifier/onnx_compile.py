@@ -2,16 +2,18 @@
 
     python -m classifier.onnx_compile models/export.pkl
 
-Writes models/export.onnx and models/export.onnx.json (see classifier/onnx_model.py) and
-exits 0, or exits 1 with one line saying why not: a transform the torch-free predictor
-cannot reproduce, or probabilities that differ from `learn.predict` by more than
-TOLERANCE on the model's example images (models/examples/, as training writes them)
-and on generated images of odd shapes that exercise cropping and padding. Needs torch
+Writes models/export.onnx and models/export.onnx.json (see classifier/onnx_model.py), and
+models/export.int8.onnx where the model has examples (classifier/int8.py), and exits 0, or
+exits 1 with one line saying why not: a transform the torch-free predictor cannot reproduce,
+or probabilities that differ from `learn.predict` by more than TOLERANCE on the model's
+example images (models/examples/, as training writes them) and on generated images of odd
+shapes that exercise cropping and padding. Needs torch
 and fastai: the Dockerfile runs it at image build.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import sys
 import tempfile
@@ -19,7 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from classifier.engine_choice import generated_images, reference_images
 from classifier.image_files import find_image_files
@@ -157,11 +159,35 @@ def compile_model(model_path) -> float:
                            f"(more than {TOLERANCE:g})")
     with atomic_path(graph_path(model_path)) as tmp:
         tmp.write_bytes(graph)
+    int8 = write_int8_copy(graph, predictor, model_path)
     # learn.predict's answers on the images the serving engines are scored on (engine_choice)
     reference = [{"image": name, "probabilities": answers[name]}
                  for name in reference_images(model_path) if name in answers]
-    write_json_atomic(sidecar_path(model_path), dict(sidecar, checked_gap=gap, reference=reference))
+    write_json_atomic(sidecar_path(model_path), dict(sidecar, checked_gap=gap, reference=reference,
+                                                     int8_sha256=int8))
     return gap
+
+
+def write_int8_copy(graph: bytes, predictor: CompiledPredictor, model_path: Path) -> str | None:
+    """export.int8.onnx beside the graph (classifier/int8.py), calibrated on the model's
+    examples mirrored; its sha256, or None (and no file) for a model without examples."""
+    from classifier.int8 import int8_path, quantize
+
+    target = int8_path(graph_path(model_path))
+    examples = find_image_files(model_path.parent / "examples")
+    if not examples:
+        target.unlink(missing_ok=True)
+        return None
+    mirrored = []
+    for path in examples:
+        with Image.open(path) as image:
+            mirrored.append(predictor.prepare(ImageOps.mirror(image.convert("RGB"))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = quantize(graph, predictor.model_input(mirrored))
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(int8)
+    return hashlib.sha256(int8).hexdigest()
 
 
 def main(argv=None) -> int:

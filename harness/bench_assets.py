@@ -77,6 +77,18 @@ def build_assets(workdir: Path, size: int, n_images: int, kinds) -> tuple[Path, 
     return model, {kind: upload_images(kind, rng, n_images) for kind in kinds}
 
 
+def compile_with_examples(model: Path) -> None:
+    """build_assets' export compiled as the image build does, with its training photos as the
+    model's examples (examples/<label>/), so the compile step also makes the int8 copy."""
+    import shutil
+
+    from classifier.onnx_compile import compile_model
+
+    for label_dir in sorted((model.parent / "data").iterdir()):
+        shutil.copytree(label_dir, model.parent / "examples" / label_dir.name, dirs_exist_ok=True)
+    compile_model(model)
+
+
 def smooth_photo(size, seed=0, colour=None) -> Image.Image:
     """Smooth colour noise with a block: a photo's cost to encode and decode, not its looks."""
     rng = np.random.default_rng(seed)

@@ -1,8 +1,10 @@
 """A cache miss does not hold start-up: onnxruntime f32 serves at once while the engines are
 measured in the background, and the server switches to the chosen one when it is known; a
-failed measurement leaves f32 serving and says why."""
+failed measurement leaves f32 serving and says why. PyTorch for explanations loads only after
+the timings, which it would skew."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -10,10 +12,13 @@ import time
 
 import pytest
 
+from app import explainer
+from app.model_service import model_service
 from classifier import engine_cache, engine_choice
 from classifier.engine_choice import measure_all
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine
 from harness.images import encode, photo
+from harness.waiting import wait_until
 
 
 def engine_of(client) -> dict:
@@ -93,3 +98,30 @@ def test_a_failed_measurement_leaves_f32_serving_and_says_why(app_for, fresh_mod
     assert list(fresh_model.parent.glob("engine-choice-*")) == []  # measured again at next start
     r = client.post("/predict", data=encode(photo()), content_type="image/png")
     assert r.status_code == 200, r.get_json()
+
+
+def test_pytorch_for_explanations_loads_only_after_the_engines_are_timed(app_for, fresh_model,
+                                                                          monkeypatch):
+    """Two workers importing PyTorch beside the timings made OpenVINO bf16 measure 30.6 ms per
+    image where it runs in 8.7 (serve_bench, 2026-12-05): the choice rests on those times."""
+    release, answered = threading.Event(), []
+    fake = slow_engine(release, answered)
+    monkeypatch.setitem(ENGINES, fake.name, fake)
+    monkeypatch.setattr(engine_cache, "measure_in_child", lambda graph, reference, threads:
+                        measure_all([ENGINES[DEFAULT_ENGINE], fake], graph, reference, threads))
+    app = app_for(fresh_model, INFERENCE_RUNTIME="auto")
+    loads = []
+    monkeypatch.setattr(explainer, "load_torch_predictor",
+                        lambda path, threads: loads.append(path) or object())
+    service = model_service(app)  # as a gunicorn worker after its warm-up: in the background
+    service.model = dataclasses.replace(service.model,
+                                        explainer=explainer.DeferredExplainer(fresh_model, 1))
+    try:
+        service.load_explanations(background=True)
+        time.sleep(0.5)
+        assert loads == [] and service.model.explanations == "loading"
+    finally:
+        release.set()
+    assert wait_for_choice(app.test_client())["engine"] == fake.name
+    assert wait_until(lambda: service.model.explanations == "ready", 30)
+    assert loads == [fresh_model]

@@ -169,5 +169,5 @@ def test_model_and_log_say_which_engine_runs_the_graph(make_app, model_dir, note
 
 
 def test_a_bad_inference_precision_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match=r"^INFERENCE_PRECISION must be auto or exact, not 'fast'\.$"):
+    with pytest.raises(ConfigError, match=r"^INFERENCE_PRECISION must be auto, exact or int8, not 'fast'\.$"):
         load_settings({"INFERENCE_PRECISION": "fast"})

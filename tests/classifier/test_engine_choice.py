@@ -2,6 +2,8 @@
 outside it; measurements cached per graph and machine; an engine that cannot load is skipped."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -13,8 +15,9 @@ import torch
 from torch import nn
 
 from classifier.engine_cache import choose_engine
-from classifier.engine_choice import Reference, softmax
+from classifier.engine_choice import Reference, measure, softmax
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine
+from classifier.int8 import int8_path, quantize
 from classifier.onnx_compile import export_graph
 from harness import ROOT
 
@@ -170,3 +173,62 @@ print(len(forks), sys.modules.get("openvino_telemetry"))
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["0", "None"], done.stdout + done.stderr[-2000:]
+
+
+def raise_top(size: float):
+    """Logits changed so the top class's probability rises by about `size` (it stays on top)."""
+    def change(logits):
+        probs = softmax(logits)[0]
+        top = int(probs.argmax())
+        wanted = min(probs[top] + size, 0.999)
+        out = logits.copy()
+        out[0, top] += np.log(wanted / (1 - wanted) * (1 - probs[top]) / probs[top])
+        return out
+    return change
+
+
+class WithInt8Copy(Engine):
+    def unavailable(self, graph):
+        return None  # as if the graph had its int8 copy
+
+
+@pytest.mark.parametrize("precision, change, chosen", [
+    ("auto", nudge(0.0), DEFAULT_ENGINE),  # int8 is never auto's, however close
+    ("exact", nudge(0.0), DEFAULT_ENGINE),
+    ("int8", raise_top(0.05), "fake-int8"),  # within int8's 0.1
+    ("int8", raise_top(0.15), DEFAULT_ENGINE),  # outside it
+    ("int8", swap_top_two, DEFAULT_ENGINE),  # another answer on one example
+])
+def test_int8_serves_only_where_admitted_and_within_its_budget(graph_and_reference, tmp_path,
+                                                              precision, change, chosen):
+    reference = graph_and_reference[1]
+    table = {x.tobytes(): change(np.log(p)[None].astype(np.float32))  # changed once: still fastest
+             for x, p in zip(reference.inputs, reference.probabilities)}
+    fake = WithInt8Copy("fake-int8", "onnxruntime", "int8",
+                        lambda graph, threads: lambda batch: (table[batch[0].tobytes()], None))
+    choice = choose(graph_and_reference, tmp_path, precision, fake)
+    rows = {row["engine"]: row for row in choice["candidates"]}
+    assert rows["fake-int8"]["ms"] < rows[DEFAULT_ENGINE]["ms"]  # it was the fastest
+    assert choice["engine"] == chosen, choice
+
+
+def test_the_int8_engines_open_only_the_copy_the_sidecar_names(graph_and_reference, tmp_path):
+    """The compile step records the int8 copy's sha256 in the graph's sidecar: a missing copy,
+    or a stale one (another model's), is never opened; the recorded one answers, top-1 intact."""
+    graph, reference = graph_and_reference
+    path = tmp_path / "export.onnx"
+    path.write_bytes(graph)
+    int8 = quantize(graph, reference.inputs[::-1].copy())
+    engine = ENGINES["onnxruntime-int8"]
+    assert "no int8 copy" in engine.unavailable(str(path))
+    int8_path(path).write_bytes(int8)
+    sidecar = path.with_suffix(".onnx.json")
+    sidecar.write_text(json.dumps({"int8_sha256": hashlib.sha256(b"another model").hexdigest()}))
+    assert "no int8 copy" in engine.unavailable(str(path))
+    with pytest.raises(FileNotFoundError):
+        engine.open(str(path), 1)
+    sidecar.write_text(json.dumps({"int8_sha256": hashlib.sha256(int8).hexdigest()}))
+    assert engine.unavailable(str(path)) is None and engine.unavailable(graph) is not None
+    row = measure(engine, str(path), reference, 1)
+    assert row["precision"] == "int8" and row["agreement"] == 1.0, row
+    assert 0 < row["gap"] < 0.1, row  # int8 arithmetic: close, not equal

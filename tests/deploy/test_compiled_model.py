@@ -13,6 +13,8 @@ import pytest
 
 from classifier import onnx_model
 from classifier import predict as predict_cli
+from classifier.int8 import int8_path
+from classifier.model_files import sha256_file
 from classifier.onnx_compile import CompileError, compile_model
 from classifier.onnx_model import graph_path, read_compiled, sidecar_path
 from harness.images import EXT, encode, photo
@@ -24,12 +26,16 @@ pytestmark = pytest.mark.slow
 NO_TORCH = Path(__file__).parent / "no_torch"
 
 # Serve a model through the Flask app and print /model and the /predict answers for a few
-# generated images; INFERENCE_PRECISION=exact keeps the engines within 1e-4 of learn.predict.
+# generated images; INFERENCE_PRECISION=exact (or argv[2]) keeps the engines within 1e-4 of learn.predict.
 SERVE = """
-import io, json, sys
+import io, json, sys, time
 from PIL import Image
 from app import create_app
-client = create_app({"MODEL_PATH": sys.argv[1], "INFERENCE_PRECISION": "exact"}).test_client()
+client = create_app({"MODEL_PATH": sys.argv[1], "INFERENCE_PRECISION": (sys.argv[2:] or ["exact"])[0]}).test_client()
+for _ in range(1200):  # a first start measures the engines in the background
+    if (client.get("/model").get_json()["engine"] or {}).get("measured") != "measuring":
+        break
+    time.sleep(0.1)
 out = {"model": client.get("/model").get_json(), "answers": []}
 for colour, size in (((220, 30, 30), (57, 41)), ((30, 200, 40), (20, 90)), ((30, 40, 220), (300, 200))):
     buf = io.BytesIO(); Image.new("RGB", size, colour).save(buf, "PNG")
@@ -48,8 +54,8 @@ def run_python(args: list[str], mode: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def serve(model, mode: str) -> dict:
-    result = run_python(["-c", SERVE, str(model)], mode)
+def serve(model, mode: str, precision: str = "exact") -> dict:
+    result = run_python(["-c", SERVE, str(model), precision], mode)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -79,6 +85,22 @@ def test_compiled_model_answers_like_the_torch_app_without_torch(compiled):
         assert mine["label"] == theirs["label"]
         assert max(abs(mine["probabilities"][k] - theirs["probabilities"][k])
                    for k in theirs["probabilities"]) <= 1e-4
+
+
+def test_the_int8_copy_is_compiled_and_measured_without_torch(compiled):
+    """The compile step writes the graph's int8 copy (calibrated on the examples mirrored) and
+    records its sha256; with INFERENCE_PRECISION=int8 the lean app measures it on onnxruntime
+    and answers within int8's budget of the exact answers, whichever engine it chose."""
+    meta = json.loads(sidecar_path(compiled).read_text())
+    assert meta["int8_sha256"] == sha256_file(int8_path(graph_path(compiled)))
+    exact, int8 = serve(compiled, "lean"), serve(compiled, "lean", "int8")
+    rows = {row["engine"]: row for row in int8["model"]["engine"]["candidates"]}
+    assert rows["onnxruntime-int8"]["precision"] == "int8" and rows["onnxruntime-int8"]["ms"] > 0
+    assert "int8 admitted" in int8["model"]["engine"]["reason"]
+    for mine, theirs in zip(int8["answers"], exact["answers"]):
+        assert mine["label"] == theirs["label"]
+        assert max(abs(mine["probabilities"][k] - theirs["probabilities"][k])
+                   for k in theirs["probabilities"]) <= 0.1
 
 
 def test_a_version_without_its_pkl_serves_lean_only(compiled, tmp_path):
@@ -131,6 +153,8 @@ def test_notebook_export_compiles_and_serves_without_torch(notebook_export, tmp_
     assert gap <= 1e-4
     meta = json.loads(sidecar_path(models / "export.pkl").read_text())
     assert meta["preprocessing"]["steps"][0]["op"] == "resize"
+    # no examples to calibrate on: no int8 copy
+    assert meta["int8_sha256"] is None and not int8_path(graph_path(models / "export.pkl")).exists()
     lean, full = serve(models / "export.pkl", "lean"), serve(models / "export.pkl", "torch")
     for mine, theirs in zip(lean["answers"], full["answers"]):
         assert max(abs(mine["probabilities"][k] - theirs["probabilities"][k])
