@@ -15,31 +15,36 @@ from classifier.engines import DEFAULT_ENGINE
 log = logging.getLogger(__name__)
 
 
-def measure_engines_later(model) -> threading.Thread | None:
+def measure_engines_later(model) -> threading.Event | None:
     """Start measuring `model`'s (an app.model_service.ServedModel) engines in the background,
-    if its load left a measurement to run in this process; the thread, or None."""
+    if its load left a measurement to run in this process; an Event set once it has ended and
+    the model has switched, or None."""
     measurement, model.predictor.engine_measurement = model.predictor.engine_measurement, None
     if measurement is None:
         return None
+    ended = threading.Event()
     # Not a daemon: the process's exit waits for it, as an engine cut off while it opens the
     # graph aborts the interpreter ("terminate called without an active exception").
-    thread = threading.Thread(target=_measure_and_switch, args=(model, measurement),
-                              name="engine-measurement")
-    thread.start()
-    return thread
+    threading.Thread(target=_measure_and_switch, args=(model, measurement, ended),
+                     name="engine-measurement").start()
+    return ended
 
 
-def _measure_and_switch(model, measurement) -> None:
+def _measure_and_switch(model, measurement, ended: threading.Event) -> None:
     # A greenlet under the served worker, so the measurement itself runs in a real thread:
     # the worker's subprocess module is not gevent's (app/worker.py), and waiting on the child
     # in the greenlet would stop the event loop (the worker never answered /readyz).
     try:
-        choice = off_event_loop(measurement.run_once_per_machine)
-    except Exception as exc:  # never a request's problem: f32 keeps serving
-        log.exception("engine measurement failed; %s keeps serving", DEFAULT_ENGINE)
-        choice = measurement.chosen([], None)
-        choice["reason"] = f"the measurement failed ({type(exc).__name__}: {exc}); {DEFAULT_ENGINE} serves"
-    off_event_loop(_switch, model, choice)
+        try:
+            choice = off_event_loop(measurement.run_once_per_machine)
+        except Exception as exc:  # never a request's problem: f32 keeps serving
+            log.exception("engine measurement failed; %s keeps serving", DEFAULT_ENGINE)
+            choice = measurement.chosen([], None)
+            choice["reason"] = (f"the measurement failed ({type(exc).__name__}: {exc}); "
+                                f"{DEFAULT_ENGINE} serves")
+        off_event_loop(_switch, model, choice)
+    finally:
+        ended.set()
 
 
 def _switch(model, choice: dict) -> None:

@@ -52,9 +52,9 @@ class DeferredExplainer:
             return "ready"
         return "failed" if self.failure else "loading"
 
-    def start(self, after: threading.Thread | None = None) -> None:
-        """Load in the background of this process (once per process), once `after` (the
-        engine measurement, app/engine_switch.py) has ended; returns at once."""
+    def start(self, after: threading.Event | None = None) -> None:
+        """Load in the background of this process (once per process), once `after` is set (the
+        engine measurement has ended, app/engine_switch.py); returns at once."""
         if self._started_pid == os.getpid() or self.predictor is not None:
             return
         self._started_pid = os.getpid()
@@ -63,9 +63,9 @@ class DeferredExplainer:
         threading.Thread(target=self._load_after, args=(after,),
                          name="explainer-load", daemon=True).start()
 
-    def _load_after(self, after: threading.Thread | None) -> None:
+    def _load_after(self, after: threading.Event | None) -> None:
         if after is not None:
-            after.join()  # a greenlet joins a greenlet under gevent: never in the pool's thread
+            after.wait()  # in this greenlet under gevent: never in a thread of the hub's pool
         off_event_loop(self._load_logged)
 
     def load(self) -> None:

@@ -60,7 +60,7 @@ class ModelService:
         self._warm_pid: int | None = None
         self._failure: str | None = None
         self._lock = threading.Lock()
-        self._measuring: threading.Thread | None = None  # the engines timed after warm-up
+        self._measured: threading.Event | None = None  # set once the engines are timed
         # One upload decoded at a time per process: a worker then holds at most one
         # decoded photo (up to MAX_IMAGE_PIXELS) in memory, however many connections it
         # serves and however many files a request carries. The next photo decodes while
@@ -164,7 +164,7 @@ class ModelService:
             self._failure = None
             self._warm_pid = os.getpid()
             record_served_version(self.model.version, None)
-            self._measuring = measure_engines_later(self.model)
+            self._measured = measure_engines_later(self.model)
             return True
 
     def load_explanations(self, background: bool) -> None:
@@ -174,7 +174,7 @@ class ModelService:
         instead of 8.7, and the choice depends on those times)."""
         explainer = self.model.explainer
         if explainer is not None:
-            explainer.start(after=self._measuring) if background else explainer.load()
+            explainer.start(after=self._measured) if background else explainer.load()
 
     @property
     def ready(self) -> bool:

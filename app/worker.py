@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import warnings
 from http import HTTPStatus
 
 import gevent
@@ -50,12 +51,16 @@ class BoundedGeventWorker(GeventWorker):
         self.waiting_for_head: dict = {}  # greenlet -> its head deadline (gevent.Timeout)
 
     def patch(self):
-        """gunicorn's patch(), but subprocess stays the standard library's: PyTorch is imported
-        in a real thread of this worker (app/explainer.py), and an import that runs a command
-        (ctypes.util.find_library does, under torch's CUDA wheels) fails in gevent's subprocess
-        there, whose child watchers only the main thread's loop has (and the worker hung). The
-        app itself starts no subprocess."""
-        monkey.patch_all(subprocess=False)
+        """gunicorn's patch(), but subprocess and os stay the standard library's. Commands run in
+        real threads of this worker: the engine measurement's child (app/engine_switch.py), and
+        ctypes.util.find_library's under PyTorch's import (app/explainer.py). In gevent's
+        subprocess they failed, as its child watchers belong to the main thread's loop; with
+        gevent's os.waitpid, every command after the first hung before it started (Popen waited
+        on its exec pipe forever: explanations never loaded after a measurement). Nothing here
+        forks or installs a SIGCHLD handler, which is what gevent's os and signal pair is for."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", monkey.MonkeyPatchWarning)  # signal without os: above
+            monkey.patch_all(subprocess=False, os=False)
         self.sockets = [socket.socket(s.FAMILY, socket.SOCK_STREAM, fileno=s.sock.detach())
                         for s in self.sockets]
 

@@ -120,9 +120,12 @@ def test_a_graph_without_a_recorded_check_is_not_served_before_torch(version, tm
 
 @pytest.mark.e2e
 def test_gunicorn_workers_load_pytorch_behind_the_graph_and_explain(version):
-    """The real server: each worker imports torch in one of its real threads, under gevent
-    (app/worker.py keeps subprocess unpatched for it: ctypes.util.find_library's command
-    failed in gevent's subprocess there, and the worker hung)."""
+    """The real server on a first start: each worker measures the engines (a child process),
+    then imports torch in one of its real threads, under gevent. app/worker.py keeps
+    subprocess and os unpatched for it: ctypes.util.find_library's command failed in gevent's
+    subprocess, and after the measurement's child it hung with gevent's os.waitpid."""
+    for cached in version.parent.glob("engine-choice-*"):
+        cached.unlink()
     with GunicornServer(version, env={"WEB_CONCURRENCY": "1"}, ready_timeout=240) as server:
         def explanations() -> str:
             return requests.get(server.url + "/readyz", timeout=10).json()["explanations"]
@@ -133,3 +136,5 @@ def test_gunicorn_workers_load_pytorch_behind_the_graph_and_explain(version):
                           files={"file": ("a.png", encode(photo()), "image/png")})
         assert r.status_code == 200, r.text
         assert r.json()["explanation"]["method"] == "grad-cam"
+        engine = requests.get(server.url + "/model", timeout=10).json()["engine"]
+        assert engine["measured"] not in (None, "measuring"), engine
