@@ -3,12 +3,13 @@ per machine (classifier/engine_choice.py scores the engines).
 
 The measured rows are cached in a JSON file keyed by the sha256 of the graph, its int8 copy
 and the references, the CPU's model and flags, the engines' package versions and the thread
-count; any change measures again. The server measures a cache miss after it serves (app/engine_switch.py):
-onnxruntime f32 answers meanwhile, and one process per machine measures (a lock file beside
-the cache) while the others wait for its cache file.
+count; any change measures again. The server measures a cache miss after it serves
+(app/engine_switch.py): onnxruntime f32 answers meanwhile, and one process per machine
+measures (a lock file beside the cache) while the others wait for its cache file.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ from classifier.engine_choice import (
     pick,
 )
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Engine, cpu_facts, package_versions
-from classifier.int8 import checked_int8_graph
+from classifier.int8 import checked_int8
 from classifier.model_files import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ def plan_engine(graph: bytes | str, make_reference: Callable[[], Reference | Non
     engine, in a child process.
     """
     choice = {"engine": DEFAULT_ENGINE, "precision": precision, "measured": None, "candidates": []}
+    int8 = functools.cache(lambda: checked_int8(graph))  # hashes the copy once, only if asked
     if engines is None and not any(engine.installed() and engine.precision in BUDGETS[precision].precisions
-                                   and (engine.precision != "int8" or checked_int8_graph(graph))
+                                   and (engine.precision != "int8" or int8())
                                    for engine in ENGINES.values() if engine.name != DEFAULT_ENGINE):
         return {**choice, "reason": "the only engine here within the budget (the lean image has "
                 "no other but int8); checked against learn.predict at compile"}, None
@@ -76,9 +78,8 @@ def plan_engine(graph: bytes | str, make_reference: Callable[[], Reference | Non
         return {**choice, "reason": "no reference answers to score other engines on (recompile "
                 f"with python -m classifier.onnx_compile); {DEFAULT_ENGINE} serves"}, None
     graph_sha = graph_sha256(graph)
-    int8 = checked_int8_graph(graph)
     key = {"format": CACHE_FORMAT, "graph_sha256": graph_sha, "reference_sha256": reference.sha256(),
-           "int8_sha256": graph_sha256(int8) if int8 else None,
+           "int8_sha256": int8()[1] if int8() else None,
            "cpu": cpu_facts(), "packages": package_versions(), "threads": threads,
            "engines": [engine.name for engine in engines or ENGINES.values() if engine.installed()]}
     measurement = Measurement(graph, reference, threads, precision, key,

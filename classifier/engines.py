@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.int8 import checked_int8_graph
+from classifier.int8 import checked_int8
 
 Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 DEFAULT_ENGINE = "onnxruntime-f32"
@@ -49,7 +49,7 @@ class Engine:
         fork follows (the child process)."""
         if not self.installed():
             return f"{self.package} is not installed"
-        if self.precision == "int8" and checked_int8_graph(graph) is None:
+        if self.precision == "int8" and checked_int8(graph) is None:
             return "no int8 copy of this graph (made by python -m classifier.onnx_compile)"
         if self.precision == "bf16" and "BF16" not in openvino_capabilities():
             return "the CPU has no bf16 arithmetic (AVX-512 BF16 or AMX)"
@@ -96,10 +96,10 @@ def on_int8_copy(opener: Callable[[bytes | str, int], Forward]) -> Callable[[byt
     """`opener` on the graph's int8 copy (classifier/int8.py) instead of the graph."""
 
     def open_int8(graph: bytes | str, threads: int) -> Forward:
-        int8 = checked_int8_graph(graph)
+        int8 = checked_int8(graph)
         if int8 is None:
             raise FileNotFoundError("no int8 copy of this graph")
-        return opener(int8, threads)
+        return opener(int8[0], threads)
 
     return open_int8
 

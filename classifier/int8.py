@@ -35,16 +35,16 @@ def int8_path(graph: str | os.PathLike) -> Path:
     return Path(graph).with_suffix(SUFFIX)
 
 
-def checked_int8_graph(graph: bytes | str | os.PathLike) -> str | None:
-    """The int8 copy of `graph` (an .onnx file's path) when its sidecar (export.onnx.json)
-    records that file's sha256, else None (bytes, no copy, or a stale one)."""
+def checked_int8(graph: bytes | str | os.PathLike) -> tuple[str, str] | None:
+    """(path, sha256) of the int8 copy of `graph` (an .onnx file's path) when its sidecar
+    (export.onnx.json) records that file's sha256, else None (bytes, no copy, or a stale one)."""
     if isinstance(graph, bytes):
         return None
     path = int8_path(graph)
     try:
         recorded = json.loads(Path(graph).with_suffix(".onnx.json").read_text()).get("int8_sha256")
         if recorded and path.is_file() and sha256_file(path) == recorded:
-            return str(path)
+            return str(path), recorded
     except (OSError, ValueError, AttributeError):
         pass
     return None

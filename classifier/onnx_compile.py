@@ -7,8 +7,8 @@ models/export.int8.onnx where the model has examples (classifier/int8.py), and e
 exits 1 with one line saying why not: a transform the torch-free predictor cannot reproduce,
 or probabilities that differ from `learn.predict` by more than TOLERANCE on the model's
 example images (models/examples/, as training writes them) and on generated images of odd
-shapes that exercise cropping and padding. Needs torch
-and fastai: the Dockerfile runs it at image build.
+shapes that exercise cropping and padding. Needs torch and fastai: the Dockerfile runs it at
+image build.
 """
 from __future__ import annotations
 
