@@ -19,6 +19,7 @@ from flask import Flask
 from app.body_budget import BodyBudget, with_body_budget
 from app.config import ENV_NAMES, ROOT, SETTINGS_KEY, Settings, load_settings
 from app.upload_deadline import with_upload_deadline
+from app.uploads import UploadRequest
 from classifier.model_files import ModelLoadError
 
 __all__ = ["create_app", "serve_preloaded", "ModelLoadError"]
@@ -61,6 +62,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"),
                 static_folder=str(ROOT / "static"))
+    app.request_class = UploadRequest
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         MAX_FORM_MEMORY_SIZE=FORM_MEMORY_BYTES,

@@ -30,6 +30,9 @@ MAX_DATA_CHUNKS = 65536
 # JPEG scans in the whole file: libjpeg walks every block of a progressive image once per
 # scan (encoders write about 10; a multi-picture phone JPEG 2-3 pictures of about 10).
 MAX_JPEG_SCANS = 100
+# Start-of-frame markers of sequential Huffman JPEGs (baseline, extended): libjpeg reads one
+# scan of them when that scan holds every component.
+SEQUENTIAL_FRAMES = (0xC0, 0xC1)
 # Strips or tiles of a TIFF: Pillow keeps one tile record each; never more than the
 # image's geometry needs.
 MAX_TIFF_BLOCKS = 65536
@@ -77,8 +80,14 @@ def _exif(size: int) -> None:
 
 # ---------------------------------------------------------------- JPEG
 def check_jpeg(data: bytes) -> None:
-    """Segments before the first scan (Pillow lists each), and scans in the whole file."""
-    budget, pos = _Budget("segments before its scan"), 2
+    """Segments before the first scan (Pillow lists each), and scans in the whole file.
+
+    The scans are counted only where libjpeg would read a second one: a progressive image,
+    or a sequential one whose first scan leaves out a component. A sequential first scan
+    holding every component is the whole image (libjpeg stops at any further scan), and
+    counting a 2 MB phone photo's scans took 1.7 ms of its request.
+    """
+    budget, pos, frame = _Budget("segments before its scan"), 2, None
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return  # not a marker: libjpeg reports the damage
@@ -90,8 +99,13 @@ def check_jpeg(data: bytes) -> None:
             budget.add()
             pos += 2
             continue
+        if marker == 0xDA and frame is not None and pos + 4 < len(data) \
+                and frame[0] in SEQUENTIAL_FRAMES and data[pos + 4] == frame[1]:
+            return  # one sequential scan of every component
         if marker in (0xDA, 0xD9):  # start of scan, end of image
             break
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 9 < len(data):
+            frame = (marker, data[pos + 9])  # start of frame: its kind and component count
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
         budget.add(length)
         pos += 2 + length

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from training import UsageError
 from training.batchnorm import precise_batchnorm
-from training.precision import bf16_autocast
+from training.precision import CHANNELS_LAST_MIN_SIZE, bf16_autocast, channels_last
 
 
 def resolve_arch(name: str, pretrained: bool, weights: str | None):
@@ -69,7 +69,8 @@ def build_learner(dls, config, arch, workdir: Path):
     """fastai's vision_learner for a TrainConfig; `workdir` takes lr_find's scratch files.
     Its BatchNorm statistics are measured on the training images before each validation
     (training/batchnorm.py); with config.precision "bf16" it fits (and finds its rate) in bf16
-    autocast. export.portable takes both callbacks off again."""
+    autocast; from CHANNELS_LAST_MIN_SIZE up in channels-last layout. export.portable takes
+    these callbacks off again."""
     from fastai.metrics import accuracy
     from fastai.vision.augment import Normalize
     from fastai.vision.core import imagenet_stats
@@ -94,4 +95,6 @@ def build_learner(dls, config, arch, workdir: Path):
     learn.add_cb(precise_batchnorm(autocast_bf16=config.precision == "bf16"))
     if config.precision == "bf16":
         learn.add_cb(bf16_autocast())
+    if config.size >= CHANNELS_LAST_MIN_SIZE:
+        learn.add_cb(channels_last())
     return learn

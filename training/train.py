@@ -257,7 +257,7 @@ def run(argv, command: str, stop) -> int:
         say(f"bs {config.bs} lowered to {config.bs - config.bs % processes}, a multiple of the "
             f"{processes} processes (each takes bs / {processes})")
         config = dataclasses.replace(config, bs=config.bs - config.bs % processes)
-    dls = data.dataloaders(ds, config.size, config.bs, config.augment)
+    dls = data.dataloaders(ds, config.size, config.bs, config.augment, prefill=processes == 1)
 
     # -- learner -------------------------------------------------------------------
     workdir = Path(tempfile.mkdtemp(prefix="train-"))  # lr_find's scratch files, never DATA_DIR

@@ -42,6 +42,24 @@ def test_raw_body_matches_multipart(client, vocab):
     assert raw.get_json() == form.get_json()
 
 
+def test_a_large_file_part_is_held_in_memory_not_spooled_to_disk(client, app, monkeypatch):
+    """werkzeug spools a file part over 500 KB to a temporary file; ours stays in memory and
+    is handed over without a copy (app/uploads.py): the same bytes reach the decoder."""
+    from werkzeug import formparser
+
+    monkeypatch.setattr(formparser, "SpooledTemporaryFile",
+                        lambda *a, **k: pytest.fail("an upload was spooled to disk"))
+    big = Image.effect_noise((1200, 900), 64).convert("RGB")
+    data = encode(big, "PNG")
+    assert len(data) > 2**20
+    seen = []
+    monkeypatch.setattr("app.model_service.open_checked",
+                        lambda raw, *a, **k: seen.append(raw) or open_checked(raw, *a, **k))
+    r = client.post("/predict", data={"file": (io.BytesIO(data), "big.png")})
+    assert r.status_code == 200, r.get_json()
+    assert seen == [data]
+
+
 class ShortReads(io.BytesIO):
     """A request body that, like a socket on a slow link, gives at most 1000 bytes a read."""
 

@@ -162,3 +162,29 @@ def test_palette_png_is_decoded_without_a_full_size_rgb_copy(monkeypatch):
     assert im.size == (500, 500) and im.getpixel((10, 10)) == (32, 128, 224)
     assert max(w * h for w, h in sizes) <= 2 * images._BAND_PIXELS
     assert load_rgb(data, SIDE).tobytes() == im.tobytes()  # training decodes the same
+
+
+def _rescanned(jpeg: bytes, copies: int) -> bytes:
+    """`jpeg` with its last scan (SOS to EOI) repeated `copies` times."""
+    last = jpeg.rindex(b"\xff\xda")
+    return jpeg[:last] + jpeg[last:-2] * copies + b"\xff\xd9"
+
+
+def test_scans_are_counted_only_where_libjpeg_would_read_them():
+    """A baseline JPEG whose first scan holds every component is read as that one scan (the
+    count is skipped: 1.7 ms of a phone photo's request); one whose first scan leaves a
+    component out may have more, and is counted."""
+    baseline = attacks.image_bytes("JPEG", (64, 64))
+    repeated = _rescanned(baseline, 200)
+    decode_guard.check_structure(repeated, 10**6)  # not counted
+    with pytest.raises(InvalidImage, match="could not be decoded"):
+        open_checked(repeated, min_side=SIDE)  # libjpeg stops at the second scan
+
+    sos = baseline.index(b"\xff\xda")
+    assert baseline[sos + 4] == 3  # Y, Cb and Cr in the first scan
+    partial = bytearray(baseline)
+    partial[sos + 4] = 1  # only Y: a sequential file with several scans
+    with pytest.raises(InvalidImage, match="scans"):
+        decode_guard.check_structure(_rescanned(bytes(partial), 200), 10**6)
+    with pytest.raises(InvalidImage, match="scans"):
+        decode_guard.check_structure(attacks.jpeg_many_scans(200, side=64), 10**6)

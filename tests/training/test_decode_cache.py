@@ -1,8 +1,10 @@
-"""The training cache: phone photos are decoded on the first epoch only, at training size."""
+"""The training cache: phone photos are decoded once, before the first epoch, at training size."""
 from __future__ import annotations
 
 import os
 import pickle
+import threading
+import time
 
 import pytest
 
@@ -64,6 +66,26 @@ def test_a_second_epoch_decodes_nothing(photos, decodes):
     assert len(decodes) == first
 
 
+def test_the_photos_are_decoded_before_the_first_epoch_on_a_thread_per_core(photos, monkeypatch):
+    seen, threads = [], set()
+    real = classifier.images.load_rgb
+
+    def slow(source, *args, **kwargs):
+        seen.append(source)
+        threads.add(threading.get_ident())
+        time.sleep(0.02)  # long enough for both threads to take a share
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.images, "load_rgb", slow)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    dls = data.dataloaders(photos, 32, 4, augment=False)
+    assert sorted(seen) == sorted(photos.train + photos.valid)  # each file once
+    assert len(threads) == 2
+    seen.clear()
+    one_epoch(dls)
+    assert seen == []
+
+
 def test_the_cache_holds_the_pixels_serving_decodes(photos, caches):
     one_epoch(data.dataloaders(photos, 32, 4, augment=False))
     [cache] = caches
@@ -88,9 +110,9 @@ def test_a_changed_file_is_decoded_again(photos, decodes):
     assert decodes == [changed]
 
 
-def test_the_cache_is_bounded(photos, decodes, caches):
+def test_the_cache_is_bounded(photos, decodes, caches, monkeypatch):
+    monkeypatch.setattr(data, "DECODE_CACHE_BYTES", 5 * 100 * 75 * 3)  # room for 5 photos
     dls = data.dataloaders(photos, 32, 4, augment=False)
-    caches[0].max_bytes = 5 * 100 * 75 * 3  # room for 5 photos
     one_epoch(dls)
     decodes.clear()
     one_epoch(dls)

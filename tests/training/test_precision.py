@@ -1,5 +1,5 @@
-"""bf16 autocast in training: on where the CPU computes in bf16, the fit's convolutions really
-run in it, and nothing of it reaches the exported model."""
+"""bf16 autocast and the channels-last layout in training: on where they pay, the fit's
+convolutions really run in them, and nothing of either reaches the exported model."""
 from __future__ import annotations
 
 import pytest
@@ -35,15 +35,25 @@ def small_data(tmp_path_factory):
     return data.find_dataset(root, 0.25, 42)
 
 
-def fit_recording_conv_dtypes(small_data, tmp_path, mode: str) -> tuple[set, object]:
+def fit_recording_conv_dtypes(small_data, tmp_path, mode: str, size: int = 32,
+                              layouts: set | None = None) -> tuple[set, object]:
+    """The dtypes of the first convolution's outputs in a fit (and in `layouts`, whether
+    each was channels-last)."""
     config = resolve(TrainConfig(data_dir=str(small_data.root), pretrained=False, augment=False,
-                                 size=32, bs=4, lr=1e-3, epochs=1, precision=mode))
+                                 size=size, bs=4, lr=1e-3, epochs=1, precision=mode))
     dls = data.dataloaders(small_data, config.size, config.bs, config.augment)
     learn = build_learner(dls, config, resolve_arch(config.arch, False, None), tmp_path)
     learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
     seen = set()
     first_conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
-    hook = first_conv.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    layouts = set() if layouts is None else layouts
+
+    def record(_module, _inputs, out):
+        seen.add(out.dtype)
+        layouts.add(out.is_contiguous(memory_format=torch.channels_last)
+                    and not out.is_contiguous())
+
+    hook = first_conv.register_forward_hook(record)
     learn.fit(1, config.lr)
     hook.remove()
     return seen, learn
@@ -68,3 +78,15 @@ def test_fp32_fits_in_fp32(small_data, tmp_path):
     seen, _ = fit_recording_conv_dtypes(small_data, tmp_path, "fp32")
     assert seen == {torch.float32}
 
+
+
+@pytest.mark.parametrize("size, channels_last", [(32, False), (precision.CHANNELS_LAST_MIN_SIZE, True)])
+def test_the_fit_is_channels_last_from_its_size_and_exports_the_default_layout(
+        small_data, tmp_path, size, channels_last):
+    layouts = set()
+    _, learn = fit_recording_conv_dtypes(small_data, tmp_path, "fp32", size, layouts)
+    assert layouts == {channels_last}
+    conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()  # back to the default layout once the fit ends
+    export.portable(learn)
+    assert not [cb for cb in learn.cbs if type(cb).__name__ == "ChannelsLast"]
