@@ -255,16 +255,16 @@ class DecodeCache:
         return im
 
     def fill(self, paths: list[Path], decode, threads: int | None = None) -> None:
-        """Decode `paths` into the cache on a thread per core before the first epoch, which
-        would decode them one at a time (Pillow lets go of the GIL while it decodes: 200 phone
-        photos took 4.4 s of the first epoch). Stops once the cache is full; a file that fails
-        here is left for the epoch to decode, and to report, as it would have without this."""
+        """Decode `paths` into the cache on a thread per core (up to 8) before the first epoch,
+        which would decode them one at a time (Pillow lets go of the GIL while it decodes: 200
+        phone photos took 4.4 s of the first epoch). Stops once the cache is full; a file that
+        fails here is left for the epoch to decode, and to report, as it would have without."""
         def one(path: Path) -> None:
             if self.used < self.max_bytes:
                 with contextlib.suppress(Exception):
                     self.image(path, decode)
 
-        with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
             list(pool.map(one, paths))
 
 
