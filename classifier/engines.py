@@ -70,14 +70,21 @@ def onnxruntime_forward(graph: bytes | str, threads: int) -> Forward:
 
 def openvino_opener(precision: str) -> Callable[[bytes | str, int], Forward]:
     """OpenVINO on the CPU with INFERENCE_PRECISION_HINT `precision`, one stream, `threads`
-    threads, latency first (one request at a time, as the predictors' run lock serves)."""
+    threads, latency first (one request at a time, as the predictors' run lock serves).
+
+    Its threads are not pinned to cores (OpenVINO pins them by default): each worker process
+    pinned its own threads to the same cores, beside the unpinned threads that decode and
+    answer, and the kernel could not spread them. Unpinned, two workers on 2 cores served 8
+    clients 19-23 % more small photos (bf16: 77.6 against 65.0 req/s, p50 100 against 114 ms;
+    int8: 109.3 against 88.7 req/s, p50 68 against 87 ms; 3 alternating rounds, 2026-12-06
+    00:12, docs/measurements.md); one client alone was served as fast either way."""
 
     def open_graph(graph: bytes | str, threads: int) -> Forward:
         core = import_openvino().Core()
         model = core.read_model(graph if isinstance(graph, bytes) else str(Path(graph)))
         compiled = core.compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+            "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
         request = compiled.create_infer_request()
         with_features = len(compiled.outputs) > 1
 
