@@ -211,9 +211,10 @@ def main(argv=None) -> int:
 
 def run(argv, command: str, stop) -> int:
     from classifier.versions import models_root
-    from training import checkpoint, data, distributed, evaluate, export, fit, test_set
+    from training import allocator, checkpoint, data, distributed, evaluate, export, fit, test_set
     from training.model import build_learner, resolve_arch
     started = time.time()
+    allocator.keep_freed_memory()  # before the first decode: steps reuse what they free
     say = print if distributed.is_main() else lambda *_, **__: None  # once, not once per process
     config, out, saved = parse_config(argv)
     arch = resolve_arch(config.arch, config.fine_tune, config.weights)  # before the data is read
