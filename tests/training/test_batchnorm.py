@@ -15,7 +15,7 @@ import torch
 from fastai.torch_core import set_seed
 
 from harness.bench_assets import EASY_COLOURS, write_labelled_photos
-from training import data
+from training import batchnorm, data
 from training.model import build_learner, resolve_arch
 from training.train import TrainConfig, resolve
 
@@ -58,3 +58,35 @@ def test_a_model_trained_from_scratch_on_few_photos_predicts_with_its_own_statis
     # The largest gap, seeds 42, 1 and 2: 0.27-0.30 with training/batchnorm.py (its batches of
     # 8 are a noisy estimate; 90-100 % of the answers the same), 0.70-0.85 without it (35-80 %)
     assert (exported - measured).abs().max() < 0.5, (exported - measured).abs().max()
+
+
+def loads_in_one_epoch(tmp_path, monkeypatch) -> tuple[int, int]:
+    """(images the DataLoaders loaded in a 1-epoch fit, images in the training and validation
+    sets: an epoch loads each once, the incomplete last batch's too, which fastai drops)."""
+    import classifier.images
+
+    root = write_labelled_photos(tmp_path / "photos", 12, size=(160, 120), colours=EASY_COLOURS)
+    train, valid = data.random_split(sorted(root.rglob("*.jpg")), 0.25, 42)
+    ds = data.Dataset(root=root, layout="folders", vocab=["box", "disc"], train=train, valid=valid)
+    config = resolve(TrainConfig(data_dir=str(root), pretrained=False, augment=False, size=32,
+                                 bs=4, lr=1e-3, epochs=1, precision="fp32"))
+    dls = data.dataloaders(ds, config.size, config.bs, config.augment)
+    learn = build_learner(dls, config, resolve_arch(config.arch, False, None), tmp_path)
+    loads = []
+    load = classifier.images.RGBLoader.__call__
+    monkeypatch.setattr(classifier.images.RGBLoader, "__call__",
+                        lambda self, source: loads.append(source) or load(self, source))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(1, config.lr)
+    return len(loads), len(train) + len(valid)
+
+
+def test_the_statistics_pass_reuses_the_epochs_inputs_instead_of_loading_them_again(tmp_path, monkeypatch):
+    loaded, once_each = loads_in_one_epoch(tmp_path, monkeypatch)
+    assert loaded == once_each
+
+
+def test_inputs_over_the_keep_bound_are_loaded_again_for_the_statistics(tmp_path, monkeypatch):
+    monkeypatch.setattr(batchnorm, "KEEP_BYTES", 0)
+    loaded, once_each = loads_in_one_epoch(tmp_path, monkeypatch)
+    assert loaded > once_each  # the pass drew fresh training batches
