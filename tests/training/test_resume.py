@@ -37,7 +37,7 @@ def test_ctrl_c_exits_130_with_a_resumable_checkpoint_that_replaced_the_old_one(
     old_checkpoint(out)
     # --early-stop brings in fastai's SaveModelCallback/EarlyStoppingCallback, whose state resumes
     # too. fp32: the epochs' validation runs as the fit does, in bf16 autocast where the CPU has
-    # it, and the export is scored in fp32 (probabilities up to 0.01 apart): the best epoch's
+    # it, and the export is scored in fp32 (losses up to 0.02 apart): the best epoch's
     # loss and the export's are compared exactly below.
     argv = [str(data), *FAST, "--precision", "fp32", "--epochs", "3", "--early-stop", "5",
             "--out", str(out)]
