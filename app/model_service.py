@@ -31,7 +31,7 @@ from app.machine import installed_image
 from app.metrics import record_predictions, record_refusal, record_served_version
 from app.served_model import Classified, ServedModel, describe
 from app.shadow import open_shadow, shadow_ticket
-from classifier.images import ImageError, decode_side, open_checked
+from classifier.images import ImageError, open_checked
 from classifier.loader import ModelCard, load_checked_graph, load_model
 from classifier.model_files import ModelLoadError
 from classifier.prediction import PredictorBase
@@ -212,12 +212,13 @@ class ModelService:
 
     @property
     def decode_min_side(self) -> int | None:
-        """The shorter side an upload is decoded down to (twice the model's input), or None
-        for a full decode (EXACT_DECODE). The form shrinks photos to it before sending."""
+        """The shorter side an upload is decoded down to (the model's input size times its
+        decode margin), or None for a full decode (EXACT_DECODE). The form shrinks photos to
+        it before sending."""
         return self._decode_side(self.model)
 
     def _decode_side(self, model: ServedModel) -> int | None:
-        return decode_side(model.predictor.image_size, exact=self.settings.exact_decode)
+        return model.predictor.decode_side(exact=self.settings.exact_decode)
 
     def _decode(self, data: bytes, on_image, model: ServedModel):
         # Taken in the thread that decodes: an OS lock held across an event-loop wait

@@ -183,7 +183,7 @@ def notebook_gap(n_valid: int) -> str:
                        check=True, capture_output=True)
         learn, _ = load_learner_checked(model)
         predictor = Predictor(learn)
-        side = decode_side(predictor.image_size)
+        side = predictor.decode_side()
         gaps, agree, right, top, files = [], 0, 0, [], sorted(valid.rglob("*.jpg"))
         for path in files:
             with learn.no_bar():

@@ -8,7 +8,7 @@ build, served on the engine the app chooses by measurement on this machine (it w
 choice) with the default inference threads (the CPU count), as a lone request runs. Each stage is
 timed on its own, one request at a time, on the same uploads:
 
-- decode: `classifier.images.open_checked` at the app's reduced scale (twice the model's side);
+- decode: `classifier.images.open_checked` at the app's reduced scale (the model's decode side);
 - prepare: the learner's preprocessing into the network's input (`predictor.prepare`);
 - network: `predictor.predict_prepared` on that input (forward pass, softmax, the answer);
 - whole request: `POST /predict` through Flask's test client, so "the rest" is the request

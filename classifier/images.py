@@ -10,8 +10,9 @@ Decoding at the size the model needs: a 12 MP phone photo costs about 100 ms to 
 in full and as much again for fastai's Resize, against 30-60 ms for a 224 px network.
 So a JPEG is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg (Pillow's draft mode), and
 any other format is shrunk by a whole factor (`Image.reduce`) right after decoding, both
-keeping the shorter side at least twice the model's larger input side; the learner's own
-Resize then does the rest. `exact=True` (the server's EXACT_DECODE setting, the batch
+keeping the shorter side at least twice the model's larger input side (once for a model
+trained without augmentation: RGBLoader's `margin`); the learner's own Resize then does
+the rest. `exact=True` (the server's EXACT_DECODE setting, the batch
 CLI's --exact-decode) turns this off. The form (static/shrink.js) repeats this arithmetic
 in the browser to send a photo already reduced; tests/app/test_form_shrink_browser.py
 checks that the two agree.
@@ -57,8 +58,16 @@ _BAND_PIXELS = 1 << 20  # pixels converted at a time (RGBA + its composite: abou
 
 # Checking a training file decodes it no smaller than this (see verify_image_file).
 VERIFY_SIDE = 512
-# Every decode keeps its shorter side at least this many times the model's larger side.
+# Every decode keeps its shorter side at least this many times the model's larger side:
+# twice by default, as every model trained with augmentation needs (RandomResizedCrop keeps
+# as little as half the area, then resizes it to the input) and as exports older than
+# RGBLoader's `margin`, and notebook exports trained on full decodes, expect (served twice as
+# large, a 12 MP photo's probabilities stay within 0.008 of its full decode's; once, 0.046);
 DECODE_MARGIN = 2
+# once for a model trained without augmentation, whose Resize takes the whole decoded image:
+# a 12 MP JPEG then decodes at 1/8 scale, not 1/4 (13 against 16 ms, and its Resize 1 against
+# 3 ms), with the same accuracy (docs/training.md#why-the-defaults-are-what-they-are).
+RESIZE_ONLY_MARGIN = 1
 
 
 class ImageError(ValueError):
@@ -75,13 +84,14 @@ class ImageTooLarge(ImageError):
     code = "image_too_large"
 
 
-def decode_side(image_size, exact: bool = False) -> int | None:
+def decode_side(image_size, exact: bool = False, margin: int = DECODE_MARGIN) -> int | None:
     """The shorter side a decode must keep for a model of input `image_size` (int or (h, w)),
-    or None (decode in full) when the size is unknown or `exact` is asked for."""
+    `margin` times its larger side, or None (decode in full) when the size is unknown or
+    `exact` is asked for."""
     if not image_size or exact:
         return None
     sides = (image_size, image_size) if isinstance(image_size, int) else image_size
-    return DECODE_MARGIN * max(int(s) for s in sides)
+    return margin * max(int(s) for s in sides)
 
 
 class RGBLoader:
@@ -90,14 +100,16 @@ class RGBLoader:
     An instance pickles as this class (by reference) plus its size and switch, so an export
     loads wherever classifier.images imports, and `learn.predict(path)` decodes exactly
     as serving does. Exports made before it carry `load_rgb` itself, which decodes in full.
-    `exact=True` (training's way to ask for EXACT_DECODE) decodes in full too.
+    `exact=True` (training's way to ask for EXACT_DECODE) decodes in full too. `margin`:
+    see DECODE_MARGIN and RESIZE_ONLY_MARGIN.
     """
 
     exact = False  # exports pickled before `exact` existed
+    margin = DECODE_MARGIN  # exports pickled before `margin` existed
     cache = None  # training's DecodeCache (training/data.py) while a run lasts; never pickled
 
-    def __init__(self, image_size, exact: bool = False):
-        self.image_size, self.exact = image_size, exact
+    def __init__(self, image_size, exact: bool = False, margin: int = DECODE_MARGIN):
+        self.image_size, self.exact, self.margin = image_size, exact, margin
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "cache"}
@@ -107,11 +119,17 @@ class RGBLoader:
             return self.cache.image(Path(source), self.decode)
         return self.decode(source)
 
+    @property
+    def min_side(self) -> int | None:
+        """The shorter side its decodes keep (None: in full)."""
+        return decode_side(self.image_size, self.exact, self.margin)
+
     def decode(self, source) -> Image.Image:
-        return load_rgb(source, decode_side(self.image_size, self.exact))
+        return load_rgb(source, self.min_side)
 
     def __repr__(self) -> str:
-        return f"RGBLoader({self.image_size!r}{', exact=True' if self.exact else ''})"
+        margin = f", margin={self.margin}" if self.margin != DECODE_MARGIN else ""
+        return f"RGBLoader({self.image_size!r}{', exact=True' if self.exact else ''}{margin})"
 
 
 def _source_to_pil(source) -> Image.Image:
@@ -257,20 +275,26 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def verify_image_file(path: Path) -> str | None:
+def verify_image_file(path: Path, min_side: int | None = VERIFY_SIDE, keep=None) -> str | None:
     """Return why `path` cannot be used for training, or None when it can.
 
     Stricter than fastai's verify_images: it decodes every pixel's data (catching
     truncated files) without ever touching the file on disk. A large JPEG is decoded at
     reduced scale, which still reads its whole stream but holds 1/64 of the pixels, so
-    checking a folder of 200 MP photos on several threads stays within memory.
+    checking a folder of 200 MP photos on several threads stays within memory. `keep`:
+    called with the file's os.stat_result (taken before it was read) and the image decoded
+    to keep `min_side`, which is what training's RGBLoader decodes: the training command
+    keeps it rather than decode the file again.
     """
     try:
-        if path.stat().st_size == 0:
+        stat = path.stat()
+        if stat.st_size == 0:
             return "empty file (0 bytes)"
         with path.open("rb") as fh:
             data = fh.read()
-        open_checked(data, max_pixels=DEFAULT_MAX_DECLARED_PIXELS, min_side=VERIFY_SIDE)
+        image = open_checked(data, max_pixels=DEFAULT_MAX_DECLARED_PIXELS, min_side=min_side)
+        if keep is not None:
+            keep(stat, image)
         return None
     except ImageError as exc:
         return str(exc)

@@ -10,12 +10,14 @@ PyTorch on a 2-core CPU), after a parity check against PyTorch at start-up.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from classifier.images import DECODE_MARGIN, RGBLoader
 from classifier.prediction import PredictorBase, concatenate_outputs, os_lock
 
 if TYPE_CHECKING:
@@ -76,6 +78,19 @@ def with_features(model):
     return WithFeatures(model).eval() if feature_split(model) is not None else None
 
 
+def loader_margin(learner) -> int:
+    """The decode margin of the learner's own get_x: an RGBLoader's (our exports: fastai keeps
+    it in the closure of the Transform it wraps it in), else DECODE_MARGIN (a notebook's)."""
+    pipeline = getattr(getattr(learner.dls, "valid_ds", None), "tls", [None])[0]
+    for tfm in getattr(getattr(pipeline, "tfms", None), "fs", [])[:1]:
+        wrapped = getattr(getattr(tfm, "encodes", None), "_f", None)
+        if wrapped is not None and getattr(wrapped, "__closure__", None):
+            for loader in inspect.getclosurevars(wrapped).nonlocals.values():
+                if isinstance(loader, RGBLoader):
+                    return loader.margin
+    return DECODE_MARGIN
+
+
 class Predictor(PredictorBase):
     """Image -> Prediction, with the learner's own transforms and model.
 
@@ -101,6 +116,7 @@ class Predictor(PredictorBase):
         # pipelines may carry None, which would apply training augmentation.
         self._after_item.split_idx = self._after_batch.split_idx = 1
         self.image_size = input_size(learner)
+        self.decode_margin = loader_margin(learner)
         activation = getattr(learner.loss_func, "activation", None)
         self._activation = activation or (lambda x: torch.softmax(x, dim=-1))
         self.threads = threads

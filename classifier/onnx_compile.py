@@ -133,6 +133,8 @@ def largest_difference(learner, predictor: CompiledPredictor, images: list[Path]
 
 def compile_model(model_path) -> float:
     """Write export.onnx and export.onnx.json for `model_path`; returns the checked gap."""
+    from classifier.inference import loader_margin
+
     model_path = Path(model_path)
     learner, card = load_learner_card(model_path)
     pre = preprocessing(learner)
@@ -147,6 +149,7 @@ def compile_model(model_path) -> float:
         "pkl_sha256": card.sha256,  # checked against the file by the loader
         "vocab": list(card.vocab),
         "image_size": image_size,
+        "decode_margin": loader_margin(learner),
         "arch": card.arch,
         "created_at": card.created_at,
         "preprocessing": pre,

@@ -28,6 +28,7 @@ from PIL import Image
 
 from classifier.engine_choice import Reference, softmax
 from classifier.engines import DEFAULT_ENGINE, ENGINES, Forward
+from classifier.images import DECODE_MARGIN
 from classifier.model_files import ModelLoadError, sha256_file
 from classifier.prediction import PredictorBase, concatenate_outputs, os_lock
 
@@ -148,6 +149,7 @@ class CompiledPredictor(PredictorBase):
         self.meta = meta
         self.vocab = [str(v) for v in meta["vocab"]]
         self.image_size = tuple(meta["image_size"]) if meta.get("image_size") else None
+        self.decode_margin = int(meta.get("decode_margin", DECODE_MARGIN))  # older sidecars: 2
         self.threads = threads
         pre = meta["preprocessing"]
         self._steps = pre["steps"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from classifier import storage
 from classifier.image_files import find_image_files
-from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_side, open_checked
+from classifier.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, open_checked
 from classifier.loader import RUNTIMES
 from classifier.model_files import ModelLoadError, atomic_path
 from classifier.versions import VersionError, served_model_path, served_version
@@ -91,7 +91,7 @@ def _load(path: Path, predictor, max_pixels: int, exact: bool):
     """(model input, None) or (None, why the file cannot be used)."""
     try:
         image = open_checked(path.read_bytes(), max_pixels,  # as the server does
-                             min_side=decode_side(predictor.image_size, exact))
+                             min_side=predictor.decode_side(exact))
         return predictor.prepare(image), None
     except ImageError as exc:
         return None, str(exc)

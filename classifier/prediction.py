@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from classifier.images import DECODE_MARGIN, decode_side
+
 DEFAULT_TOP_K = 5  # classes listed in "top" unless asked otherwise (fewer if the model has fewer)
 
 
@@ -59,12 +61,18 @@ class PredictorBase:
 
     vocab: list[str]
     image_size: tuple[int, int] | None
+    decode_margin = DECODE_MARGIN  # the model's training decode (classifier/images.py)
     engine = "onnxruntime-f32"  # what runs the compiled graph (classifier/engines.py)
     engine_choice: dict | None = None  # why that one (classifier/engine_choice.py); None: not chosen
     engine_measurement = None  # a cache miss still to measure (classifier.engine_cache.Measurement)
     _graph: bytes | str | None = None  # the compiled ONNX graph, when it serves
     _sessions: dict
     _lock: threading.Lock  # guards _sessions
+
+    def decode_side(self, exact: bool = False) -> int | None:
+        """The shorter side an image is decoded to for this model, as its training decoded
+        (None: in full, with `exact` or when the model takes images as they come)."""
+        return decode_side(self.image_size, exact, self.decode_margin)
 
     @property
     def graph(self) -> bytes | str | None:

@@ -9,7 +9,8 @@ Two layouts (the two that fastai's and Keras's tutorials use):
 `--extra DIR` adds DIR/<label>/<image> (the web app's FEEDBACK_DIR of corrections) to the
 training split only; see find_extra.
 
-Every file is opened and fully decoded first (classifier.images.verify_image_file);
+Every file is opened and fully decoded first (classifier.images.verify_image_file;
+the training command keeps each decode for its epochs: training_loader, DecodeCache);
 corrupt, truncated, empty and non-image files are skipped and listed with the
 reason. Nothing under DATA_DIR is ever written, moved or deleted. Hidden files
 and folders (a leading dot: .DS_Store, .ipynb_checkpoints) are ignored.
@@ -28,7 +29,7 @@ from pathlib import Path
 from PIL import Image
 
 from classifier.image_files import find_image_files
-from classifier.images import RGBLoader, verify_image_file
+from classifier.images import DECODE_MARGIN, RESIZE_ONLY_MARGIN, RGBLoader, verify_image_file
 from training import UsageError
 
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "validation"), "test": ("test",)}
@@ -91,9 +92,17 @@ def _candidates(folder: Path, skipped: list[dict]) -> list[Path]:
     return found
 
 
-def _verified(paths: list[Path], skipped: list[dict]) -> list[Path]:
+def _verified(paths: list[Path], skipped: list[dict], loader: RGBLoader | None = None) -> list[Path]:
+    """The files that decode; with a `loader` that has a DecodeCache, each one's decode (as
+    the loader decodes it) is kept there, so the first epoch decodes none of them again."""
+    def verify(path: Path) -> str | None:
+        if loader is None or loader.cache is None:
+            return verify_image_file(path)
+        return verify_image_file(path, loader.min_side,
+                                 lambda stat, im: loader.cache.keep(path, stat, im))
+
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        reasons = list(pool.map(verify_image_file, paths))
+        reasons = list(pool.map(verify, paths))
     good = []
     for path, reason in zip(paths, reasons):
         if reason is None:
@@ -134,8 +143,10 @@ def random_split(items: list[Path], valid_pct: float, seed: int) -> tuple[list[P
 
 
 def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42,
-                 extra: str | os.PathLike | None = None) -> Dataset:
-    """Scan and verify DATA_DIR; raise UsageError (one line) when it cannot be trained on."""
+                 extra: str | os.PathLike | None = None, loader: RGBLoader | None = None) -> Dataset:
+    """Scan and verify DATA_DIR; raise UsageError (one line) when it cannot be trained on.
+    With `loader` (training_loader's), the training and validation images' decodes are kept
+    in its cache as they are verified (the test split's are not)."""
     root = _require_dir(root)
     skipped: list[dict] = []
     train_dir = _named(root, "train")
@@ -148,12 +159,12 @@ def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
             if other not in (train_dir, valid_dir, test_dir):
                 skipped.append({"path": str(other), "reason": "not a train/valid/test folder"})
 
-    train = _verified(_candidates(train_dir, skipped), skipped)
+    train = _verified(_candidates(train_dir, skipped), skipped, loader)
     vocab = sorted({label_of(p) for p in train} | {d.name for d in _subdirs(train_dir)})
     if len(vocab) < 2:
         raise UsageError(f"{train_dir} needs at least 2 class folders (<label>/<image>); "
                          f"found {len(vocab)}{': ' + vocab[0] if vocab else ''}.")
-    valid = _verified(_candidates(valid_dir, skipped), skipped) if valid_dir else []
+    valid = _verified(_candidates(valid_dir, skipped), skipped, loader) if valid_dir else []
     test = _verified(_candidates(test_dir, skipped), skipped) if test_dir else []
 
     per_class = Counter(label_of(p) for p in train + valid)
@@ -243,16 +254,23 @@ class DecodeCache:
 
     def image(self, path: Path, decode) -> Image.Image:
         stat = path.stat()
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
-        cached = self.images.get(key)
+        cached = self.images.get(self._key(path, stat))
         if cached is not None:
             return cached
         im = decode(path)
-        size = im.width * im.height * len(im.getbands())
+        self.keep(path, stat, im)
+        return im
+
+    def keep(self, path: Path, stat: os.stat_result, im: Image.Image) -> None:
+        """Keep `im`, decoded from `path` as it was when `stat` was taken, if there is room."""
+        key, size = self._key(path, stat), im.width * im.height * len(im.getbands())
         with self._lock:
             if key not in self.images and self.used + size <= self.max_bytes:
                 self.images[key], self.used = im, self.used + size
-        return im
+
+    @staticmethod
+    def _key(path: Path, stat: os.stat_result) -> tuple:
+        return str(path), stat.st_mtime_ns, stat.st_size
 
     def fill(self, paths: list[Path], decode, threads: int | None = None) -> None:
         """Decode `paths` into the cache on a thread per core (up to 8) before the first epoch,
@@ -268,15 +286,25 @@ class DecodeCache:
             list(pool.map(one, paths))
 
 
+def training_loader(size: int, augment: bool, exact_decode: bool = False,
+                    num_workers: int = 0) -> RGBLoader:
+    """The DataBlock's get_x (see dataloaders), with an empty DecodeCache where it keeps one."""
+    loader = RGBLoader(size, exact_decode, DECODE_MARGIN if augment else RESIZE_ONLY_MARGIN)
+    if not exact_decode and num_workers == 0:
+        loader.cache = DecodeCache()
+    return loader
+
+
 def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int = 0,
-                exact_decode: bool = False, prefill: bool = True):
+                exact_decode: bool = False, prefill: bool = True, loader: RGBLoader | None = None):
     """The DataBlock of every model we train: get_x is classifier.images.RGBLoader(size),
-    which decodes each photo no larger than twice `size`, exactly as serving does (in full
-    with `exact_decode`, as serving does with EXACT_DECODE). Decoded photos are cached
+    which decodes each photo no larger than twice `size` (augmentation's crops need the
+    pixels; once `size` without augmentation), exactly as serving then does for the export
+    (in full with `exact_decode`, as serving does with EXACT_DECODE). Decoded photos are cached
     (DecodeCache) as decoded, all of them here on a thread per core with `prefill` (one of
     several training processes reads only its share: it decodes as its epochs go); not with
     `exact_decode`, which asks for a full decode every time, nor in worker processes, whose
-    copies would not last."""
+    copies would not last. `loader`: training_loader's, as find_dataset filled its cache."""
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import IndexSplitter, parent_label
     from fastai.vision.data import ImageBlock
@@ -284,11 +312,9 @@ def dataloaders(ds: Dataset, size: int, bs: int, augment: bool, num_workers: int
     item_tfms, batch_tfms = item_transforms(size, augment)
     training = list(ds.train) + list(ds.extra)
     items = training + list(ds.valid)
-    loader = RGBLoader(size, exact_decode)
-    if not exact_decode and num_workers == 0:
-        loader.cache = DecodeCache()
-        if prefill:
-            loader.cache.fill(items, loader.decode)
+    loader = loader or training_loader(size, augment, exact_decode, num_workers)
+    if loader.cache is not None and prefill:
+        loader.cache.fill(items, loader.decode)  # what find_dataset did not keep
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=ds.vocab)),
                       get_x=loader, get_y=parent_label,
                       splitter=IndexSplitter(range(len(training), len(items))),

@@ -89,9 +89,9 @@ def field_reference(predictor, paths: list[Path], probs: np.ndarray, vocab: list
     answers with. The embedding comes from a second pass over the validation images, decoded
     as serving decodes them; a model whose pooled features cannot be found has none."""
     from classifier.drift import build_reference
-    from classifier.images import decode_side, load_rgb
+    from classifier.images import load_rgb
 
-    side = decode_side(predictor.image_size)
+    side = predictor.decode_side()
     chunks = []
     for start in range(0, len(paths), FEATURE_BATCH):
         images = [load_rgb(path, side) for path in paths[start:start + FEATURE_BATCH]]

@@ -234,7 +234,11 @@ def run(argv, command: str, stop) -> int:
         extra = storage.local_copy(config.extra) if config.extra else None
     except OSError as exc:
         raise UsageError(f"--extra: {exc}") from None
-    ds = data.find_dataset(data_dir, config.valid_pct, config.seed, extra=extra)
+    processes = distributed.world_size()
+    # Verifying each photo decodes it: kept for training, where one process reads them all.
+    loader = data.training_loader(config.size, config.augment)
+    ds = data.find_dataset(data_dir, config.valid_pct, config.seed, extra=extra,
+                           loader=loader if processes == 1 else None)
     root = models_root(out)
     ds, frozen = test_set.apply(ds, root, test_set.read(root), config.test_pct, config.seed)
     split = f"random split {config.valid_pct:g} seed {config.seed}" if ds.layout == "folders" \
@@ -253,12 +257,12 @@ def run(argv, command: str, stop) -> int:
     from fastai.torch_core import set_seed
     set_seed(config.seed)
     config = dataclasses.replace(config, bs=batch_size(config.bs, len(ds.train) + len(ds.extra)))
-    processes = distributed.world_size()
     if config.bs % processes:
         say(f"bs {config.bs} lowered to {config.bs - config.bs % processes}, a multiple of the "
             f"{processes} processes (each takes bs / {processes})")
         config = dataclasses.replace(config, bs=config.bs - config.bs % processes)
-    dls = data.dataloaders(ds, config.size, config.bs, config.augment, prefill=processes == 1)
+    dls = data.dataloaders(ds, config.size, config.bs, config.augment, prefill=processes == 1,
+                           loader=loader)
 
     # -- learner -------------------------------------------------------------------
     workdir = Path(tempfile.mkdtemp(prefix="train-"))  # lr_find's scratch files, never DATA_DIR

@@ -1,8 +1,8 @@
 """The form shrinks a phone photo in the browser before sending it (slow mobile links).
 
-A photo is decoded by the server no larger than twice the model's input anyway, so the
-form sends that much, upright whatever its EXIF orientation, and gets the answer the API
-gives for the original file. What Chromium cannot decode (HEIC) goes as it is.
+A photo is decoded by the server no larger than the model needs anyway (its decode side,
+ModelService.decode_min_side), so the form sends that much, upright whatever its EXIF
+orientation, and gets the answer the API gives for the original file. What Chromium cannot decode (HEIC) goes as it is.
 """
 from __future__ import annotations
 

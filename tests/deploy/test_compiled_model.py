@@ -13,6 +13,7 @@ import pytest
 
 from classifier import onnx_model
 from classifier import predict as predict_cli
+from classifier.images import DECODE_MARGIN, RESIZE_ONLY_MARGIN
 from classifier.int8 import int8_path
 from classifier.model_files import sha256_file
 from classifier.onnx_compile import CompileError, compile_model
@@ -73,6 +74,9 @@ def compiled(trained_model, tmp_path_factory):
 
 
 def test_compiled_model_answers_like_the_torch_app_without_torch(compiled):
+    """Also decoded alike: the session's model trained without augmentation, so both decode at
+    its margin (the 300x200 PNG reduced by 6, not 3, for its 32 px input)."""
+    assert json.loads(sidecar_path(compiled).read_text())["decode_margin"] == RESIZE_ONLY_MARGIN
     lean, full = serve(compiled, "lean"), serve(compiled, "torch")
     assert lean["torch_loaded"] is False and full["torch_loaded"] is True
     assert lean["model"]["runtime"] == "onnx-lean"
@@ -153,6 +157,7 @@ def test_notebook_export_compiles_and_serves_without_torch(notebook_export, tmp_
     assert gap <= 1e-4
     meta = json.loads(sidecar_path(models / "export.pkl").read_text())
     assert meta["preprocessing"]["steps"][0]["op"] == "resize"
+    assert meta["decode_margin"] == DECODE_MARGIN  # trained on full decodes
     # no examples to calibrate on: no int8 copy
     assert meta["int8_sha256"] is None and not int8_path(graph_path(models / "export.pkl")).exists()
     lean, full = serve(models / "export.pkl", "lean"), serve(models / "export.pkl", "torch")

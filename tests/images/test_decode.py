@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from classifier.images import (
+    RESIZE_ONLY_MARGIN,
     ImageTooLarge,
     InvalidImage,
     RGBLoader,
@@ -32,9 +33,10 @@ def close_to(reduced: Image.Image, full: Image.Image) -> float:
     return float(np.abs(np.asarray(reduced, np.float32) - np.asarray(ref, np.float32)).mean())
 
 
-def test_decode_side_is_twice_the_larger_model_side(monkeypatch):
+def test_decode_side_is_the_margin_times_the_larger_model_side(monkeypatch):
     assert decode_side(224) == 448
     assert decode_side((48, 40)) == 96
+    assert decode_side(224, margin=RESIZE_ONLY_MARGIN) == 224
     assert decode_side(None) is None
     assert decode_side(224, exact=True) is None
     # The decoder reads no environment: EXACT_DECODE reaches it only through its caller
@@ -50,6 +52,18 @@ def test_jpeg_is_decoded_at_reduced_scale_keeping_twice_the_model_size(jpeg_12mp
     assert close_to(im, photo_12mp) < 4
     assert load_rgb(jpeg_12mp, SIDE).tobytes() == im.tobytes()  # training decodes the same
     assert exact(jpeg_12mp).size == photo_12mp.size
+
+
+def test_a_model_trained_without_augmentation_decodes_a_12mp_jpeg_at_one_eighth(jpeg_12mp, photo_12mp,
+                                                                               tmp_path):
+    loader = RGBLoader(MODEL_SIZE, margin=RESIZE_ONLY_MARGIN)  # training/data.py's, no augmentation
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg_12mp)
+    im = loader(path)
+    assert im.size == (504, 378)  # libjpeg's 1/8 scale keeps the 224 px the Resize takes
+    assert close_to(im, photo_12mp) < 4
+    assert pickle.loads(pickle.dumps(loader)).margin == RESIZE_ONLY_MARGIN
+    assert repr(loader) == "RGBLoader(224, margin=1)"
 
 
 @pytest.mark.parametrize("orientation, transpose", [(6, Image.Transpose.ROTATE_270),
@@ -105,9 +119,9 @@ def test_exact_decode_turns_reduction_off(jpeg_12mp, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg_12mp)
     assert RGBLoader(MODEL_SIZE, exact=True)(path).size == (4032, 3024)
-    old = RGBLoader.__new__(RGBLoader)  # as an export pickled before `exact` existed loads
+    old = RGBLoader.__new__(RGBLoader)  # as an export pickled before `exact` and `margin` loads
     old.__dict__.update(image_size=MODEL_SIZE)
-    assert old(path).size == RGBLoader(MODEL_SIZE)(path).size != (4032, 3024)
+    assert old(path).size == RGBLoader(MODEL_SIZE)(path).size == (1008, 756)  # as it trained
 
 
 # ---------------------------------------------------------------- limits

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.images import RGBLoader, decode_side, open_checked
+from classifier.images import DECODE_MARGIN, RESIZE_ONLY_MARGIN, RGBLoader, open_checked
 from classifier.inference import Predictor
 from classifier.model_files import load_learner_checked
 from tests.images.conftest import big_photo, encode
@@ -36,7 +36,7 @@ def photo_files(tmp_path_factory):
 
 
 def served(predictor: Predictor, path, exact: bool):
-    side = decode_side(predictor.image_size, exact)
+    side = predictor.decode_side(exact)
     return predictor.predict(open_checked(path.read_bytes(), min_side=side))
 
 
@@ -66,13 +66,17 @@ def test_our_export_matches_learn_predict_on_the_same_file(trained_model, photo_
     predictor = Predictor(learn)
     if exact:
         decode_in_full(learn, predictor.image_size)
-    else:  # the photos really are decoded smaller than stored
-        side = decode_side(predictor.image_size)
-        assert open_checked(photo_files[1].read_bytes(), min_side=side).size == (160, 120)
+    else:  # the photos really are decoded smaller than stored: as small as the Resize
+        assert predictor.decode_margin == RESIZE_ONLY_MARGIN  # trained without augmentation
+        assert predictor.decode_side() == max(predictor.image_size)
+        side = predictor.decode_side()
+        assert open_checked(photo_files[1].read_bytes(), min_side=side).size == (80, 60)
     assert_same(learn, predictor, photo_files, exact)
 
 
 def test_notebook_export_matches_learn_predict_with_exact_decode(notebook_export, photo_files):
     """fastai's own get_x ignores EXIF orientation, so only the upright files are compared."""
     learn, _ = load_learner_checked(notebook_export)
-    assert_same(learn, Predictor(learn), photo_files[1:], exact=True)
+    predictor = Predictor(learn)
+    assert predictor.decode_margin == DECODE_MARGIN  # trained on full decodes: served twice as large
+    assert_same(learn, predictor, photo_files[1:], exact=True)

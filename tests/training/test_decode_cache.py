@@ -90,11 +90,13 @@ def test_the_cache_holds_the_pixels_serving_decodes(photos, caches):
     one_epoch(data.dataloaders(photos, 32, 4, augment=False))
     [cache] = caches
     assert len(cache.images) == 12
-    # upright 400x300 reduced by 4 (shorter side at least twice 32), not resized again
-    assert {im.size for im in cache.images.values()} == {(100, 75)}
+    # upright 400x300 at libjpeg's 1/8 (shorter side at least 32, what the Resize takes
+    # without augmentation), not resized again
+    assert {im.size for im in cache.images.values()} == {(50, 38)}
 
 
 def test_augmenting_caches_at_the_decode_size(photos, caches):
+    """Augmentation's crops keep twice the input: 1/4 scale (shorter side at least 64)."""
     one_epoch(data.dataloaders(photos, 32, 4, augment=True))
     assert {im.size for im in caches[0].images.values()} == {(100, 75)}
 
@@ -111,7 +113,7 @@ def test_a_changed_file_is_decoded_again(photos, decodes):
 
 
 def test_the_cache_is_bounded(photos, decodes, caches, monkeypatch):
-    monkeypatch.setattr(data, "DECODE_CACHE_BYTES", 5 * 100 * 75 * 3)  # room for 5 photos
+    monkeypatch.setattr(data, "DECODE_CACHE_BYTES", 5 * 50 * 38 * 3)  # room for 5 photos
     dls = data.dataloaders(photos, 32, 4, augment=False)
     one_epoch(dls)
     decodes.clear()
@@ -127,3 +129,52 @@ def test_an_export_carries_no_cache(photos):
     blob = pickle.dumps(loader)
     assert b"DecodeCache" not in blob and b"training" not in blob
     assert pickle.loads(blob).cache is None
+
+
+def test_verifying_the_photos_keeps_their_decodes_for_training(photos, decodes, monkeypatch):
+    """The training command's check of each file decodes it as the loader does and keeps the
+    result: every photo is decoded once in all, and the epochs get the loader's own pixels."""
+    checked = []
+    real = classifier.images.open_checked
+
+    def counting(data, *args, **kwargs):
+        checked.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.images, "open_checked", counting)
+    loader = data.training_loader(32, augment=False)
+    ds = data.find_dataset(photos.root, 0.25, 42, loader=loader)
+    assert len(checked) == 12 and len(loader.cache.images) == 12
+    one_epoch(data.dataloaders(ds, 32, 4, augment=False, loader=loader))
+    assert decodes == [] and len(checked) == 12  # neither the fill nor the epoch decoded again
+    for path in ds.train[:3]:
+        kept = loader.cache.image(path, lambda p: pytest.fail(f"{p} is not kept"))
+        assert kept.tobytes() == real(path.read_bytes(), min_side=loader.min_side).tobytes()
+        assert kept.size == (50, 38)  # the loader's decode, not the 512 px a plain check keeps
+
+
+class Stop(BaseException):
+    """Ends a training command once it has built its DataLoaders (the CLI catches Exception)."""
+
+
+def test_the_training_command_verifies_into_the_loader_it_trains_with(monkeypatch, tmp_path, photos):
+    from training import train
+
+    seen = {}
+    real_find = data.find_dataset
+
+    def find_dataset(*args, loader=None, **kwargs):
+        seen["verified into"] = loader
+        return real_find(*args, loader=loader, **kwargs)
+
+    def dataloaders(*args, loader=None, **kwargs):
+        seen["trained with"] = loader
+        raise Stop
+
+    monkeypatch.setattr(data, "find_dataset", find_dataset)
+    monkeypatch.setattr(data, "dataloaders", dataloaders)
+    with pytest.raises(Stop):
+        train.main([str(photos.root), "--out", str(tmp_path / "m.pkl"), "--size", "32",
+                    "--no-augment", "--no-pretrained", "--epochs", "1"])
+    assert seen["verified into"] is seen["trained with"]
+    assert len(seen["trained with"].cache.images) >= 8  # less the frozen test set's
