@@ -55,9 +55,12 @@ def test_a_model_trained_from_scratch_on_few_photos_predicts_with_its_own_statis
         learn.fit_one_cycle(config.epochs, config.lr)  # 4 optimizer steps an epoch
     exported = probabilities(learn.model, dls.valid)
     measured = probabilities(measured_statistics(learn.model, dls.train.new(bs=len(train), shuffle=False, drop_last=False)), dls.valid)
-    # The largest gap, seeds 42, 1 and 2: 0.27-0.30 with training/batchnorm.py (its batches of
-    # 8 are a noisy estimate; 90-100 % of the answers the same), 0.70-0.85 without it (35-80 %)
-    assert (exported - measured).abs().max() < 0.5, (exported - measured).abs().max()
+    # The mean gap over the 20 photos, seeds 42, 1 and 2, on 1 and on 2 threads (an earlier
+    # test may leave torch on 1): 0.043-0.115 with training/batchnorm.py (its batches of 8 are
+    # a noisy estimate; 85-95 % of the answers the same), 0.251-0.507 without it (40-70 %).
+    # The largest gap is too noisy to bound: 0.14-0.54 with it, 0.68-0.99 without.
+    gap = (exported - measured).abs().max(dim=1).values.mean()
+    assert gap < 0.18, gap
 
 
 def loads_in_one_epoch(tmp_path, monkeypatch) -> tuple[int, int]:
