@@ -88,3 +88,16 @@ def free_dropped_apps():
     if rss > COLLECT_ABOVE_MB * 2**20 and rss - _rss_after_collect[0] > COLLECT_AFTER_GROWTH_MB * 2**20:
         gc.collect()
         _rss_after_collect[0] = psutil.Process().memory_info().rss
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """The app's loading path and Grad-CAM's set torch to 1 thread, for the whole process
+    (app/model_service.py, classifier/explain.py): put the count back after each test, so the
+    tests after it compute as they do alone (test_batchnorm's model, trained on 1 thread after
+    the app tests, moved its probabilities twice as far)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
