@@ -263,14 +263,27 @@ class DecodeCache:
 
     def keep(self, path: Path, stat: os.stat_result, im: Image.Image) -> None:
         """Keep `im`, decoded from `path` as it was when `stat` was taken, if there is room."""
-        key, size = self._key(path, stat), im.width * im.height * len(im.getbands())
+        key, size = self._key(path, stat), self._bytes(im)
         with self._lock:
             if key not in self.images and self.used + size <= self.max_bytes:
                 self.images[key], self.used = im, self.used + size
 
+    def retain(self, paths) -> None:
+        """Drop every image but those of `paths`: the check decoded the whole folder, and the
+        test set's photos (scored by the exported model's own decoding) would take room that
+        training images then miss, each decoded again every epoch."""
+        wanted = {str(path) for path in paths}
+        with self._lock:
+            for key in [key for key in self.images if key[0] not in wanted]:
+                self.used -= self._bytes(self.images.pop(key))
+
     @staticmethod
     def _key(path: Path, stat: os.stat_result) -> tuple:
         return str(path), stat.st_mtime_ns, stat.st_size
+
+    @staticmethod
+    def _bytes(im: Image.Image) -> int:
+        return im.width * im.height * len(im.getbands())
 
     def fill(self, paths: list[Path], decode, threads: int | None = None) -> None:
         """Decode `paths` into the cache on a thread per core (up to 8) before the first epoch,

@@ -241,6 +241,7 @@ def run(argv, command: str, stop) -> int:
                            loader=loader if processes == 1 else None)
     root = models_root(out)
     ds, frozen = test_set.apply(ds, root, test_set.read(root), config.test_pct, config.seed)
+    loader.cache.retain([*ds.train, *ds.valid, *ds.extra])  # not the test set's decodes
     split = f"random split {config.valid_pct:g} seed {config.seed}" if ds.layout == "folders" \
         else "train/valid folders"
     say(f"data: {ds.root} ({split}): {len(ds.vocab)} classes, {len(ds.train)} train"

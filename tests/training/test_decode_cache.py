@@ -167,8 +167,8 @@ def test_the_training_command_verifies_into_the_loader_it_trains_with(monkeypatc
         seen["verified into"] = loader
         return real_find(*args, loader=loader, **kwargs)
 
-    def dataloaders(*args, loader=None, **kwargs):
-        seen["trained with"] = loader
+    def dataloaders(ds, *args, loader=None, **kwargs):
+        seen["trained with"], seen["dataset"] = loader, ds
         raise Stop
 
     monkeypatch.setattr(data, "find_dataset", find_dataset)
@@ -177,4 +177,7 @@ def test_the_training_command_verifies_into_the_loader_it_trains_with(monkeypatc
         train.main([str(photos.root), "--out", str(tmp_path / "m.pkl"), "--size", "32",
                     "--no-augment", "--no-pretrained", "--epochs", "1"])
     assert seen["verified into"] is seen["trained with"]
-    assert len(seen["trained with"].cache.images) >= 8  # less the frozen test set's
+    ds, cache = seen["dataset"], seen["trained with"].cache
+    # every training and validation photo kept, and none of the test set's
+    assert ds.test and {key[0] for key in cache.images} == {str(p) for p in ds.train + ds.valid}
+    assert cache.used == sum(im.width * im.height * 3 for im in cache.images.values())
