@@ -2,7 +2,8 @@
 
 A photo is decoded by the server no larger than the model needs anyway (its decode side,
 ModelService.decode_min_side), so the form sends that much, upright whatever its EXIF
-orientation, and gets the answer the API gives for the original file. What Chromium cannot decode (HEIC) goes as it is.
+orientation, and gets the answer the API gives for the original file. What Chromium cannot
+decode (HEIC) goes as it is.
 """
 from __future__ import annotations
 
