@@ -146,7 +146,8 @@ def find_dataset(root: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42
                  extra: str | os.PathLike | None = None, loader: RGBLoader | None = None) -> Dataset:
     """Scan and verify DATA_DIR; raise UsageError (one line) when it cannot be trained on.
     With `loader` (training_loader's), the training and validation images' decodes are kept
-    in its cache as they are verified (the test split's are not)."""
+    in its cache as they are verified (a test/ folder's are not; a test split drawn later from
+    the training images is dropped again with DecodeCache.retain)."""
     root = _require_dir(root)
     skipped: list[dict] = []
     train_dir = _named(root, "train")
